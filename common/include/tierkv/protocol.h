@@ -1,0 +1,225 @@
+// The control protocol between libtierkv and tierkvd over a Unix stream socket.
+//
+// Every message is one frame: a 16-byte FrameHeader, then `payload_bytes` of payload encoded with
+// wire::ByteWriter. A client sends a request and reads exactly one reply frame with the same
+// opcode and request id; `status` in a reply is a StatusCode, and a non-OK reply's payload is the
+// error message (a u32-length string). Data never crosses the socket: the Hello reply carries the
+// host pool's memfd (SCM_RIGHTS) and later messages name slots by index and byte offset into it.
+//
+// Message structs below are plain values; encode() appends the payload, decode() parses it and
+// names the bad field on failure. Decoders reuse the vectors they are given (no allocation once
+// they have grown to the working size).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "tierkv/chunk_key.h"
+#include "tierkv/layout.h"
+#include "tierkv/status.h"
+#include "tierkv/wire.h"
+
+namespace tierkv::proto {
+
+inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr size_t kHeaderBytes = 16;
+// Largest payload either side accepts; a header announcing more is rejected before any read.
+inline constexpr uint32_t kMaxPayloadBytes = 16u << 20;
+// Most chunks one request may name (a 16M-token prompt at 256 tokens per chunk).
+inline constexpr uint32_t kMaxChunksPerRequest = 65536;
+inline constexpr uint32_t kMaxNameBytes = 256;
+
+// Wire-stable values: never renumber.
+enum class Op : uint16_t {
+  kHello = 1,
+  kRegisterLayout = 2,
+  kLookup = 3,
+  kPutBegin = 4,
+  kPutCommit = 5,
+  kPutAbort = 6,
+  kLoad = 7,
+  kRelease = 8,
+  kEvict = 9,
+  kDelete = 10,
+  kStats = 11,
+  kListNamespaces = 12,
+};
+std::string_view op_name(Op op);  // "lookup", ...; "unknown" otherwise
+bool is_known_op(uint16_t op);
+
+struct FrameHeader {
+  uint32_t payload_bytes = 0;
+  uint16_t op = 0;
+  uint16_t status = 0;  // StatusCode in replies, 0 in requests
+  uint32_t request_id = 0;
+  uint32_t reserved = 0;  // must be 0
+};
+static_assert(sizeof(FrameHeader) == kHeaderBytes);
+
+// Parses and validates a header: length within kMaxPayloadBytes, reserved zero. The opcode is
+// checked by the dispatcher so that an unknown one gets a reply rather than a dropped connection.
+Result<FrameHeader> parse_header(std::span<const uint8_t, kHeaderBytes> bytes);
+// Appends header + payload. `payload` is written by `fill` into the same buffer (no copy).
+void begin_frame(std::vector<uint8_t>& buf, Op op, uint32_t request_id, StatusCode status);
+Status end_frame(std::vector<uint8_t>& buf);  // patches payload_bytes; fails if too large
+// An error reply: header with `status.code()` and the message as payload.
+void error_frame(std::vector<uint8_t>& buf, uint16_t op, uint32_t request_id, const Status& status);
+// Decodes a non-OK reply's payload back into a Status.
+Status decode_error(StatusCode code, std::span<const uint8_t> payload);
+
+// Where a chunk lies. Wire-stable.
+enum class Tier : uint8_t { kNone = 0, kGpu = 1, kHost = 2, kNvme = 3, kRemote = 4 };
+std::string_view tier_name(Tier tier);
+
+// --- hello ---------------------------------------------------------------------------------------
+struct HelloRequest {
+  uint32_t protocol_version = kProtocolVersion;
+  std::string client_name;
+};
+struct HelloReply {  // the reply frame carries the host pool memfd
+  uint32_t protocol_version = kProtocolVersion;
+  std::string daemon_version;
+  uint64_t host_region_bytes = 0;
+  uint32_t default_chunk_tokens = 0;
+};
+
+// --- namespaces ----------------------------------------------------------------------------------
+struct RegisterLayoutRequest {
+  Layout layout;  // chunk_tokens 0 = daemon default
+  std::string tenant;
+  std::string salt;
+};
+struct RegisterLayoutReply {
+  NamespaceId ns = 0;
+  Layout layout;  // as resolved
+};
+
+// --- lookup / load ------------------------------------------------------------------------------
+// Lookup and Load name a prompt by its chunk keys, in order.
+struct KeysRequest {
+  NamespaceId ns = 0;
+  std::vector<ChunkKey> keys;
+};
+struct LookupReply {
+  std::vector<Tier> tiers;  // one per leading cached chunk; size() = cached prefix length
+};
+struct SlotRef {
+  uint32_t slot = 0;
+  uint32_t reserved = 0;
+  uint64_t offset = 0;  // byte offset in the host region
+  uint64_t bytes = 0;   // valid bytes (the namespace's chunk size)
+};
+static_assert(sizeof(SlotRef) == 24);
+struct LoadReply {
+  std::vector<SlotRef> slots;  // leased for reading, one per leading cached chunk
+};
+
+// --- put -----------------------------------------------------------------------------------------
+enum class PutDisposition : uint8_t {
+  kWrite = 0,       // write the chunk into `slot`, then commit or abort it
+  kCached = 1,      // already cached: nothing to do
+  kInProgress = 2,  // another client is writing it now: skip
+  kNoSpace = 3,     // no slot could be had (every evictable slot is leased): skip
+};
+struct PutBeginRequest {
+  NamespaceId ns = 0;
+  ChunkKey parent;         // key of the chunk before keys[0]; kRootKey when keys[0] is chunk 0
+  uint64_t chunk_bytes = 0;  // must equal the namespace's chunk size
+  std::vector<ChunkKey> keys;
+};
+struct PutSlot {
+  PutDisposition disposition = PutDisposition::kCached;
+  uint8_t pad[3] = {};
+  uint32_t slot = 0;
+  uint64_t offset = 0;
+};
+static_assert(sizeof(PutSlot) == 16);
+struct PutBeginReply {
+  std::vector<PutSlot> slots;  // one per key, same order
+};
+// Commit, abort and release name slots this session holds.
+struct SlotsRequest {
+  std::vector<uint32_t> slots;
+};
+struct CountReply {
+  uint64_t count = 0;
+};
+
+// --- evict / delete -----------------------------------------------------------------------------
+enum class Scope : uint8_t { kNamespace = 0, kKeys = 1 };
+struct DropRequest {
+  NamespaceId ns = 0;
+  Scope scope = Scope::kKeys;
+  std::vector<ChunkKey> keys;  // kKeys: these chunks (a prompt's keys); kNamespace: empty
+};
+
+// --- stats ---------------------------------------------------------------------------------------
+struct TierStats {
+  Tier tier = Tier::kNone;
+  uint8_t enabled = 0;
+  uint8_t pad[6] = {};
+  uint64_t capacity_bytes = 0;
+  uint64_t used_bytes = 0;
+  uint64_t chunks = 0;
+  uint64_t hits = 0;       // chunks found by lookup or load
+  uint64_t misses = 0;     // chunks asked for and not found
+  uint64_t evictions = 0;  // chunks removed to make room
+  uint64_t bytes_in = 0;   // bytes committed into the tier
+  uint64_t bytes_out = 0;  // bytes leased out for loading
+};
+static_assert(sizeof(TierStats) == 72);
+struct StatsReply {
+  std::string daemon_version;
+  uint32_t pid = 0;
+  uint64_t uptime_ms = 0;
+  uint32_t sessions = 0;
+  uint32_t namespaces = 0;
+  uint64_t read_leases = 0;      // outstanding read leases, all sessions
+  uint64_t pending_writes = 0;   // slots leased for writing and not yet committed
+  uint64_t requests = 0;
+  uint64_t request_errors = 0;
+  std::vector<TierStats> tiers;  // gpu, host, nvme, remote
+};
+struct NamespaceInfo {
+  Namespace ns;
+  uint64_t chunks = 0;
+  uint64_t bytes = 0;
+};
+struct ListNamespacesReply {
+  std::vector<NamespaceInfo> namespaces;
+};
+
+void encode(wire::ByteWriter& w, const HelloRequest& m);
+void encode(wire::ByteWriter& w, const HelloReply& m);
+void encode(wire::ByteWriter& w, const RegisterLayoutRequest& m);
+void encode(wire::ByteWriter& w, const RegisterLayoutReply& m);
+void encode(wire::ByteWriter& w, const KeysRequest& m);
+void encode(wire::ByteWriter& w, const LookupReply& m);
+void encode(wire::ByteWriter& w, const LoadReply& m);
+void encode(wire::ByteWriter& w, const PutBeginRequest& m);
+void encode(wire::ByteWriter& w, const PutBeginReply& m);
+void encode(wire::ByteWriter& w, const SlotsRequest& m);
+void encode(wire::ByteWriter& w, const CountReply& m);
+void encode(wire::ByteWriter& w, const DropRequest& m);
+void encode(wire::ByteWriter& w, const StatsReply& m);
+void encode(wire::ByteWriter& w, const ListNamespacesReply& m);
+
+Status decode(wire::ByteReader& r, HelloRequest& m);
+Status decode(wire::ByteReader& r, HelloReply& m);
+Status decode(wire::ByteReader& r, RegisterLayoutRequest& m);
+Status decode(wire::ByteReader& r, RegisterLayoutReply& m);
+Status decode(wire::ByteReader& r, KeysRequest& m);
+Status decode(wire::ByteReader& r, LookupReply& m);
+Status decode(wire::ByteReader& r, LoadReply& m);
+Status decode(wire::ByteReader& r, PutBeginRequest& m);
+Status decode(wire::ByteReader& r, PutBeginReply& m);
+Status decode(wire::ByteReader& r, SlotsRequest& m);
+Status decode(wire::ByteReader& r, CountReply& m);
+Status decode(wire::ByteReader& r, DropRequest& m);
+Status decode(wire::ByteReader& r, StatsReply& m);
+Status decode(wire::ByteReader& r, ListNamespacesReply& m);
+
+}  // namespace tierkv::proto

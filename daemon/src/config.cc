@@ -1,0 +1,242 @@
+#include "tierkv/daemon/config.h"
+
+#include <toml++/toml.h>
+
+#include <cctype>
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace tierkv::daemon {
+
+std::string_view default_config_toml() {
+  return R"(# tierkvd configuration. Every option, its default and what it does.
+# Sizes take a unit: KiB, MiB, GiB, TiB (or KB, MB, GB, TB for powers of ten); a bare number is bytes.
+
+[server]
+# Unix socket the daemon listens on. Clients find it through $TIERKV_SOCKET or this default.
+socket_path = "/run/tierkv/tierkvd.sock"
+# File mode of the socket. Access is decided by allowed_uids (checked with SO_PEERCRED), so the
+# socket itself may be open to all: a refused client gets an error that says why.
+socket_mode = 0o666
+# Users (numeric uids) allowed to connect, besides the daemon's own user and root.
+allowed_uids = []
+# Most clients connected at once; more are refused with an error.
+max_clients = 1024
+
+[host]
+# Shared-memory host tier: total bytes of KV it holds. Rounded down to whole slabs.
+capacity = "2GiB"
+# Slab size: the host pool is cut into slabs, each carved into slots of one size class.
+# Also the largest chunk the host tier holds. A power of two.
+slab_size = "64MiB"
+# Smallest slot size class; classes run 1x, 1.5x, 2x, 3x, 4x ... of it up to slab_size.
+min_slot_size = "64KiB"
+# Reserve and map every page of the host tier at start-up: fails early if the memory is not there,
+# and no chunk write ever page-faults.
+prefault = true
+
+[cache]
+# Tokens per chunk for layouts that do not set their own.
+chunk_tokens = 256
+
+[log]
+# trace, debug, info, warn, error, critical or off.
+level = "info"
+)";
+}
+
+Result<uint64_t> parse_size(std::string_view text) {
+  size_t i = 0;
+  while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
+  uint64_t value = 0;
+  size_t digits = 0;
+  for (; i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])); ++i, ++digits) {
+    if (value > (UINT64_MAX - 9) / 10) return Status::InvalidArgument("size '" + std::string(text) + "' is too large");
+    value = value * 10 + static_cast<uint64_t>(text[i] - '0');
+  }
+  if (digits == 0) return Status::InvalidArgument("size '" + std::string(text) + "' does not start with a number");
+  while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
+  const std::string_view unit = text.substr(i);
+  static constexpr struct {
+    std::string_view name;
+    uint64_t factor;
+  } kUnits[] = {{"", 1},          {"B", 1},
+                {"KiB", 1ull << 10}, {"MiB", 1ull << 20}, {"GiB", 1ull << 30}, {"TiB", 1ull << 40},
+                {"KB", 1000ull},     {"MB", 1000000ull},  {"GB", 1000000000ull},
+                {"TB", 1000000000000ull}};
+  for (const auto& u : kUnits) {
+    if (unit == u.name) {
+      if (value > UINT64_MAX / u.factor) return Status::InvalidArgument("size '" + std::string(text) + "' is too large");
+      return value * u.factor;
+    }
+  }
+  return Status::InvalidArgument("size '" + std::string(text) + "': unknown unit '" +
+                                 std::string(unit) + "' (use KiB, MiB, GiB, TiB, KB, MB, GB, TB)");
+}
+
+std::string format_size(uint64_t bytes) {
+  static constexpr const char* kNames[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024.0 && u < 5) {
+    v /= 1024.0;
+    ++u;
+  }
+  char buf[32];
+  if (u == 0 || v == static_cast<double>(static_cast<uint64_t>(v))) {
+    std::snprintf(buf, sizeof(buf), "%llu %s", static_cast<unsigned long long>(v), kNames[u]);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.1f %s", v, kNames[u]);
+  }
+  return buf;
+}
+
+namespace {
+
+// Reads one table's keys into the config, rejecting unknown keys and wrong types.
+class TableReader {
+ public:
+  TableReader(const toml::table& root, std::string_view origin) : root_(root), origin_(origin) {}
+
+  Status check_known(const std::set<std::string>& known) {
+    for (const auto& [section, node] : root_) {
+      const std::string s(section.str());
+      const toml::table* t = node.as_table();
+      if (t == nullptr) return error(node, s, "is not a [section]");
+      for (const auto& [key, value] : *t) {
+        const std::string full = s + "." + std::string(key.str());
+        if (!known.count(full)) return error(value, full, "is not a known option");
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status get_string(const char* path, std::string& out) {
+    const toml::node* n = root_.at_path(path).node();
+    if (n == nullptr) return Status::Ok();
+    if (!n->is_string()) return error(*n, path, "must be a string");
+    out = n->as_string()->get();
+    return Status::Ok();
+  }
+  Status get_bool(const char* path, bool& out) {
+    const toml::node* n = root_.at_path(path).node();
+    if (n == nullptr) return Status::Ok();
+    if (!n->is_boolean()) return error(*n, path, "must be true or false");
+    out = n->as_boolean()->get();
+    return Status::Ok();
+  }
+  Status get_uint(const char* path, uint64_t max, uint64_t& out) {
+    const toml::node* n = root_.at_path(path).node();
+    if (n == nullptr) return Status::Ok();
+    if (!n->is_integer()) return error(*n, path, "must be an integer");
+    const int64_t v = n->as_integer()->get();
+    if (v < 0 || static_cast<uint64_t>(v) > max) {
+      return error(*n, path, "= " + std::to_string(v) + " is out of range [0, " + std::to_string(max) + "]");
+    }
+    out = static_cast<uint64_t>(v);
+    return Status::Ok();
+  }
+  Status get_size(const char* path, uint64_t& out) {
+    const toml::node* n = root_.at_path(path).node();
+    if (n == nullptr) return Status::Ok();
+    if (n->is_integer()) return get_uint(path, UINT64_MAX >> 1, out);
+    if (!n->is_string()) return error(*n, path, "must be a size such as \"2GiB\"");
+    auto v = parse_size(n->as_string()->get());
+    if (!v.ok()) return error(*n, path, v.status().message());
+    out = *v;
+    return Status::Ok();
+  }
+  Status get_uid_list(const char* path, std::vector<uint32_t>& out) {
+    const toml::node* n = root_.at_path(path).node();
+    if (n == nullptr) return Status::Ok();
+    const toml::array* a = n->as_array();
+    if (a == nullptr) return error(*n, path, "must be an array of uids");
+    out.clear();
+    for (const toml::node& item : *a) {
+      if (!item.is_integer() || item.as_integer()->get() < 0 || item.as_integer()->get() > UINT32_MAX) {
+        return error(item, path, "must hold only numeric uids");
+      }
+      out.push_back(static_cast<uint32_t>(item.as_integer()->get()));
+    }
+    return Status::Ok();
+  }
+
+ private:
+  Status error(const toml::node& n, std::string_view key, const std::string& what) const {
+    return Status::InvalidArgument(std::string(origin_) + ":" +
+                                   std::to_string(n.source().begin.line) + ": " +
+                                   std::string(key) + " " + what);
+  }
+
+  const toml::table& root_;
+  std::string_view origin_;
+};
+
+}  // namespace
+
+Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view origin) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, origin);
+  } catch (const toml::parse_error& e) {
+    return Status::InvalidArgument(std::string(origin) + ":" +
+                                   std::to_string(e.source().begin.line) + ": " +
+                                   std::string(e.description()));
+  }
+  DaemonConfig c;
+  TableReader r(root, origin);
+  TIERKV_RETURN_IF_ERROR(r.check_known({"server.socket_path", "server.socket_mode",
+                                        "server.allowed_uids", "server.max_clients",
+                                        "host.capacity", "host.slab_size", "host.min_slot_size",
+                                        "host.prefault", "cache.chunk_tokens", "log.level"}));
+  uint64_t v = 0;
+  TIERKV_RETURN_IF_ERROR(r.get_string("server.socket_path", c.socket_path));
+  v = c.socket_mode;
+  TIERKV_RETURN_IF_ERROR(r.get_uint("server.socket_mode", 0777, v));
+  c.socket_mode = static_cast<uint32_t>(v);
+  TIERKV_RETURN_IF_ERROR(r.get_uid_list("server.allowed_uids", c.allowed_uids));
+  v = c.max_clients;
+  TIERKV_RETURN_IF_ERROR(r.get_uint("server.max_clients", 1u << 20, v));
+  c.max_clients = static_cast<uint32_t>(v);
+  TIERKV_RETURN_IF_ERROR(r.get_size("host.capacity", c.cache.host_capacity_bytes));
+  TIERKV_RETURN_IF_ERROR(r.get_size("host.slab_size", c.cache.slab_bytes));
+  TIERKV_RETURN_IF_ERROR(r.get_size("host.min_slot_size", c.cache.min_slot_bytes));
+  TIERKV_RETURN_IF_ERROR(r.get_bool("host.prefault", c.cache.prefault));
+  v = c.cache.default_chunk_tokens;
+  TIERKV_RETURN_IF_ERROR(r.get_uint("cache.chunk_tokens", Layout::kMaxChunkTokens, v));
+  c.cache.default_chunk_tokens = static_cast<uint32_t>(v);
+  TIERKV_RETURN_IF_ERROR(r.get_string("log.level", c.log_level));
+
+  // Cross-field checks, named by key.
+  if (c.socket_path.empty() || c.socket_path.size() >= 108) {
+    return Status::InvalidArgument(std::string(origin) + ": server.socket_path '" + c.socket_path +
+                                   "' must be 1 to 107 characters (a Unix socket path)");
+  }
+  if (c.cache.default_chunk_tokens == 0) {
+    return Status::InvalidArgument(std::string(origin) + ": cache.chunk_tokens must be at least 1");
+  }
+  storage::SlotPoolOptions pool{c.cache.host_capacity_bytes, c.cache.slab_bytes,
+                                c.cache.min_slot_bytes};
+  if (Status s = pool.validate(); !s.ok()) {
+    return Status::InvalidArgument(std::string(origin) + ": " + s.message());
+  }
+  static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn",
+                                                "error", "critical", "off"};
+  if (!kLevels.count(c.log_level)) {
+    return Status::InvalidArgument(std::string(origin) + ": log.level '" + c.log_level +
+                                   "' is not one of trace, debug, info, warn, error, critical, off");
+  }
+  return c;
+}
+
+Result<DaemonConfig> load_config_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::FromErrno("cannot read config file " + path, errno);
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), path);
+}
+
+}  // namespace tierkv::daemon
