@@ -85,9 +85,13 @@ struct Client::Connection {
   Status roundtrip(proto::Op op, int* fd_out) {
     const uint32_t id = next_request++;
     std::memcpy(out.data() + offsetof(proto::FrameHeader, request_id), &id, sizeof(id));
-    TIERKV_RETURN_IF_ERROR(write_all(fd, out.data(), out.size()));
+    const Status sent = write_all(fd, out.data(), out.size());
     std::array<uint8_t, proto::kHeaderBytes> hb{};
-    TIERKV_RETURN_IF_ERROR(read_all(fd, hb.data(), hb.size(), fd_out));
+    if (Status got = read_all(fd, hb.data(), hb.size(), fd_out); !got.ok()) {
+      return sent.ok() ? got : sent;
+    }
+    // A daemon that refuses a client (uid, client limit) answers before reading anything, so
+    // even a failed send may have a reply waiting that says why.
     auto h = proto::parse_header(hb);
     if (!h.ok()) return h.status();
     in.resize(h->payload_bytes);

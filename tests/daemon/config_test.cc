@@ -1,0 +1,87 @@
+#include "tierkv/daemon/config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace tierkv::daemon {
+namespace {
+
+TEST(ConfigTest, EmbeddedDefaultParsesToTheStructDefaults) {
+  auto c = parse_config(default_config_toml(), "default");
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  const DaemonConfig d;
+  EXPECT_EQ(c->socket_path, d.socket_path);
+  EXPECT_EQ(c->socket_mode, d.socket_mode);
+  EXPECT_EQ(c->max_clients, d.max_clients);
+  EXPECT_EQ(c->cache.host_capacity_bytes, d.cache.host_capacity_bytes);
+  EXPECT_EQ(c->cache.slab_bytes, d.cache.slab_bytes);
+  EXPECT_EQ(c->cache.min_slot_bytes, d.cache.min_slot_bytes);
+  EXPECT_EQ(c->cache.prefault, d.cache.prefault);
+  EXPECT_EQ(c->cache.default_chunk_tokens, 256u);
+  EXPECT_EQ(c->log_level, d.log_level);
+}
+
+TEST(ConfigTest, ValuesAreRead) {
+  auto c = parse_config(
+      "[server]\nsocket_path = \"/tmp/x.sock\"\nallowed_uids = [1000, 1001]\n"
+      "[host]\ncapacity = \"1GiB\"\nprefault = false\n[cache]\nchunk_tokens = 512\n"
+      "[log]\nlevel = \"debug\"\n",
+      "t.toml");
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_EQ(c->socket_path, "/tmp/x.sock");
+  EXPECT_EQ(c->allowed_uids, (std::vector<uint32_t>{1000, 1001}));
+  EXPECT_EQ(c->cache.host_capacity_bytes, 1ull << 30);
+  EXPECT_FALSE(c->cache.prefault);
+  EXPECT_EQ(c->cache.default_chunk_tokens, 512u);
+  EXPECT_EQ(c->log_level, "debug");
+}
+
+TEST(ConfigTest, ErrorsNameTheKeyAndTheLine) {
+  struct Case {
+    const char* toml;
+    const char* expect;
+  } cases[] = {
+      {"[host]\ncapcity = \"1GiB\"\n", "t.toml:2: host.capcity is not a known option"},
+      {"[host]\ncapacity = \"1 parsec\"\n", "unknown unit 'parsec'"},
+      {"[host]\ncapacity = true\n", "host.capacity must be a size"},
+      {"[host]\ncapacity = \"1MiB\"\n", "smaller than one slab"},
+      {"[cache]\nchunk_tokens = -5\n", "cache.chunk_tokens = -5 is out of range"},
+      {"[cache]\nchunk_tokens = 0\n", "chunk_tokens must be at least 1"},
+      {"[log]\nlevel = \"loud\"\n", "log.level 'loud'"},
+      {"[server]\nallowed_uids = [\"root\"]\n", "numeric uids"},
+      {"[server\n", "t.toml:1"},
+  };
+  for (const auto& c : cases) {
+    auto r = parse_config(c.toml, "t.toml");
+    ASSERT_FALSE(r.ok()) << c.toml;
+    EXPECT_NE(r.status().message().find(c.expect), std::string::npos)
+        << "config: " << c.toml << "\nmessage: " << r.status().message();
+  }
+}
+
+TEST(ConfigTest, Sizes) {
+  EXPECT_EQ(*parse_size("64KiB"), 64u << 10);
+  EXPECT_EQ(*parse_size("2 GiB"), 2ull << 30);
+  EXPECT_EQ(*parse_size("10GB"), 10000000000ull);
+  EXPECT_EQ(*parse_size("4096"), 4096u);
+  EXPECT_FALSE(parse_size("GiB").ok());
+  EXPECT_FALSE(parse_size("99999999999999999999").ok());
+  EXPECT_EQ(format_size(3ull << 29), "1.5 GiB");
+  EXPECT_EQ(format_size(64ull << 20), "64 MiB");
+}
+
+TEST(ConfigTest, ReadmeDocumentsEveryOptionAsTheDaemonDefinesIt) {
+  // The README renders the embedded default config verbatim; regenerate it with
+  // `tierkvd --print-default-config` when an option changes.
+  std::ifstream in(std::string(TIERKV_SOURCE_DIR) + "/README.md");
+  ASSERT_TRUE(in) << "README.md not found";
+  std::stringstream readme;
+  readme << in.rdbuf();
+  EXPECT_NE(readme.str().find(std::string(default_config_toml())), std::string::npos)
+      << "README.md's configuration block is out of date with the daemon's embedded default";
+}
+
+}  // namespace
+}  // namespace tierkv::daemon
