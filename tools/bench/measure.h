@@ -1,0 +1,62 @@
+// Measuring helpers shared by tierkv-bench's subcommands: clocks, order statistics, prefaulted
+// buffers and the memcpy bandwidth that host-side figures are compared with.
+// Thread safety: plain functions and values; a PrefaultedBuffer is owned by one thread at a time.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "tierkv/status.h"
+
+namespace tierkv::bench {
+
+using Clock = std::chrono::steady_clock;
+
+inline double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// The q-quantile (0 <= q <= 1) of `v`, by nearest rank; sorts `v`. 0 for an empty vector.
+double quantile(std::vector<double>& v, double q);
+inline double median(std::vector<double>& v) { return quantile(v, 0.5); }
+
+// Private anonymous memory, every page faulted in and written before use, so that a measurement
+// never pays for first-touch page faults (the daemon prefaults its pool too). Move-only.
+class PrefaultedBuffer {
+ public:
+  static Result<PrefaultedBuffer> allocate(size_t bytes);
+  PrefaultedBuffer(PrefaultedBuffer&& other) noexcept;
+  PrefaultedBuffer& operator=(PrefaultedBuffer&& other) noexcept;
+  PrefaultedBuffer(const PrefaultedBuffer&) = delete;
+  PrefaultedBuffer& operator=(const PrefaultedBuffer&) = delete;
+  ~PrefaultedBuffer();
+
+  std::byte* data() const { return data_; }
+  size_t size() const { return size_; }
+  std::span<std::byte> span() const { return {data_, size_}; }
+
+ private:
+  PrefaultedBuffer(std::byte* data, size_t size) : data_(data), size_(size) {}
+  std::byte* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Fills `out` with bytes from a fixed-seed generator: deterministic, and not compressible or
+// all-zero (zero pages could be shared copy-on-write, which would flatter a copy).
+void fill_pattern(std::span<std::byte> out, uint64_t seed);
+
+struct MemcpyFigures {
+  double median_GBps = 0;  // GB = 1e9 bytes
+  size_t runs = 0;
+};
+// Single-thread memcpy between two prefaulted private buffers of `bytes` each: `runs` runs, each
+// copying repeatedly for at least `run_seconds`; the median run's bandwidth.
+Result<MemcpyFigures> measure_memcpy(size_t bytes, size_t runs, double run_seconds);
+
+// Keeps the compiler from optimising away a read whose value is otherwise unused.
+inline void do_not_optimize(uint64_t v) { asm volatile("" : : "r"(v) : "memory"); }
+
+}  // namespace tierkv::bench

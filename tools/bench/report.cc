@@ -1,0 +1,124 @@
+#include "bench/report.h"
+
+#include <cstdio>
+
+#include "common/format.h"
+#include "common/json_writer.h"
+
+namespace tierkv::bench {
+
+namespace {
+
+std::string format_value(double v, Unit unit) {
+  char buf[64];
+  switch (unit) {
+    case Unit::kGBps:
+      std::snprintf(buf, sizeof(buf), "%.2f GB/s", v);
+      return buf;
+    case Unit::kRatio:
+      std::snprintf(buf, sizeof(buf), "%.2f", v);
+      return buf;
+    case Unit::kMicros:
+      std::snprintf(buf, sizeof(buf), "%.1f µs", v);
+      return buf;
+    case Unit::kPerSecond:
+      return tools::group_thousands(static_cast<uint64_t>(v + 0.5)) + "/s";
+    case Unit::kCount:
+      return tools::group_thousands(static_cast<uint64_t>(v + 0.5));
+  }
+  return "?";
+}
+
+}  // namespace
+
+void BenchReport::add_info(std::string key, std::string value) {
+  info_.emplace_back(std::move(key), std::move(value));
+}
+void BenchReport::add_info(std::string key, uint64_t value) {
+  info_.emplace_back(std::move(key), value);
+}
+void BenchReport::add_info(std::string key, bool value) {
+  info_.emplace_back(std::move(key), value);
+}
+
+void BenchReport::add_figure(std::string key, std::string label, double value, Unit unit) {
+  Figure f;
+  f.key = std::move(key);
+  f.label = std::move(label);
+  f.value = value;
+  f.unit = unit;
+  figures_.push_back(std::move(f));
+}
+
+void BenchReport::add_target(const std::string& key, bool at_least, double threshold) {
+  for (auto& f : figures_) {
+    if (f.key == key) {
+      f.at_least = at_least;
+      f.threshold = threshold;
+    }
+  }
+}
+
+bool BenchReport::Figure::passed() const {
+  if (!at_least) return true;
+  return *at_least ? value >= threshold : value <= threshold;
+}
+
+bool BenchReport::pass() const {
+  for (const auto& f : figures_) {
+    if (!f.passed()) return false;
+  }
+  return true;
+}
+
+std::string BenchReport::render_table() const {
+  std::string out;
+  for (const auto& [key, v] : info_) {
+    out += key + ": ";
+    if (const auto* s = std::get_if<std::string>(&v)) {
+      out += *s;
+    } else if (const auto* n = std::get_if<uint64_t>(&v)) {
+      out += std::to_string(*n);
+    } else {
+      out += std::get<bool>(v) ? "yes" : "no";
+    }
+    out += "\n";
+  }
+  out += "\n";
+  tools::TextTable table({"FIGURE", "VALUE", "TARGET", "RESULT"}, {false, true, true, false});
+  for (const auto& f : figures_) {
+    std::string target, result;
+    if (f.at_least) {
+      target = (*f.at_least ? ">= " : "<= ") + format_value(f.threshold, f.unit);
+      result = f.passed() ? "PASS" : "MISS";
+    }
+    table.add_row({f.label, format_value(f.value, f.unit), target, result});
+  }
+  out += table.render();
+  out += pass() ? "\nall targets met\n" : "\nsome targets missed\n";
+  return out;
+}
+
+std::string BenchReport::render_json() const {
+  tools::JsonWriter w;
+  w.begin_object().field("bench", bench_);
+  for (const auto& [key, v] : info_) {
+    w.key(key);
+    std::visit([&w](const auto& x) { w.value(x); }, v);
+  }
+  for (const auto& f : figures_) w.field(f.key, f.value);
+  w.key("targets").begin_object();
+  for (const auto& f : figures_) {
+    if (!f.at_least) continue;
+    w.key(f.key)
+        .begin_object()
+        .field("op", *f.at_least ? ">=" : "<=")
+        .field("value", f.threshold)
+        .field("pass", f.passed())
+        .end_object();
+  }
+  w.end_object().field("pass", pass()).end_object();
+  return w.str() + "\n";
+}
+
+}  // namespace tierkv::bench

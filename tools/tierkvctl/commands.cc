@@ -1,0 +1,369 @@
+#include "tierkvctl/commands.h"
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "common/connect.h"
+#include "common/format.h"
+#include "common/json_writer.h"
+#include "common/token_file.h"
+#include "tierkv/client.h"
+
+namespace tierkv::ctl {
+
+namespace {
+
+using tools::JsonWriter;
+using tools::TextTable;
+
+// The tiers in the order an operator reads them: fastest first.
+constexpr std::array<proto::Tier, 4> kTierOrder = {proto::Tier::kGpu, proto::Tier::kHost,
+                                                   proto::Tier::kNvme, proto::Tier::kRemote};
+
+void print(const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); }
+
+void print_json(const JsonWriter& w) {
+  print(w.str());
+  print("\n");
+}
+
+Result<std::shared_ptr<Client>> connect(const GlobalOptions& g) {
+  // Admin commands touch no chunk data: skip pre-faulting the host pool mapping.
+  return tools::connect_daemon(g.socket_path, "tierkvctl", /*populate=*/false);
+}
+
+// Every tier in kTierOrder; one the daemon did not report is shown as disabled.
+std::vector<proto::TierStats> all_tiers(const proto::StatsReply& st) {
+  std::vector<proto::TierStats> out;
+  for (const proto::Tier t : kTierOrder) {
+    const auto it = std::find_if(st.tiers.begin(), st.tiers.end(),
+                                 [t](const proto::TierStats& s) { return s.tier == t; });
+    if (it != st.tiers.end()) {
+      out.push_back(*it);
+    } else {
+      proto::TierStats off;
+      off.tier = t;
+      out.push_back(off);
+    }
+  }
+  return out;
+}
+
+void write_daemon_fields(JsonWriter& w, const std::string& socket, const proto::StatsReply& st) {
+  w.field("socket", socket)
+      .field("version", st.daemon_version)
+      .field("pid", uint64_t{st.pid})
+      .field("uptime_ms", st.uptime_ms)
+      .field("sessions", uint64_t{st.sessions})
+      .field("namespaces", uint64_t{st.namespaces})
+      .field("read_leases", st.read_leases)
+      .field("pending_writes", st.pending_writes)
+      .field("requests", st.requests)
+      .field("request_errors", st.request_errors);
+}
+
+// Finds a registered namespace by the id an operator typed.
+Result<proto::NamespaceInfo> find_namespace(Client& client, const std::string& text) {
+  auto id = tools::parse_namespace_id(text);
+  if (!id.ok()) return id.status();
+  auto list = client.list_namespaces();
+  if (!list.ok()) return list.status();
+  for (const auto& info : list->namespaces) {
+    if (info.ns.id == *id) return info;
+  }
+  return Status::NotFound("namespace " + tools::namespace_hex(*id) +
+                          " is not registered (tierkvctl ls lists the namespaces)");
+}
+
+}  // namespace
+
+Status run_status(const GlobalOptions& g) {
+  auto client = connect(g);
+  if (!client.ok()) return client.status();
+  auto st = (*client)->stats();
+  if (!st.ok()) return st.status();
+
+  if (g.json) {
+    JsonWriter w;
+    w.begin_object();
+    write_daemon_fields(w, g.socket_path, *st);
+    w.end_object();
+    print_json(w);
+    return Status::Ok();
+  }
+  TextTable t({"", ""});
+  t.add_row({"socket", g.socket_path});
+  t.add_row({"version", st->daemon_version});
+  t.add_row({"pid", std::to_string(st->pid)});
+  t.add_row({"uptime", tools::human_duration_ms(st->uptime_ms)});
+  // Our own connection is one of them; say so, or an idle daemon looks busy.
+  t.add_row({"sessions", std::to_string(st->sessions) + " (this one included)"});
+  t.add_row({"namespaces", std::to_string(st->namespaces)});
+  t.add_row({"read leases", tools::group_thousands(st->read_leases)});
+  t.add_row({"pending writes", tools::group_thousands(st->pending_writes)});
+  t.add_row({"requests", tools::group_thousands(st->requests) + " (" +
+                             tools::group_thousands(st->request_errors) + " failed)"});
+  print("tierkvd is running\n" + t.render(/*with_header=*/false, "  "));
+  return Status::Ok();
+}
+
+Status run_stats(const GlobalOptions& g) {
+  auto client = connect(g);
+  if (!client.ok()) return client.status();
+  auto st = (*client)->stats();
+  if (!st.ok()) return st.status();
+  const auto tiers = all_tiers(*st);
+
+  if (g.json) {
+    JsonWriter w;
+    w.begin_object();
+    write_daemon_fields(w, g.socket_path, *st);
+    w.key("tiers").begin_array();
+    for (const auto& t : tiers) {
+      const uint64_t asked = t.hits + t.misses;
+      w.begin_object()
+          .field("tier", proto::tier_name(t.tier))
+          .field("enabled", t.enabled != 0)
+          .field("capacity_bytes", t.capacity_bytes)
+          .field("used_bytes", t.used_bytes)
+          .field("chunks", t.chunks)
+          .field("hits", t.hits)
+          .field("misses", t.misses);
+      w.key("hit_ratio");
+      if (asked == 0) {
+        w.null();
+      } else {
+        w.value(static_cast<double>(t.hits) / static_cast<double>(asked));
+      }
+      w.field("evictions", t.evictions)
+          .field("bytes_in", t.bytes_in)
+          .field("bytes_out", t.bytes_out)
+          .end_object();
+    }
+    w.end_array().end_object();
+    print_json(w);
+    return Status::Ok();
+  }
+
+  std::string out = "tierkvd " + st->daemon_version + ", pid " + std::to_string(st->pid) + ", up " +
+                    tools::human_duration_ms(st->uptime_ms) + ": " + std::to_string(st->sessions) +
+                    " sessions, " + std::to_string(st->namespaces) + " namespaces, " +
+                    tools::group_thousands(st->read_leases) + " read leases, " +
+                    tools::group_thousands(st->pending_writes) + " pending writes\n\n";
+  TextTable table({"TIER", "CAPACITY", "USED", "USED%", "CHUNKS", "HITS", "MISSES", "HIT RATIO",
+                   "EVICTIONS", "IN", "OUT"},
+                  {false, true, true, true, true, true, true, true, true, true, true});
+  for (const auto& t : tiers) {
+    const std::string name(proto::tier_name(t.tier));
+    if (t.enabled == 0) {
+      table.add_row({name, "off"});
+      continue;
+    }
+    table.add_row({name, tools::human_size(t.capacity_bytes), tools::human_size(t.used_bytes),
+                   tools::percent(t.used_bytes, t.capacity_bytes), tools::group_thousands(t.chunks),
+                   tools::group_thousands(t.hits), tools::group_thousands(t.misses),
+                   tools::percent(t.hits, t.hits + t.misses), tools::group_thousands(t.evictions),
+                   tools::human_size(t.bytes_in), tools::human_size(t.bytes_out)});
+  }
+  out += table.render();
+  print(out);
+  return Status::Ok();
+}
+
+Status run_ls(const GlobalOptions& g) {
+  auto client = connect(g);
+  if (!client.ok()) return client.status();
+  auto list = (*client)->list_namespaces();
+  if (!list.ok()) return list.status();
+  auto namespaces = list->namespaces;
+  // Biggest first: the question is usually "who is using the cache".
+  std::stable_sort(namespaces.begin(), namespaces.end(),
+                   [](const proto::NamespaceInfo& a, const proto::NamespaceInfo& b) {
+                     return a.bytes > b.bytes;
+                   });
+
+  if (g.json) {
+    JsonWriter w;
+    w.begin_object().key("namespaces").begin_array();
+    for (const auto& info : namespaces) {
+      const Layout& l = info.ns.layout;
+      w.begin_object()
+          .field("id", tools::namespace_hex(info.ns.id))
+          .field("tenant", info.ns.tenant)
+          .field("salt", info.ns.salt)
+          .field("layout", l.to_string())
+          .field("num_layers", uint64_t{l.num_layers})
+          .field("num_kv_heads", uint64_t{l.num_kv_heads})
+          .field("head_dim", uint64_t{l.head_dim})
+          .field("dtype", dtype_name(l.dtype))
+          .field("chunk_tokens", uint64_t{l.chunk_tokens})
+          .field("chunk_bytes", info.ns.chunk_bytes())
+          .field("chunks", info.chunks)
+          .field("bytes", info.bytes)
+          .end_object();
+    }
+    w.end_array().end_object();
+    print_json(w);
+    return Status::Ok();
+  }
+
+  if (namespaces.empty()) {
+    print("no namespaces registered\n");
+    return Status::Ok();
+  }
+  TextTable table({"NAMESPACE", "TENANT", "SALT", "LAYOUT", "CHUNK", "CHUNKS", "BYTES"},
+                  {false, false, false, false, true, true, true});
+  for (const auto& info : namespaces) {
+    table.add_row({tools::namespace_hex(info.ns.id), tools::printable(info.ns.tenant),
+                   tools::printable(info.ns.salt), info.ns.layout.to_string(),
+                   tools::human_size(info.ns.chunk_bytes()), tools::group_thousands(info.chunks),
+                   tools::human_size(info.bytes)});
+  }
+  print(table.render());
+  return Status::Ok();
+}
+
+Status run_inspect(const GlobalOptions& g, const InspectOptions& o) {
+  // Read the file first: a typo in it should not need a daemon to be reported.
+  auto tokens = tools::read_token_file(o.tokens_file);
+  if (!tokens.ok()) return tokens.status();
+  auto client = connect(g);
+  if (!client.ok()) return client.status();
+  auto info = find_namespace(**client, o.ns);
+  if (!info.ok()) return info.status();
+  const Namespace& ns = info->ns;
+
+  const std::vector<ChunkKey> keys = Client::keys(ns, *tokens);
+  auto prefix = (*client)->lookup(ns.id, keys);
+  if (!prefix.ok()) return prefix.status();
+  const size_t cached = prefix->tiers.size();
+
+  // Chunks past the first gap are unreachable by a lookup but may still be stored (their parent
+  // was evicted first). Show them: it explains space used by a prompt that no longer hits. Probe
+  // in windows so no request carries more than a few keys, whatever the prompt's length.
+  constexpr size_t kProbeWindow = 64;
+  std::vector<proto::Tier> tier_of(keys.size(), proto::Tier::kNone);
+  std::copy(prefix->tiers.begin(), prefix->tiers.end(), tier_of.begin());
+  for (size_t i = cached + 1; i < keys.size();) {
+    const size_t n = std::min(kProbeWindow, keys.size() - i);
+    auto run = (*client)->lookup(ns.id, std::span<const ChunkKey>(keys).subspan(i, n));
+    if (!run.ok()) return run.status();
+    std::copy(run->tiers.begin(), run->tiers.end(), tier_of.begin() + static_cast<ptrdiff_t>(i));
+    i += std::max<size_t>(run->tiers.size(), 1);
+  }
+
+  const uint32_t ct = ns.layout.chunk_tokens;
+  if (g.json) {
+    JsonWriter w;
+    w.begin_object()
+        .field("ns", tools::namespace_hex(ns.id))
+        .field("tenant", ns.tenant)
+        .field("layout", ns.layout.to_string())
+        .field("chunk_tokens", uint64_t{ct})
+        .field("tokens", uint64_t{tokens->size()})
+        .field("total_chunks", uint64_t{keys.size()})
+        .field("cached_chunks", uint64_t{cached})
+        .field("cached_tokens", uint64_t{cached} * ct);
+    w.key("chunks").begin_array();
+    for (size_t i = 0; i < keys.size(); ++i) {
+      w.begin_object()
+          .field("index", uint64_t{i})
+          .field("key", keys[i].to_hex())
+          .field("tier", proto::tier_name(tier_of[i]))
+          .field("in_cached_prefix", i < cached)
+          .end_object();
+    }
+    w.end_array().end_object();
+    print_json(w);
+    return Status::Ok();
+  }
+
+  std::string out = "namespace " + tools::namespace_hex(ns.id) + " (tenant " +
+                    tools::printable(ns.tenant) + ", " + ns.layout.to_string() + ")\n";
+  const size_t partial = tokens->size() - keys.size() * ct;
+  out += "prompt:    " + tools::group_thousands(tokens->size()) + " tokens, " +
+         std::to_string(keys.size()) + " full chunks";
+  if (partial > 0) {
+    out += " + " + std::to_string(partial) + " tokens in a trailing partial chunk (never cached)";
+  }
+  out += "\ncached:    " + std::to_string(cached) + " of " + std::to_string(keys.size()) +
+         " leading chunks (" + tools::group_thousands(uint64_t{cached} * ct) + " tokens, " +
+         tools::percent(cached, keys.size()) + ")\n";
+  size_t stranded = 0;
+  for (size_t i = cached; i < keys.size(); ++i) stranded += tier_of[i] != proto::Tier::kNone;
+  if (stranded > 0) {
+    out += "stranded:  " + std::to_string(stranded) +
+           " chunks after the first missing one are stored but cannot hit\n";
+  }
+  if (!keys.empty()) {
+    out += "\n";
+    TextTable table({"CHUNK", "TOKENS", "KEY", "TIER"}, {true, false, false, false});
+    for (size_t i = 0; i < keys.size(); ++i) {
+      std::string tier =
+          tier_of[i] == proto::Tier::kNone ? "-" : std::string(proto::tier_name(tier_of[i]));
+      if (i >= cached && tier_of[i] != proto::Tier::kNone) tier += " (after a gap)";
+      table.add_row({std::to_string(i),
+                     std::to_string(uint64_t{i} * ct) + "-" + std::to_string((i + 1) * ct - 1),
+                     keys[i].to_hex(), tier});
+    }
+    out += table.render();
+  }
+  print(out);
+  return Status::Ok();
+}
+
+Status run_evict(const GlobalOptions& g, const EvictOptions& o) {
+  std::vector<TokenId> tokens;
+  if (!o.tokens_file.empty()) {
+    auto t = tools::read_token_file(o.tokens_file);
+    if (!t.ok()) return t.status();
+    tokens = std::move(*t);
+  }
+  auto id = tools::parse_namespace_id(o.ns);
+  if (!id.ok()) return id.status();
+  auto client = connect(g);
+  if (!client.ok()) return client.status();
+  Client& c = **client;
+
+  Result<uint64_t> removed = uint64_t{0};
+  size_t prompt_chunks = 0;
+  if (o.tokens_file.empty()) {
+    removed = o.remove ? c.remove_namespace(*id) : c.evict_namespace(*id);
+  } else {
+    // The chunk keys depend on the namespace's chunk_tokens, which only the daemon knows.
+    auto info = find_namespace(c, o.ns);
+    if (!info.ok()) return info.status();
+    const std::vector<ChunkKey> keys = Client::keys(info->ns, tokens);
+    prompt_chunks = keys.size();
+    removed = o.remove ? c.remove(*id, keys) : c.evict(*id, keys);
+  }
+  if (!removed.ok()) return removed.status();
+
+  if (g.json) {
+    JsonWriter w;
+    w.begin_object()
+        .field("ns", tools::namespace_hex(*id))
+        .field("action", o.remove ? "delete" : "evict")
+        .field("scope", o.tokens_file.empty() ? "namespace" : "prompt");
+    if (!o.tokens_file.empty()) w.field("prompt_chunks", uint64_t{prompt_chunks});
+    w.field("removed", *removed).end_object();
+    print_json(w);
+    return Status::Ok();
+  }
+  std::string out = o.remove ? "deleted " : "evicted ";
+  out += tools::group_thousands(*removed) + (*removed == 1 ? " chunk" : " chunks");
+  if (o.tokens_file.empty()) {
+    out += " of namespace " + tools::namespace_hex(*id);
+  } else {
+    out += " of the prompt's " + std::to_string(prompt_chunks) + " in namespace " +
+           tools::namespace_hex(*id);
+  }
+  out += o.remove ? " from every tier\n" : " from the memory tiers\n";
+  print(out);
+  return Status::Ok();
+}
+
+}  // namespace tierkv::ctl
