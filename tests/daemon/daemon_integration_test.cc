@@ -13,20 +13,29 @@
 #include <cstring>
 #include <thread>
 
-#include "daemon_process.h"
+#include "support/process.h"
+#include "support/test_daemon.h"
 #include "tierkv/client.h"
 #include "tierkv/protocol.h"
 
 namespace tierkv {
 namespace {
 
-using testing::ChildProcess;
-using testing::DaemonProcess;
-using testing::binary_path;
+using testing::TestDaemon;
 using testing::wait_until;
 using namespace std::chrono_literals;
 
-const char* kSmallHost = "[host]\ncapacity = \"16MiB\"\nslab_size = \"4MiB\"\nprefault = false\n";
+// 16 MiB of host tier in 4 MiB slabs: small enough that the tests evict.
+std::unique_ptr<TestDaemon> start_small_daemon() {
+  testing::TestDaemonOptions o;
+  o.host_capacity = "16MiB";
+  o.extra_toml = "slab_size = \"4MiB\"\nprefault = false\n";
+  auto d = TestDaemon::start(o);
+  EXPECT_TRUE(d.ok()) << d.status().to_string();
+  return d.ok() ? std::move(d).value() : nullptr;
+}
+
+std::string test_client() { return std::string(TIERKV_BINARY_DIR) + "/tests/daemon/tierkv_test_client"; }
 
 // A hand-driven connection for sending frames the client library never would.
 class RawConnection {
@@ -125,26 +134,29 @@ Result<proto::TierStats> host_stats(Client& c) {
 }
 
 TEST(DaemonIntegrationTest, FourClientProcessesShareOverlappingPromptsAndEveryByteVerifies) {
-  DaemonProcess daemon(kSmallHost);
-  ASSERT_TRUE(daemon.ready()) << daemon.log();
-  std::vector<std::unique_ptr<ChildProcess>> clients;
+  auto daemon = start_small_daemon();
+  ASSERT_NE(daemon, nullptr);
+  std::vector<testing::ProcessResult> results(4);
+  std::vector<std::thread> clients;
   for (int i = 0; i < 4; ++i) {
-    clients.push_back(std::make_unique<ChildProcess>(std::vector<std::string>{
-        binary_path("tests/daemon/tierkv_test_client"), "stress", daemon.socket_path(),
-        std::to_string(100 + i), "150"}));
+    clients.emplace_back([&, i] {
+      results[i] = testing::run_process(
+          {test_client(), "stress", daemon->socket_path(), std::to_string(100 + i), "150"}, 120s);
+    });
   }
+  for (auto& t : clients) t.join();
   size_t total_verified = 0;
-  for (auto& c : clients) {
-    const std::string out = c->read_all(120s);
-    EXPECT_EQ(c->wait(), 0) << out;
+  for (const auto& r : results) {
+    EXPECT_TRUE(r.ok()) << r.describe();
     size_t verified = 0, wrote = 0;
-    ASSERT_EQ(std::sscanf(out.c_str(), "verified %zu chunks, wrote %zu", &verified, &wrote), 2) << out;
+    ASSERT_EQ(std::sscanf(r.out.c_str(), "verified %zu chunks, wrote %zu", &verified, &wrote), 2)
+        << r.describe();
     total_verified += verified;
   }
   // The clients' prompts overlap, so most chunks are found and loaded rather than rewritten; the
   // small pool also forces eviction while others hold leases.
   EXPECT_GT(total_verified, 1000u);
-  auto c = Client::connect({daemon.socket_path(), "checker", false});
+  auto c = Client::connect({daemon->socket_path(), "checker", false});
   ASSERT_TRUE(c.ok());
   auto st = (*c)->stats();
   ASSERT_TRUE(st.ok());
@@ -157,15 +169,15 @@ TEST(DaemonIntegrationTest, FourClientProcessesShareOverlappingPromptsAndEveryBy
 }
 
 TEST(DaemonIntegrationTest, MalformedFramesGetClearErrorsWhileAnotherClientIsServed) {
-  DaemonProcess daemon(kSmallHost);
-  ASSERT_TRUE(daemon.ready()) << daemon.log();
+  auto daemon = start_small_daemon();
+  ASSERT_NE(daemon, nullptr);
 
   // A well-behaved client stores and loads in a loop the whole time.
   std::atomic<bool> stop{false};
   std::atomic<int> good_rounds{0};
   std::atomic<bool> good_failed{false};
   std::thread good([&] {
-    auto c = Client::connect({daemon.socket_path(), "good", false});
+    auto c = Client::connect({daemon->socket_path(), "good", false});
     if (!c.ok()) {
       good_failed = true;
       return;
@@ -198,7 +210,7 @@ TEST(DaemonIntegrationTest, MalformedFramesGetClearErrorsWhileAnotherClientIsSer
   };
 
   {
-    RawConnection raw(daemon.socket_path());
+    RawConnection raw(daemon->socket_path());
     ASSERT_TRUE(raw.connected());
     // A request before the handshake.
     raw.send(proto::Op::kStats, proto::CountReply{});
@@ -207,14 +219,14 @@ TEST(DaemonIntegrationTest, MalformedFramesGetClearErrorsWhileAnotherClientIsSer
     EXPECT_NE(s.message().find("hello"), std::string::npos) << s.message();
   }
   {
-    RawConnection raw(daemon.socket_path());
+    RawConnection raw(daemon->socket_path());
     raw.send(proto::Op::kHello, proto::HelloRequest{99, "future"});
     Status s = raw.read_reply();
     EXPECT_EQ(s.code(), StatusCode::kProtocolError);
     EXPECT_NE(s.message().find("version 99"), std::string::npos) << s.message();
   }
 
-  RawConnection raw(daemon.socket_path());
+  RawConnection raw(daemon->socket_path());
   raw.hello();
   const proto::RegisterLayoutReply ns = registered(raw);
   const uint64_t chunk_bytes = ns.layout.chunk_bytes();
@@ -264,7 +276,7 @@ TEST(DaemonIntegrationTest, MalformedFramesGetClearErrorsWhileAnotherClientIsSer
   }
   // Commit of a slot this client never leased (another client's slot).
   {
-    auto other = Client::connect({daemon.socket_path(), "other", false});
+    auto other = Client::connect({daemon->socket_path(), "other", false});
     ASSERT_TRUE(other.ok());
     auto other_ns = (*other)->register_layout(small_layout(), "bad");
     ASSERT_TRUE(other_ns.ok());
@@ -306,7 +318,7 @@ TEST(DaemonIntegrationTest, MalformedFramesGetClearErrorsWhileAnotherClientIsSer
   }
   // A frame cut off in the middle, then the client vanishes.
   {
-    RawConnection cut(daemon.socket_path());
+    RawConnection cut(daemon->socket_path());
     cut.hello();
     proto::FrameHeader h;
     h.payload_bytes = 100;
@@ -321,23 +333,25 @@ TEST(DaemonIntegrationTest, MalformedFramesGetClearErrorsWhileAnotherClientIsSer
   EXPECT_FALSE(good_failed) << "the well-behaved client was disturbed";
   EXPECT_GE(good_rounds.load(), 20);
   // The daemon is still alive and serving.
-  auto c = Client::connect({daemon.socket_path(), "after", false});
+  auto c = Client::connect({daemon->socket_path(), "after", false});
   ASSERT_TRUE(c.ok());
   auto st = (*c)->stats();
   ASSERT_TRUE(st.ok());
   EXPECT_GE(st->request_errors, 260u);
-  EXPECT_EQ(::kill(daemon.pid(), 0), 0);
+  EXPECT_EQ(::kill(daemon->pid(), 0), 0);
 }
 
 TEST(DaemonIntegrationTest, ClientKilledMidPutLeavesNoPartialChunkAndItsLeasesAreReclaimed) {
-  DaemonProcess daemon(kSmallHost);
-  ASSERT_TRUE(daemon.ready()) << daemon.log();
-  ChildProcess victim({binary_path("tests/daemon/tierkv_test_client"), "hang-in-put",
-                       daemon.socket_path()});
-  auto line = victim.read_line(30s);
-  ASSERT_TRUE(line.has_value() && *line == "READY") << (line ? *line : "no output");
+  auto daemon = start_small_daemon();
+  ASSERT_NE(daemon, nullptr);
+  testing::TempDir logs;
+  auto victim = testing::Subprocess::spawn({test_client(), "hang-in-put", daemon->socket_path()},
+                                           logs.file("victim.log"));
+  ASSERT_TRUE(victim.ok()) << victim.status().to_string();
+  ASSERT_TRUE(wait_until([&] { return testing::read_file(logs.file("victim.log")) == "READY\n"; }, 30s))
+      << testing::read_file(logs.file("victim.log"));
 
-  auto c = Client::connect({daemon.socket_path(), "observer", false});
+  auto c = Client::connect({daemon->socket_path(), "observer", false});
   ASSERT_TRUE(c.ok());
   auto before = (*c)->stats();
   ASSERT_TRUE(before.ok());
@@ -345,12 +359,13 @@ TEST(DaemonIntegrationTest, ClientKilledMidPutLeavesNoPartialChunkAndItsLeasesAr
   EXPECT_EQ(before->pending_writes, 4u);
   const uint64_t used_before = host_stats(**c)->used_bytes;
 
-  victim.kill(SIGKILL);
-  EXPECT_EQ(victim.wait(), 128 + SIGKILL);
+  ASSERT_EQ(::kill(victim->pid(), SIGKILL), 0);
+  ASSERT_TRUE(victim->wait_exit(10s));
+  EXPECT_TRUE(WIFSIGNALED(victim->wait_status()) && WTERMSIG(victim->wait_status()) == SIGKILL);
   ASSERT_TRUE(wait_until([&] {
     auto s = (*c)->stats();
     return s.ok() && s->read_leases == 0 && s->pending_writes == 0;
-  })) << daemon.log();
+  }, 20s)) << daemon->log();
 
   auto ns = (*c)->register_layout(small_layout(), "integration");
   ASSERT_TRUE(ns.ok());
@@ -360,9 +375,9 @@ TEST(DaemonIntegrationTest, ClientKilledMidPutLeavesNoPartialChunkAndItsLeasesAr
   EXPECT_EQ((*c)->lookup(*ns, pending)->cached_chunks, 0u) << "a half-written chunk is visible";
   EXPECT_EQ((*c)->lookup(*ns, stored)->cached_chunks, 4u) << "committed chunks must survive";
   EXPECT_EQ(host_stats(**c)->used_bytes, used_before - 4 * ns->chunk_bytes());
-  EXPECT_NE(daemon.log().find("reclaimed 4 read leases, discarded 4 uncommitted chunks"),
+  EXPECT_NE(daemon->log().find("reclaimed 4 read leases, discarded 4 uncommitted chunks"),
             std::string::npos)
-      << daemon.log();
+      << daemon->log();
   // The victim's slots are usable again: the same prompt can now be stored by someone else.
   std::vector<std::byte> kv(4 * ns->chunk_bytes(), std::byte{3});
   auto put = (*c)->put(*ns, pending, kv);
@@ -372,14 +387,14 @@ TEST(DaemonIntegrationTest, ClientKilledMidPutLeavesNoPartialChunkAndItsLeasesAr
 
 TEST(DaemonIntegrationTest, UsersNotAllowedAreRefusedWithAReason) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to connect as another uid";
-  DaemonProcess daemon(kSmallHost);
-  ASSERT_TRUE(daemon.ready()) << daemon.log();
-  ASSERT_EQ(::chmod(daemon.dir().c_str(), 0755), 0);  // let the other user reach the socket
+  auto daemon = start_small_daemon();
+  ASSERT_NE(daemon, nullptr);
+  ASSERT_EQ(::chmod(daemon->dir().c_str(), 0755), 0);  // let the other user reach the socket
   const pid_t pid = ::fork();
   if (pid == 0) {
     // As uid 65534 (nobody): connect must fail with a permission error naming the uid.
     if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
-    auto c = Client::connect({daemon.socket_path(), "nobody", false});
+    auto c = Client::connect({daemon->socket_path(), "nobody", false});
     if (c.ok()) ::_exit(1);
     const bool named = c.status().code() == StatusCode::kPermissionDenied &&
                        c.status().message().find("uid 65534") != std::string::npos;
@@ -388,27 +403,27 @@ TEST(DaemonIntegrationTest, UsersNotAllowedAreRefusedWithAReason) {
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0) << daemon.log();
+  EXPECT_EQ(WEXITSTATUS(status), 0) << daemon->log();
 }
 
 TEST(DaemonIntegrationTest, SecondDaemonOnTheSameSocketRefusesToStart) {
-  DaemonProcess daemon(kSmallHost);
-  ASSERT_TRUE(daemon.ready());
-  ChildProcess second({binary_path("daemon/tierkvd"), "--socket", daemon.socket_path(),
-                       "--config", daemon.dir() + "/tierkvd.toml"});
-  const std::string out = second.read_all(30s);
-  EXPECT_EQ(second.wait(), 1);
-  EXPECT_NE(out.find("already serving"), std::string::npos) << out;
+  auto daemon = start_small_daemon();
+  ASSERT_NE(daemon, nullptr);
+  const auto second = testing::run_process(
+      {TestDaemon::binary(), "--socket", daemon->socket_path(), "--config", daemon->dir() + "/c.toml"},
+      30s);
+  EXPECT_EQ(second.exit_code, 1) << second.describe();
+  EXPECT_NE((second.out + second.err).find("already serving"), std::string::npos) << second.describe();
 }
 
 TEST(DaemonIntegrationTest, SigtermStopsCleanlyAndRemovesTheSocket) {
-  auto daemon = std::make_unique<DaemonProcess>(kSmallHost);
-  ASSERT_TRUE(daemon->ready());
+  auto daemon = start_small_daemon();
+  ASSERT_NE(daemon, nullptr);
   const std::string socket = daemon->socket_path();
-  ::kill(daemon->pid(), SIGTERM);
-  EXPECT_TRUE(wait_until([&] { return ::access(socket.c_str(), F_OK) != 0; }));
-  EXPECT_TRUE(wait_until([&] { return daemon->log().find("stopped after") != std::string::npos; }))
-      << daemon->log();
+  const int status = daemon->stop();  // SIGTERM, then waits
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << daemon->log();
+  EXPECT_NE(::access(socket.c_str(), F_OK), 0) << "socket file left behind";
+  EXPECT_NE(daemon->log().find("stopped after"), std::string::npos) << daemon->log();
 }
 
 }  // namespace
