@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -15,6 +14,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -64,6 +64,7 @@ bool wait_pid(pid_t pid, Clock::time_point deadline, int* status) {
 
 std::vector<char*> c_argv(std::vector<std::string>& args) {
   std::vector<char*> v;
+  v.reserve(args.size() + 1);
   for (auto& a : args) v.push_back(a.data());
   v.push_back(nullptr);
   return v;

@@ -22,7 +22,7 @@ TEST(FormatTest, Durations) {
   EXPECT_EQ(human_duration_ms(12300), "12.3s");
   EXPECT_EQ(human_duration_ms(4 * 60000 + 7000), "4m 07s");
   EXPECT_EQ(human_duration_ms(2 * 3600000 + 5 * 60000), "2h 05m");
-  EXPECT_EQ(human_duration_ms(3 * 86400000ull + 4 * 3600000), "3d 4h");
+  EXPECT_EQ(human_duration_ms(3 * 86400000ull + 4 * 3600000ull), "3d 4h");
 }
 
 TEST(FormatTest, NumbersAndPercentages) {

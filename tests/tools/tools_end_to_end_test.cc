@@ -60,7 +60,7 @@ class ToolsTest : public ::testing::Test {
   }
   // Runs the demo and returns the file it wrote its prompt's token ids to.
   std::string run_demo() {
-    const std::string tokens = daemon_->dir() + "/demo_tokens.txt";
+    std::string tokens = daemon_->dir() + "/demo_tokens.txt";
     const ProcessResult r =
         run("tierkv-demo", {"--socket", daemon_->socket_path(), "--tokens-out", tokens});
     EXPECT_TRUE(r.ok()) << r.describe() << "\n--- daemon log ---\n" << daemon_->log();

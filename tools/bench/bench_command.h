@@ -25,8 +25,8 @@ struct CommonOptions {
 class BenchCommand {
  public:
   virtual ~BenchCommand() = default;
-  virtual std::string name() const = 0;
-  virtual std::string summary() const = 0;
+  [[nodiscard]] virtual std::string name() const = 0;
+  [[nodiscard]] virtual std::string summary() const = 0;
   // Declares the subcommand's own options on `app`; the values are read when run() is called.
   virtual void add_options(CLI::App& app) = 0;
   // Progress for a person goes to stderr (never with --json); the figures go in the report.

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -13,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -159,6 +159,7 @@ Result<std::unique_ptr<BenchDaemon>> BenchDaemon::start(const DaemonOptions& opt
   if (log_fd < 0) return Status::FromErrno("open " + log_path, errno);
   std::vector<std::string> args = {d->binary_, "--config", config_path};
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   const pid_t parent = ::getpid();

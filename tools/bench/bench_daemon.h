@@ -39,16 +39,16 @@ class BenchDaemon {
   BenchDaemon(const BenchDaemon&) = delete;
   BenchDaemon& operator=(const BenchDaemon&) = delete;
 
-  const std::string& socket_path() const { return socket_path_; }
-  bool owned() const { return pid_ > 0; }
-  pid_t pid() const { return pid_; }
-  const std::string& binary() const { return binary_; }
+  [[nodiscard]] const std::string& socket_path() const { return socket_path_; }
+  [[nodiscard]] bool owned() const { return pid_ > 0; }
+  [[nodiscard]] pid_t pid() const { return pid_; }
+  [[nodiscard]] const std::string& binary() const { return binary_; }
   // Stops an owned daemon now; says how it exited if not cleanly. No-op for a borrowed one.
   Status stop();
 
  private:
   BenchDaemon() = default;
-  std::string tail_of_log() const;
+  [[nodiscard]] std::string tail_of_log() const;
 
   pid_t pid_ = -1;
   std::string dir_;  // temporary directory of an owned daemon

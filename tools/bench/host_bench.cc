@@ -46,8 +46,8 @@ constexpr Settings kQuick{5, 0.01, 2, 200, 0.05};
 
 class HostBench : public BenchCommand {
  public:
-  std::string name() const override { return "host"; }
-  std::string summary() const override {
+  [[nodiscard]] std::string name() const override { return "host"; }
+  [[nodiscard]] std::string summary() const override {
     return "host tier: put/load/lookup against memcpy bandwidth";
   }
   void add_options(CLI::App& app) override {
@@ -79,7 +79,7 @@ std::vector<TokenId> random_tokens(std::mt19937_64& rng, size_t n) {
 }
 
 Status context(const Status& s, const std::string& what) {
-  return Status(s.code(), what + ": " + s.message());
+  return {s.code(), what + ": " + s.message()};
 }
 
 // How many timed puts of `chunks` chunks make at least `total_bytes`.

@@ -7,7 +7,9 @@
 
 #include "bench/bench_command.h"
 
-int main(int argc, char** argv) {
+namespace {
+
+int run_main(int argc, char** argv) {
   using namespace tierkv::bench;
   CLI::App app{"tierkv-bench: tierkv's figures next to the machine's physical limits"};
   app.set_version_flag("--version", TIERKV_VERSION);
@@ -39,4 +41,17 @@ int main(int argc, char** argv) {
     return 0;
   }
   return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Nothing in the tools throws on purpose (errors are Status values); this catches what the
+  // standard library may (bad_alloc) so it is reported rather than aborting.
+  try {
+    return run_main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tierkv-bench: %s\n", e.what());
+    return 1;
+  }
 }

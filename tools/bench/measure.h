@@ -34,9 +34,9 @@ class PrefaultedBuffer {
   PrefaultedBuffer& operator=(const PrefaultedBuffer&) = delete;
   ~PrefaultedBuffer();
 
-  std::byte* data() const { return data_; }
-  size_t size() const { return size_; }
-  std::span<std::byte> span() const { return {data_, size_}; }
+  [[nodiscard]] std::byte* data() const { return data_; }
+  [[nodiscard]] size_t size() const { return size_; }
+  [[nodiscard]] std::span<std::byte> span() const { return {data_, size_}; }
 
  private:
   PrefaultedBuffer(std::byte* data, size_t size) : data_(data), size_(size) {}

@@ -1,5 +1,6 @@
 #include "bench/report.h"
 
+#include <cmath>
 #include <cstdio>
 
 #include "common/format.h"
@@ -22,9 +23,9 @@ std::string format_value(double v, Unit unit) {
       std::snprintf(buf, sizeof(buf), "%.1f µs", v);
       return buf;
     case Unit::kPerSecond:
-      return tools::group_thousands(static_cast<uint64_t>(v + 0.5)) + "/s";
+      return tools::group_thousands(static_cast<uint64_t>(std::llround(v))) + "/s";
     case Unit::kCount:
-      return tools::group_thousands(static_cast<uint64_t>(v + 0.5));
+      return tools::group_thousands(static_cast<uint64_t>(std::llround(v)));
   }
   return "?";
 }

@@ -30,9 +30,9 @@ class BenchReport {
   // The figure under `key` must be >= (at_least) or <= the threshold.
   void add_target(const std::string& key, bool at_least, double threshold);
 
-  bool pass() const;
-  std::string render_table() const;
-  std::string render_json() const;
+  [[nodiscard]] bool pass() const;
+  [[nodiscard]] std::string render_table() const;
+  [[nodiscard]] std::string render_json() const;
 
  private:
   struct Figure {
@@ -42,7 +42,7 @@ class BenchReport {
     Unit unit = Unit::kCount;
     std::optional<bool> at_least;  // set when the figure has a target
     double threshold = 0;
-    bool passed() const;
+    [[nodiscard]] bool passed() const;
   };
   std::string bench_;
   std::vector<std::pair<std::string, std::variant<std::string, uint64_t, bool>>> info_;

@@ -9,7 +9,7 @@ namespace tierkv::tools {
 std::string human_size(uint64_t bytes) {
   static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   if (bytes < 1024) return std::to_string(bytes) + " B";
-  double v = static_cast<double>(bytes);
+  auto v = static_cast<double>(bytes);
   int unit = 0;
   while (v >= 1024.0 && unit < 6) {
     v /= 1024.0;

@@ -37,7 +37,7 @@ class TextTable {
   void add_row(std::vector<std::string> cells);
   // Rows joined with '\n', each ending in one; columns separated by two spaces, no trailing
   // blanks. Each line starts with `indent`; the header row is left out if !with_header.
-  std::string render(bool with_header = true, std::string_view indent = {}) const;
+  [[nodiscard]] std::string render(bool with_header = true, std::string_view indent = {}) const;
 
  private:
   std::vector<std::vector<std::string>> rows_;  // rows_[0] is the header

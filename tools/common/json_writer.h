@@ -45,8 +45,8 @@ class JsonWriter {
   }
 
   // The document so far; complete once every begin_* has its end_*.
-  const std::string& str() const { return out_; }
-  bool complete() const { return stack_.empty() && !out_.empty(); }
+  [[nodiscard]] const std::string& str() const { return out_; }
+  [[nodiscard]] bool complete() const { return stack_.empty() && !out_.empty(); }
 
  private:
   enum class Scope : uint8_t { kObject, kArray };

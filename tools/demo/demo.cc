@@ -200,7 +200,9 @@ Status run(const std::string& socket_flag, const std::string& tokens_out) {
 
 }  // namespace tierkv::demo
 
-int main(int argc, char** argv) {
+namespace {
+
+int run_main(int argc, char** argv) {
   CLI::App app{"tierkv-demo: store, find, load and verify a prompt's KV cache in tierkvd"};
   std::string socket;
   std::string tokens_out;
@@ -216,4 +218,17 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Nothing in the tools throws on purpose (errors are Status values); this catches what the
+  // standard library may (bad_alloc) so it is reported rather than aborting.
+  try {
+    return run_main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tierkv-demo: %s\n", e.what());
+    return 1;
+  }
 }

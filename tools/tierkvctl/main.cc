@@ -6,7 +6,9 @@
 #include "common/connect.h"
 #include "tierkvctl/commands.h"
 
-int main(int argc, char** argv) {
+namespace {
+
+int run_main(int argc, char** argv) {
   using namespace tierkv::ctl;
   CLI::App app{"tierkvctl: inspect and administer a running tierkvd"};
   app.set_version_flag("--version", TIERKV_VERSION);
@@ -63,4 +65,17 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Nothing in the tools throws on purpose (errors are Status values); this catches what the
+  // standard library may (bad_alloc) so it is reported rather than aborting.
+  try {
+    return run_main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tierkvctl: %s\n", e.what());
+    return 1;
+  }
 }
