@@ -307,6 +307,31 @@ Result<proto::StatsReply> Client::stats() {
   return rep;
 }
 
+Result<proto::PrefetchReply> Client::prefetch(const Namespace& ns,
+                                              std::span<const TokenId> tokens) {
+  const std::vector<ChunkKey> k = keys(ns, tokens);
+  return prefetch(ns.id, k);
+}
+
+Result<proto::PrefetchReply> Client::prefetch(NamespaceId ns, std::span<const ChunkKey> keys) {
+  proto::KeysRequest req{ns, std::vector<ChunkKey>(keys.begin(), keys.end())};
+  proto::PrefetchReply rep;
+  TIERKV_RETURN_IF_ERROR(call(proto::Op::kPrefetch, req, rep));
+  return rep;
+}
+
+Result<proto::FlushReply> Client::flush() {
+  proto::FlushReply rep;
+  TIERKV_RETURN_IF_ERROR(call(proto::Op::kFlush, EmptyRequest{}, rep));
+  return rep;
+}
+
+Result<proto::VerifyReply> Client::verify(uint64_t cursor, uint32_t max_chunks) {
+  proto::VerifyReply rep;
+  TIERKV_RETURN_IF_ERROR(call(proto::Op::kVerify, proto::VerifyRequest{cursor, max_chunks}, rep));
+  return rep;
+}
+
 Result<proto::ListNamespacesReply> Client::list_namespaces() {
   proto::ListNamespacesReply rep;
   TIERKV_RETURN_IF_ERROR(call(proto::Op::kListNamespaces, EmptyRequest{}, rep));

@@ -1,4 +1,5 @@
 // tierkvd: the tierkv daemon. See the README for operation and every config option.
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -70,6 +71,15 @@ int run(int argc, char** argv) {
               << daemon::format_size(config.cache.min_slot_bytes) << ")\n  chunk_tokens "
               << config.cache.default_chunk_tokens << "\n  log level " << config.log_level
               << "\n";
+    const auto& nv = config.cache.nvme;
+    if (nv.store.directories.empty()) {
+      std::cout << "  nvme tier off\n";
+    } else {
+      std::cout << "  nvme tier " << daemon::format_size(nv.store.capacity_bytes) << " over "
+                << nv.store.directories.size() << " directories, "
+                << (nv.write_through ? "write-through" : "write-back") << ", queue depth "
+                << nv.store.queue_depth << "\n";
+    }
     return 0;
   }
   spdlog::set_level(level);
@@ -78,7 +88,7 @@ int run(int argc, char** argv) {
   const auto t0 = std::chrono::steady_clock::now();
   auto engine = scheduler::CacheEngine::create(config.cache);
   if (!engine.ok()) {
-    spdlog::critical("cannot create the host tier: {}", engine.status().message());
+    spdlog::critical("cannot start the cache tiers: {}", engine.status().message());
     return 1;
   }
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -86,6 +96,14 @@ int run(int argc, char** argv) {
                       .count();
   spdlog::info("host tier: {} of shared memory{} in {} ms", daemon::format_size((*engine)->host_region_bytes()),
                config.cache.prefault ? " reserved and mapped" : " mapped", ms);
+  if ((*engine)->nvme_enabled()) {
+    const auto& nv = config.cache.nvme;
+    spdlog::info("nvme tier: {} over {} directories ({}), {}, queue depth {}",
+                 daemon::format_size(nv.store.capacity_bytes), nv.store.directories.size(),
+                 fmt::join(nv.store.directories, ", "),
+                 nv.write_through ? "write-through" : "write-back", nv.store.queue_depth);
+    if (nv.store.faults.any()) spdlog::warn("nvme: fault injection is ON (a test configuration)");
+  }
 
   boost::asio::io_context io(1);
   daemon::Server server(io, config, **engine);

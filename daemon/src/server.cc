@@ -43,9 +43,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     const auto stats = server_.engine_.close_session(session_);
     --server_.connections_;
     spdlog::info("client {} ({}, pid {}) disconnected; reclaimed {} read leases, discarded {} "
-                 "uncommitted chunks",
+                 "uncommitted chunks, cancelled {} loads",
                  session_, name_.empty() ? "no hello" : name_, peer_.pid, stats.read_leases,
-                 stats.pending_writes);
+                 stats.pending_writes, stats.loads_cancelled);
   }
 
  private:
@@ -141,11 +141,43 @@ class Connection : public std::enable_shared_from_this<Connection> {
         TIERKV_RETURN_IF_ERROR(engine.lookup(keys_req_, lookup_reply_));
         reply(lookup_reply_);
         return Status::Ok();
-      case Op::kLoad:
+      case Op::kLoad: {
         TIERKV_RETURN_IF_ERROR(proto::decode(r, keys_req_));
-        TIERKV_RETURN_IF_ERROR(engine.load(session_, keys_req_, load_reply_));
-        reply(load_reply_);
+        // Answered at once from host RAM, or once the chunks read up from NVMe verify. The next
+        // request is read only after the reply, so hdr_ is still this request's.
+        auto self = shared_from_this();
+        engine.load(session_, keys_req_, [this, self](Status st, const proto::LoadReply& rep) {
+          if (closed_) return;
+          if (!st.ok()) return fail(hdr_.op, hdr_.request_id, st, false);
+          reply(rep);
+        });
         return Status::Ok();
+      }
+      case Op::kPrefetch: {
+        TIERKV_RETURN_IF_ERROR(proto::decode(r, keys_req_));
+        proto::PrefetchReply rep;
+        TIERKV_RETURN_IF_ERROR(engine.prefetch(keys_req_, rep));
+        reply(rep);
+        return Status::Ok();
+      }
+      case Op::kFlush: {
+        TIERKV_RETURN_IF_ERROR(r.expect_end("flush"));
+        proto::FlushReply rep;
+        TIERKV_RETURN_IF_ERROR(engine.flush(rep));
+        reply(rep);
+        return Status::Ok();
+      }
+      case Op::kVerify: {
+        proto::VerifyRequest req;
+        TIERKV_RETURN_IF_ERROR(proto::decode(r, req));
+        auto self = shared_from_this();
+        engine.verify(req, [this, self](Status st, const proto::VerifyReply& rep) {
+          if (closed_) return;
+          if (!st.ok()) return fail(hdr_.op, hdr_.request_id, st, false);
+          reply(rep);
+        });
+        return Status::Ok();
+      }
       case Op::kPutBegin:
         TIERKV_RETURN_IF_ERROR(proto::decode(r, put_req_));
         TIERKV_RETURN_IF_ERROR(engine.put_begin(session_, put_req_, put_reply_));
@@ -168,10 +200,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
       }
       case Op::kEvict:
       case Op::kDelete: {
-        // With the host tier the only tier, evicting from memory and deleting everywhere agree.
+        // Evict drops chunks from host RAM (NVMe keeps its copies); delete drops them everywhere.
         TIERKV_RETURN_IF_ERROR(proto::decode(r, drop_req_));
         proto::CountReply count;
-        TIERKV_RETURN_IF_ERROR(engine.drop(drop_req_, &count.count));
+        TIERKV_RETURN_IF_ERROR(op == Op::kEvict ? engine.evict(drop_req_, &count.count)
+                                                : engine.remove(drop_req_, &count.count));
         spdlog::info("client {} {} {} chunks of namespace {:016x}", session_,
                      op == Op::kEvict ? "evicted" : "deleted", count.count, drop_req_.ns);
         reply(count);
@@ -268,7 +301,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   proto::SlotsRequest slots_req_;
   proto::DropRequest drop_req_;
   proto::LookupReply lookup_reply_;
-  proto::LoadReply load_reply_;
   proto::PutBeginReply put_reply_;
 };
 
@@ -277,9 +309,23 @@ Server::Server(asio::io_context& io, const DaemonConfig& config, scheduler::Cach
       config_(config),
       engine_(engine),
       acceptor_(io),
+      io_watch_(io),
       started_(std::chrono::steady_clock::now()) {}
 
 Server::~Server() { stop(); }
+
+void Server::watch_io() {
+  // NVMe completions: the engine's eventfd becomes readable; drain it and let the engine run
+  // them, all on this thread.
+  io_watch_.async_wait(asio::posix::stream_descriptor::wait_read,
+                       [this](boost::system::error_code ec) {
+                         if (ec) return;
+                         uint64_t n = 0;
+                         (void)!::read(io_watch_.native_handle(), &n, sizeof(n));
+                         engine_.poll_io();
+                         watch_io();
+                       });
+}
 
 Status Server::listen() {
   namespace fs = std::filesystem;
@@ -313,6 +359,12 @@ Status Server::listen() {
     return Status::FromErrno("chmod " + config_.socket_path, errno);
   }
   listening_ = true;
+  if (engine_.io_fd() >= 0) {
+    const int fd = ::dup(engine_.io_fd());  // the descriptor object closes its own copy
+    if (fd < 0) return Status::FromErrno("dup the NVMe completion fd", errno);
+    io_watch_.assign(fd);
+    watch_io();
+  }
   accept_next();
   return Status::Ok();
 }
@@ -322,6 +374,7 @@ void Server::stop() {
   listening_ = false;
   boost::system::error_code ec;
   acceptor_.close(ec);
+  io_watch_.close(ec);
   for (auto& weak : live_) {
     if (auto c = weak.lock()) c->close();
   }

@@ -1,5 +1,7 @@
 #include "tierkvctl/commands.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -143,7 +145,24 @@ Status run_stats(const GlobalOptions& g) {
           .field("bytes_out", t.bytes_out)
           .end_object();
     }
-    w.end_array().end_object();
+    w.end_array();
+    const proto::NvmeStats& n = st->nvme;
+    w.key("nvme").begin_object()
+        .field("admitting", n.admitting != 0)
+        .field("mode", n.write_through ? "write-through" : "write-back")
+        .field("dirty_chunks", n.dirty_chunks)
+        .field("writes_in_flight", n.writes_in_flight)
+        .field("reads_in_flight", n.reads_in_flight)
+        .field("read_errors", n.read_errors)
+        .field("write_errors", n.write_errors)
+        .field("checksum_failures", n.checksum_failures)
+        .field("dropped_unwritten", n.dropped_unwritten)
+        .field("recovered_chunks", n.recovered_chunks)
+        .field("recovery_ms", n.recovery_ms)
+        .field("logical_bytes", n.logical_bytes)
+        .field("stored_bytes", n.stored_bytes)
+        .end_object();
+    w.end_object();
     print_json(w);
     return Status::Ok();
   }
@@ -169,7 +188,147 @@ Status run_stats(const GlobalOptions& g) {
                    tools::human_size(t.bytes_in), tools::human_size(t.bytes_out)});
   }
   out += table.render();
+  const bool nvme_on = std::any_of(tiers.begin(), tiers.end(), [](const proto::TierStats& t) {
+    return t.tier == proto::Tier::kNvme && t.enabled != 0;
+  });
+  if (nvme_on) {
+    const proto::NvmeStats& n = st->nvme;
+    out += "\nnvme: " + std::string(n.write_through ? "write-through" : "write-back") + ", " +
+           (n.admitting ? std::string("admitting") : std::string("NOT ADMITTING (disk full)")) +
+           "; " + tools::group_thousands(n.dirty_chunks) + " host chunks not yet written down, " +
+           tools::group_thousands(n.writes_in_flight) + " writes and " +
+           tools::group_thousands(n.reads_in_flight) + " reads in flight\n" +
+           "      errors: " + tools::group_thousands(n.read_errors) + " read, " +
+           tools::group_thousands(n.write_errors) + " write, " +
+           tools::group_thousands(n.checksum_failures) + " checksum failures (never served); " +
+           tools::group_thousands(n.dropped_unwritten) + " chunks evicted before written down\n" +
+           "      recovered " + tools::group_thousands(n.recovered_chunks) + " chunks in " +
+           std::to_string(n.recovery_ms) + " ms at start-up; stores " +
+           tools::human_size(n.logical_bytes) + " of chunks in " +
+           tools::human_size(n.stored_bytes) + "\n";
+  }
   print(out);
+  return Status::Ok();
+}
+
+namespace {
+
+// A progress line on stderr: redrawn in place on a terminal, a line per tenth otherwise.
+class ProgressBar {
+ public:
+  explicit ProgressBar(std::string what) : what_(std::move(what)), tty_(::isatty(2) != 0) {}
+  void update(uint64_t done, uint64_t total, const std::string& detail) {
+    const int pct = total == 0 ? 100 : static_cast<int>(done * 100 / total);
+    if (!tty_) {
+      if (pct / 10 == last_decile_) return;
+      last_decile_ = pct / 10;
+      std::fprintf(stderr, "%s: %3d%% %s\n", what_.c_str(), pct, detail.c_str());
+      return;
+    }
+    constexpr int kWidth = 30;
+    const int filled = pct * kWidth / 100;
+    std::fprintf(stderr, "\r%s [%s%s] %3d%% %s\x1b[K", what_.c_str(),
+                 std::string(static_cast<size_t>(filled), '#').c_str(),
+                 std::string(static_cast<size_t>(kWidth - filled), '.').c_str(), pct,
+                 detail.c_str());
+  }
+  void finish() {
+    if (tty_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  std::string what_;
+  bool tty_;
+  int last_decile_ = -1;
+};
+
+}  // namespace
+
+Status run_flush(const GlobalOptions& g) {
+  auto client = connect(g);
+  if (!client.ok()) return client.status();
+  auto first = (*client)->flush();
+  if (!first.ok()) return first.status();
+  const uint64_t start_written = first->written_total;
+  const uint64_t total = first->dirty_chunks + first->writes_in_flight;
+  ProgressBar bar("flush");
+  proto::FlushReply now = *first;
+  int stalled_polls = 0;
+  uint64_t last_written = now.written_total;
+  // Until nothing is left to write, or nothing moves for 10 s (disk full, failing writes).
+  while ((now.dirty_chunks > 0 || now.writes_in_flight > 0) && stalled_polls < 100) {
+    if (!g.json) {
+      bar.update(now.written_total - start_written, total,
+                 tools::group_thousands(now.dirty_chunks) + " chunks left");
+    }
+    ::usleep(100000);
+    auto r = (*client)->flush();
+    if (!r.ok()) return r.status();
+    now = *r;
+    stalled_polls = now.written_total == last_written ? stalled_polls + 1 : 0;
+    last_written = now.written_total;
+  }
+  const uint64_t written = now.written_total - start_written;
+  const bool complete = now.dirty_chunks == 0 && now.writes_in_flight == 0;
+  if (g.json) {
+    JsonWriter w;
+    w.begin_object()
+        .field("written", written)
+        .field("dirty_chunks", now.dirty_chunks)
+        .field("complete", complete)
+        .end_object();
+    print_json(w);
+  } else {
+    bar.update(written, total, "");
+    bar.finish();
+    print("flushed: " + tools::group_thousands(written) + " chunks written down" +
+          (complete ? "; every host chunk bound for NVMe is there\n"
+                    : "; " + tools::group_thousands(now.dirty_chunks) +
+                          " could not be written (see tierkvctl stats and the daemon log)\n"));
+  }
+  return complete ? Status::Ok()
+                  : Status::Unavailable("flush stopped with " +
+                                        std::to_string(now.dirty_chunks) + " chunks unwritten");
+}
+
+Status run_verify(const GlobalOptions& g) {
+  auto client = connect(g);
+  if (!client.ok()) return client.status();
+  ProgressBar bar("verify");
+  proto::VerifyReply total;
+  uint64_t cursor = 0;
+  for (;;) {
+    auto r = (*client)->verify(cursor, 256);
+    if (!r.ok()) return r.status();
+    total.checked += r->checked;
+    total.corrupt += r->corrupt;
+    total.unreadable += r->unreadable;
+    total.cursor_end = r->cursor_end;
+    cursor = r->next_cursor;
+    if (!g.json) {
+      bar.update(cursor, r->cursor_end,
+                 tools::group_thousands(total.checked) + " chunks checked, " +
+                     tools::group_thousands(total.corrupt + total.unreadable) + " bad");
+    }
+    if (r->done) break;
+  }
+  if (g.json) {
+    JsonWriter w;
+    w.begin_object()
+        .field("checked", total.checked)
+        .field("corrupt", total.corrupt)
+        .field("unreadable", total.unreadable)
+        .end_object();
+    print_json(w);
+  } else {
+    bar.finish();
+    print("verified " + tools::group_thousands(total.checked) + " NVMe chunks: " +
+          tools::group_thousands(total.checked - total.corrupt - total.unreadable) + " good, " +
+          tools::group_thousands(total.corrupt) + " corrupt, " +
+          tools::group_thousands(total.unreadable) + " unreadable" +
+          (total.corrupt + total.unreadable ? " (removed: they read as misses from now on)\n"
+                                            : "\n"));
+  }
   return Status::Ok();
 }
 

@@ -141,6 +141,17 @@ class Client : public std::enable_shared_from_this<Client> {
                          size_t max_chunks = std::numeric_limits<size_t>::max());
   Result<LoadLease> load(NamespaceId ns, std::span<const ChunkKey> keys);
 
+  // Starts reading the prompt's leading cached chunks that lie only on NVMe up into host RAM,
+  // ahead of a load; answers at once with how many are in RAM and how many are on their way.
+  Result<proto::PrefetchReply> prefetch(const Namespace& ns, std::span<const TokenId> tokens);
+  Result<proto::PrefetchReply> prefetch(NamespaceId ns, std::span<const ChunkKey> keys);
+
+  // Admin: starts writing every host chunk bound for NVMe down and reports progress (repeat until
+  // dirty_chunks and writes_in_flight are 0); scrubs NVMe chunks from `cursor` on, at most
+  // max_chunks per call, removing damaged ones (repeat from next_cursor until done).
+  Result<proto::FlushReply> flush();
+  Result<proto::VerifyReply> verify(uint64_t cursor, uint32_t max_chunks);
+
   // Evict drops chunks from the memory tiers; delete drops them everywhere. By prompt (its full
   // chunks) or by whole namespace. Leased chunks stay readable by their holders until released.
   // Both return the number of chunks removed.

@@ -11,6 +11,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -41,6 +42,7 @@ class Server {
  private:
   friend class Connection;
   void accept_next();
+  void watch_io();
   bool uid_allowed(uint32_t uid) const;
   void fill_stats(proto::StatsReply& stats) const;
 
@@ -48,6 +50,7 @@ class Server {
   const DaemonConfig& config_;
   scheduler::CacheEngine& engine_;
   boost::asio::local::stream_protocol::acceptor acceptor_;
+  boost::asio::posix::stream_descriptor io_watch_;
   std::chrono::steady_clock::time_point started_;
   std::vector<std::weak_ptr<Connection>> live_;
   bool listening_ = false;
