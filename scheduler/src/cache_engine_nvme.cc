@@ -362,6 +362,8 @@ bool CacheEngine::start_write_down(SlotId s) {
   m.writing_down = true;
   ++writes_in_flight_;
   issue(PendingIo{true, d, const_cast<std::byte*>(src), dm.stored_bytes, token(kDiskWrite, d)});
+  // The disk starts on this chunk while the next one's checksum is computed.
+  (void)nvme_->io().submit();
   return true;
 }
 
