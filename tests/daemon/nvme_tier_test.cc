@@ -151,6 +151,45 @@ TEST(NvmeTierTest, HostEvictionWritesBackInsteadOfDropping) {
   EXPECT_EQ(nvme_stats(*c).checksum_failures, 0u);
 }
 
+TEST(NvmeTierTest, PrefetchBringsChunksUpAheadOfTheLoad) {
+  auto d = start_nvme_daemon();
+  ASSERT_TRUE(d);
+  auto c = connect(*d);
+  auto ns = c->register_layout(kLayout, "nvme");
+  const auto tokens = prompt(7, 12);
+  const auto keys = store(*c, *ns, tokens);
+  flush(*c);
+  ASSERT_EQ(*c->evict(ns->id, keys), 12u);
+  auto pre = c->prefetch(*ns, tokens);
+  ASSERT_TRUE(pre.ok()) << pre.status().to_string();
+  EXPECT_EQ(pre->in_host + pre->fetching, 12u);
+  ASSERT_TRUE(testing::wait_until(
+      [&] {
+        auto look = c->lookup(*ns, tokens);
+        return look.ok() && look->cached_chunks == 12 && look->tiers.back() == Tier::kHost;
+      },
+      30s));
+  EXPECT_EQ(load_and_verify(*c, *ns, tokens), 12u);
+  // A second prefetch finds everything in RAM.
+  EXPECT_EQ(c->prefetch(*ns, tokens)->in_host, 12u);
+}
+
+TEST(NvmeTierTest, OnlyListedTenantsGoToDisk) {
+  auto d = start_nvme_daemon("tenants = [\"disk-tenant\"]\n");
+  ASSERT_TRUE(d);
+  auto c = connect(*d);
+  auto on_disk = c->register_layout(kLayout, "disk-tenant");
+  auto ram_only = c->register_layout(kLayout, "ram-tenant");
+  store(*c, *on_disk, prompt(8, 4));
+  store(*c, *ram_only, prompt(9, 4));
+  flush(*c);
+  auto st = c->stats();
+  EXPECT_EQ(st->tiers[2].chunks, 4u);
+  EXPECT_EQ(st->nvme.dirty_chunks, 0u);  // the RAM-only tenant's chunks are not "unwritten"
+  ASSERT_EQ(*c->evict_namespace(ram_only->id), 4u);
+  EXPECT_EQ(c->lookup(*ram_only, prompt(9, 4))->cached_chunks, 0u);
+}
+
 TEST(NvmeTierTest, RestartKeepsNvmeChunks) {
   auto d = start_nvme_daemon();
   ASSERT_TRUE(d);
