@@ -146,6 +146,7 @@ class CacheEngine {
     ChunkState state = ChunkState::kFree;
     bool on_disk = false;       // ready: an NVMe copy exists
     bool writing_down = false;  // ready: being written to NVMe (the engine holds a lease)
+    bool deleted = false;       // zombie: removed from every tier, so its write-down is void
   };
   enum class DiskState : uint8_t { kFree, kWriting, kReady };
   struct DiskMeta {  // per NVMe slot
@@ -208,7 +209,11 @@ class CacheEngine {
   SlotId pick_victim(uint32_t coldest) const;
   void link_host_parent(SlotId child, SlotId parent);
   void unlink_host_parent(SlotId child);
-  void remove_ready(SlotId slot, bool evicted);
+  enum class Removal : uint8_t { kEvicted, kDropped, kDeleted };
+  // kEvicted: to make room; kDropped: from RAM on request (a write-down in flight still lands);
+  // kDeleted: from every tier.
+  void remove_ready(SlotId slot, Removal why);
+  bool wants_disk(std::string_view tenant, uint64_t chunk_bytes) const;
   void discard_pending(SlotId slot);
   void free_slot(SlotId slot);
   void unlease(SlotId slot);
