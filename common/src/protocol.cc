@@ -21,11 +21,23 @@ std::string_view op_name(Op op) {
     case Op::kDelete: return "delete";
     case Op::kStats: return "stats";
     case Op::kListNamespaces: return "list_namespaces";
+    case Op::kPrefillBegin: return "prefill_begin";
+    case Op::kPrefillProfile: return "prefill_profile";
+    case Op::kPrefillComputed: return "prefill_computed";
+    case Op::kPrefillPoll: return "prefill_poll";
+    case Op::kPrefillEnd: return "prefill_end";
   }
   return "unknown";
 }
 
-bool is_known_op(uint16_t op) { return op >= 1 && op <= static_cast<uint16_t>(Op::kListNamespaces); }
+bool is_known_op(uint16_t op) {
+  return (op >= 1 && op <= static_cast<uint16_t>(Op::kListNamespaces)) || is_prefill_op(op);
+}
+
+bool is_prefill_op(uint16_t op) {
+  return op >= static_cast<uint16_t>(Op::kPrefillBegin) &&
+         op <= static_cast<uint16_t>(Op::kPrefillEnd);
+}
 
 std::string_view tier_name(Tier tier) {
   switch (tier) {
@@ -168,6 +180,9 @@ void encode(ByteWriter& w, const StatsReply& m) {
   w.put(m.requests);
   w.put(m.request_errors);
   w.put_array(std::span<const TierStats>(m.tiers));
+  w.put(m.prefill);
+  w.put_array(std::span<const TierBandwidth>(m.tier_bandwidth));
+  w.put_array(std::span<const PrefillRecord>(m.recent_prefills));
 }
 void encode(ByteWriter& w, const ListNamespacesReply& m) {
   w.put(static_cast<uint32_t>(m.namespaces.size()));
@@ -260,6 +275,13 @@ Status decode(ByteReader& r, StatsReply& m) {
   TIERKV_RETURN_IF_ERROR(r.get("requests", m.requests));
   TIERKV_RETURN_IF_ERROR(r.get("request_errors", m.request_errors));
   TIERKV_RETURN_IF_ERROR(r.get_array("tiers", m.tiers, 16));
+  m.prefill = PrefillStats{};
+  m.tier_bandwidth.clear();
+  m.recent_prefills.clear();
+  if (r.remaining() == 0) return Status::Ok();  // a daemon from before co-scheduled prefill
+  TIERKV_RETURN_IF_ERROR(r.get("prefill", m.prefill));
+  TIERKV_RETURN_IF_ERROR(r.get_array("tier_bandwidth", m.tier_bandwidth, 16));
+  TIERKV_RETURN_IF_ERROR(r.get_array("recent_prefills", m.recent_prefills, 1024));
   return r.expect_end("stats reply");
 }
 Status decode(ByteReader& r, ListNamespacesReply& m) {
