@@ -31,7 +31,7 @@ Status get_progress(ByteReader& r, PrefillProgress& m) {
 
 void encode(ByteWriter& w, const PrefillBeginRequest& m) {
   w.put(m.ns);
-  w.put(m.suffix_tokens);
+  w.put(m.prompt_tokens);
   w.put(m.compute_lookahead);
   w.put(m.meeting_point);
   w.put_array(std::span<const ChunkKey>(m.keys));
@@ -71,7 +71,7 @@ void encode(ByteWriter& w, const PrefillSummary& m) { w.put(m); }
 
 Status decode(ByteReader& r, PrefillBeginRequest& m) {
   TIERKV_RETURN_IF_ERROR(r.get("ns", m.ns));
-  TIERKV_RETURN_IF_ERROR(r.get("suffix_tokens", m.suffix_tokens));
+  TIERKV_RETURN_IF_ERROR(r.get("prompt_tokens", m.prompt_tokens));
   TIERKV_RETURN_IF_ERROR(r.get("compute_lookahead", m.compute_lookahead));
   TIERKV_RETURN_IF_ERROR(r.get("meeting_point", m.meeting_point));
   TIERKV_RETURN_IF_ERROR(r.get_array("keys", m.keys, kMaxChunksPerRequest));

@@ -121,7 +121,9 @@ Status PrefillService::begin(SessionId client, const proto::PrefillBeginRequest&
   PrefillSessionOptions so;
   so.chunk_bytes = ns->chunk_bytes();
   so.chunk_tokens = ns->layout.chunk_tokens;
-  so.suffix_tokens = req.suffix_tokens;
+  const uint64_t chunk_tokens = ns->layout.chunk_tokens;
+  const uint64_t prompt = std::max<uint64_t>(req.prompt_tokens, req.keys.size() * chunk_tokens);
+  so.suffix_tokens = prompt - uint64_t{n} * chunk_tokens;
   so.queue_depth = options_.queue_depth;
   so.compute_lookahead = req.compute_lookahead;
   so.meeting_point = req.meeting_point;

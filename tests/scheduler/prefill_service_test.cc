@@ -183,7 +183,8 @@ TEST_F(PrefillServiceTest, HostChunksAreHandedOverAtOnceWithTheirBytes) {
   std::vector<ChunkKey> prompt = keys;
   prompt.push_back(ChunkKey{99, 99});  // one more chunk, not cached
   proto::PrefillBeginReply rep;
-  ASSERT_TRUE(service_->begin(7, {ns_.id, 300, 1, proto::kAutoMeetingPoint, prompt}, rep).ok());
+  // 11 full chunks and 16 tokens more: 80 tokens follow the cached prefix.
+  ASSERT_TRUE(service_->begin(7, {ns_.id, 720, 1, proto::kAutoMeetingPoint, prompt}, rep).ok());
   EXPECT_NE(rep.session, 0u);
   EXPECT_EQ(rep.total_chunks, 11u);
   EXPECT_EQ(rep.cached_chunks, 10u);
@@ -191,6 +192,9 @@ TEST_F(PrefillServiceTest, HostChunksAreHandedOverAtOnceWithTheirBytes) {
   EXPECT_EQ(rep.tiers[0], Tier::kHost);
   EXPECT_EQ(rep.plan.resident_chunks, 10u);
   EXPECT_FALSE(rep.plan.loading_helps);
+  const ComputeProfile profile;
+  EXPECT_NEAR(rep.plan.bidir_ms, profile.span_ms(640, 80, 64), 1e-9);
+  EXPECT_NEAR(rep.plan.compute_only_ms, profile.span_ms(0, 720, 64), 1e-9);
   EXPECT_EQ(rep.progress.met, 1);
   ASSERT_EQ(rep.progress.ready.size(), 10u);
   for (const auto& r : rep.progress.ready) EXPECT_TRUE(bytes_match(r)) << "chunk " << r.chunk;

@@ -28,15 +28,15 @@ namespace tierkv::proto {
 
 // meeting_point value that lets the daemon decide (the default).
 inline constexpr uint32_t kAutoMeetingPoint = UINT32_MAX;
-// Longest a prefill_poll may wait.
-inline constexpr uint32_t kMaxPrefillWaitUs = 10'000'000;
+// Longest a prefill_poll may wait (a waiting poll holds its connection: keep waits short).
+inline constexpr uint32_t kMaxPrefillWaitUs = 1'000'000;
 inline constexpr uint32_t kMaxProfilePoints = 4096;
 
 struct PrefillBeginRequest {
   NamespaceId ns = 0;
-  // Tokens the engine computes after the cached prefix (the uncached rest of the prompt). Only
-  // for the TTFT prediction.
-  uint64_t suffix_tokens = 0;
+  // Tokens in the whole prompt, partial last chunk included (0: just the full chunks of `keys`).
+  // Only for the predicted TTFT, which counts computing what follows the cached prefix.
+  uint64_t prompt_tokens = 0;
   // Chunks the engine may hold granted at once (>= 1): more for an engine that computes several
   // chunks per step.
   uint32_t compute_lookahead = 1;
