@@ -53,7 +53,7 @@ PrefillSession::~PrefillSession() { end(/*cancel=*/true); }
 void PrefillSession::start() {
   if (started_) return;
   started_ = true;
-  begin_ns_ = last_report_ns_ = last_completion_ns_ = clock_.now_ns();
+  begin_ns_ = last_report_ns_ = last_completion_ns_ = last_read_done_ns_ = clock_.now_ns();
   speed_ = options_.initial_compute_scale > 0 ? options_.initial_compute_scale : 1.0;
 
   // Chunks already in host RAM go first: no I/O, no cost. One that cannot be leased (it left the
@@ -202,13 +202,15 @@ void PrefillSession::claim(uint32_t chunk) {
 
 // --- events ---------------------------------------------------------------------------------------
 
-void PrefillSession::on_loaded(uint32_t chunk, const Result<proto::SlotRef>& slot) {
+void PrefillSession::on_loaded(uint32_t chunk, const Result<proto::SlotRef>& slot,
+                               int64_t completed_ns) {
   if (ended_ || chunk >= n_ || state_[chunk] != ChunkState::kLoading) {
     // Not a read of ours in flight (a loader breaking its contract): hold nothing we do not track.
     if (slot.ok() && chunk < n_) loader_.release(chunk, *slot);
     return;
   }
   const int64_t t = clock_.now_ns();
+  const int64_t done_at = std::clamp(completed_ns, submitted_ns_[chunk], t);
   const double t_ms = static_cast<double>(t) / 1e6;
   --in_flight_;
   if (slot.ok()) {
@@ -218,13 +220,8 @@ void PrefillSession::on_loaded(uint32_t chunk, const Result<proto::SlotRef>& slo
     ++loaded_;
     ++done_;
     ready_.push_back(proto::PrefillReady{chunk, 0, *slot, since_begin_us(submitted_ns_[chunk]),
-                                         since_begin_us(t)});
-    const double latency = static_cast<double>(t - submitted_ns_[chunk]) / 1e6;
-    const double service =
-        busy_read_[chunk]
-            ? static_cast<double>(t - std::max(submitted_ns_[chunk], last_completion_ns_)) / 1e6
-            : -1.0;
-    costs_.record_read(tiers_[chunk], options_.chunk_bytes, latency, service);
+                                         since_begin_us(done_at)});
+    measure_read(chunk, done_at);
   } else {
     state_[chunk] = ChunkState::kFailed;
     ++failed_count_;
@@ -235,6 +232,7 @@ void PrefillSession::on_loaded(uint32_t chunk, const Result<proto::SlotRef>& slo
   stream_end_ms_ += t_ms - predicted_done_ms_[chunk];
   if (in_flight_ == 0 || stream_end_ms_ < t_ms) stream_end_ms_ = t_ms;
   last_completion_ns_ = t;
+  if (in_flight_ == 0) flush_reads();
   pump();
   news();
 }
@@ -306,6 +304,40 @@ Status PrefillSession::release(uint32_t chunk) {
   return Status::Ok();
 }
 
+void PrefillSession::measure_read(uint32_t chunk, int64_t t) {
+  const proto::Tier tier = tiers_[chunk];
+  const int64_t previous_done = last_read_done_ns_;
+  last_read_done_ns_ = std::max(last_read_done_ns_, t);
+  if (!busy_read_[chunk]) {
+    // Into an idle stream: its whole time is latency plus one transfer.
+    flush_reads();
+    const double latency = static_cast<double>(t - submitted_ns_[chunk]) / 1e6;
+    costs_.record_read(tier, options_.chunk_bytes, latency, -1.0);
+    return;
+  }
+  // Behind other reads: the stream's throughput. Completions can be delivered in bursts (a
+  // late timer, a batch of io_uring completions), so bytes are summed over at least
+  // kMinReadSampleNs of stream time before they make one bandwidth sample.
+  if (batch_reads_ > 0 && batch_tier_ != tier) flush_reads();
+  if (batch_reads_ == 0) {
+    batch_tier_ = tier;
+    batch_start_ns_ = std::max(submitted_ns_[chunk], previous_done);
+  }
+  ++batch_reads_;
+  batch_bytes_ += options_.chunk_bytes;
+  batch_end_ns_ = t;
+  if (batch_end_ns_ - batch_start_ns_ >= kMinReadSampleNs) flush_reads();
+}
+
+void PrefillSession::flush_reads() {
+  if (batch_reads_ > 0 && batch_end_ns_ > batch_start_ns_) {
+    const double ms = static_cast<double>(batch_end_ns_ - batch_start_ns_) / 1e6;
+    costs_.record_read(batch_tier_, batch_bytes_, ms, ms);
+  }
+  batch_reads_ = 0;
+  batch_bytes_ = 0;
+}
+
 void PrefillSession::take_progress(proto::PrefillProgress& out) {
   out.grant_end = grant_ptr_;
   out.load_front = load_front_;
@@ -339,6 +371,7 @@ void PrefillSession::end(bool cancel) {
   cancelled_ = cancel || !met_;
   loader_.cancel_all();
   in_flight_ = 0;
+  flush_reads();
   for (uint32_t i = 0; i < n_; ++i) {
     if (holds_slot_[i]) {
       loader_.release(i, slot_[i]);

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <thread>
 
+#include "support/json.h"
 #include "support/process.h"
 #include "support/test_daemon.h"
 #include "tierkv/client.h"
@@ -175,6 +176,32 @@ TEST_F(PrefillIntegrationTest, EngineLoopCoversThePrefixExactlyOnceWithEveryByte
   EXPECT_GT(st.tier_bandwidth[1].samples, 0u);
   // The throttle is an upper bound; a loaded CI box only makes reads slower.
   EXPECT_LE(st.tier_bandwidth[1].read_GBps, 0.06);
+
+  // tierkvctl stats shows the same, for a person and as JSON.
+  const std::string ctl = std::string(TIERKV_BINARY_DIR) + "/tools/tierkvctl";
+  const auto human = testing::run_process({ctl, "--socket", daemon_->socket_path(), "stats"});
+  ASSERT_TRUE(human.ok()) << human.describe();
+  EXPECT_NE(human.out.find("prefill: " + std::to_string(sessions) + " sessions"), std::string::npos)
+      << human.out;
+  EXPECT_NE(human.out.find("0 wasted loads"), std::string::npos) << human.out;
+  EXPECT_NE(human.out.find("MEET PLANNED"), std::string::npos) << human.out;
+  const auto json =
+      testing::run_process({ctl, "--socket", daemon_->socket_path(), "stats", "--json"});
+  ASSERT_TRUE(json.ok()) << json.describe();
+  std::string error;
+  auto doc = testing::parse_json(json.out, &error);
+  ASSERT_TRUE(doc.has_value()) << error << json.out;
+  EXPECT_EQ((*doc)["prefill"]["sessions_started"].as_number(), static_cast<double>(sessions));
+  EXPECT_EQ((*doc)["prefill"]["wasted_loads"].as_number(), 0);
+  const auto& recent = (*doc)["recent_prefills"].as_array();
+  ASSERT_EQ(recent.size(), sessions);
+  EXPECT_EQ(recent[1]["actual_meeting_point"].as_number(), 17);
+  EXPECT_TRUE(recent[3].has("planned_meeting_point"));
+  EXPECT_TRUE(recent[3].has("saved_ms"));
+  const auto& reads = (*doc)["tier_bandwidth"].as_array();
+  ASSERT_EQ(reads.size(), 4u);
+  EXPECT_EQ(reads[1]["tier"].as_string(), "host");
+  EXPECT_GT(reads[1]["read_GBps"].as_number(), 0);
 }
 
 TEST_F(PrefillIntegrationTest, TheCAbiDrivesTheSameLoop) {

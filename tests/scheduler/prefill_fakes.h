@@ -103,11 +103,12 @@ class FakeTier final : public ChunkLoader {
     timers_[chunk] = 0;
     --in_flight_;
     if (fail.count(chunk)) {
-      sink_->on_loaded(chunk, Status::IoError("chunk " + std::to_string(chunk) + ": EIO"));
+      sink_->on_loaded(chunk, Status::IoError("chunk " + std::to_string(chunk) + ": EIO"),
+                       clock_.now_ns());
       return;
     }
     ++leases;
-    sink_->on_loaded(chunk, slot_of(chunk));
+    sink_->on_loaded(chunk, slot_of(chunk), clock_.now_ns());
   }
 
   FakeClock& clock_;

@@ -51,7 +51,7 @@ struct PrefillReady {
   uint32_t chunk = 0;
   uint32_t reserved = 0;
   SlotRef slot;
-  // Microseconds since the session began: when its read was submitted and when it completed
+  // Microseconds since the session began: when its read was submitted and when the tier finished
   // (both 0 for a chunk handed over from host RAM).
   uint64_t submitted_us = 0;
   uint64_t completed_us = 0;

@@ -29,8 +29,11 @@ namespace tierkv::scheduler {
 class LoadSink {
  public:
   virtual ~LoadSink() = default;
-  // `chunk`'s read finished: the slot it lies in (leased for reading), or why not.
-  virtual void on_loaded(uint32_t chunk, const Result<proto::SlotRef>& slot) = 0;
+  // `chunk`'s read finished at `completed_ns` (Clock time; when the device finished it or, if
+  // that is unknown, when its completion was reaped): the slot it lies in (leased for reading),
+  // or why not. The time measures the tier; deliveries may come later, and in bursts.
+  virtual void on_loaded(uint32_t chunk, const Result<proto::SlotRef>& slot,
+                         int64_t completed_ns) = 0;
 };
 
 class ChunkLoader {

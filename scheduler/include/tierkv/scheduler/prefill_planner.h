@@ -96,10 +96,10 @@ class TierCostModel {
 
   const TierCost& cost(proto::Tier tier) const { return costs_[index(tier)]; }
   void set_resident(proto::Tier tier, bool resident) { costs_[index(tier)].resident = resident; }
-  // One finished read of `bytes`: `latency_ms` from submission to completion; `service_ms` the
-  // time the stream spent on it when other reads were ahead of it (completion minus the previous
-  // completion), or a negative value when the stream was idle at submission. Busy reads measure
-  // bandwidth, reads into an idle stream measure the fixed latency.
+  // Finished reads of `bytes` (one, or several summed): `latency_ms` from submission to
+  // completion; `service_ms` the stream time they took when other reads were ahead of them, or a
+  // negative value for one read into an idle stream. Busy reads measure bandwidth, reads into an
+  // idle stream measure the fixed latency.
   void record_read(proto::Tier tier, uint64_t bytes, double latency_ms, double service_ms);
   uint64_t samples(proto::Tier tier) const { return samples_[index(tier)]; }
 

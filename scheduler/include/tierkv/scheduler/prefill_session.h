@@ -107,7 +107,8 @@ class PrefillSession final : public LoadSink {
   uint32_t wasted_loads() const { return wasted_; }
 
   // LoadSink
-  void on_loaded(uint32_t chunk, const Result<proto::SlotRef>& slot) override;
+  void on_loaded(uint32_t chunk, const Result<proto::SlotRef>& slot,
+                 int64_t completed_ns) override;
 
  private:
   double now_ms() const { return clock_.now_ms(); }
@@ -129,6 +130,9 @@ class PrefillSession final : public LoadSink {
   double engine_finish_ms(uint32_t chunk) const;
   double read_finish_ms(uint32_t chunk) const;
   void news();
+  // Turns a finished read into cost samples for its tier.
+  void measure_read(uint32_t chunk, int64_t completed_ns);
+  void flush_reads();
 
   PrefillSessionOptions options_;
   Clock& clock_;
@@ -174,7 +178,15 @@ class PrefillSession final : public LoadSink {
   double speed_ = 1.0;
   int64_t begin_ns_ = 0;
   int64_t last_report_ns_ = 0;
-  int64_t last_completion_ns_ = 0;
+  int64_t last_completion_ns_ = 0;  // Clock time the last read was delivered
+  int64_t last_read_done_ns_ = 0;   // the tier's time the last read finished
+  // Reads completed behind others, not yet turned into a bandwidth sample.
+  static constexpr int64_t kMinReadSampleNs = 1'000'000;
+  proto::Tier batch_tier_ = proto::Tier::kNone;
+  int64_t batch_start_ns_ = 0;
+  int64_t batch_end_ns_ = 0;
+  uint64_t batch_bytes_ = 0;
+  uint32_t batch_reads_ = 0;
   int64_t met_ns_ = 0;
   int64_t end_ns_ = 0;
   bool started_ = false;
