@@ -280,7 +280,10 @@ int tierkv_prefill_next(const tierkv_prefill* p, size_t* chunk) {
 tierkv_status tierkv_prefill_computed(tierkv_prefill* p, size_t chunk) {
   if (p == nullptr) return null_arg("p");
   return guarded([&] {
-    if (chunk > UINT32_MAX) return fail(tierkv::Status::InvalidArgument("chunk index out of range"));
+    if (chunk > UINT32_MAX) {
+      return fail(tierkv::Status::InvalidArgument("chunk index " + std::to_string(chunk) +
+                                                  " is out of range"));
+    }
     const tierkv::Status s = p->session->computed(static_cast<uint32_t>(chunk));
     return s.ok() ? 0 : fail(s);
   });

@@ -29,7 +29,8 @@ Status send_profile(Client& client, const proto::PrefillProfileRequest& req) {
 
 Status set_compute_profile(Client& client, NamespaceId ns, double a_ms_per_token,
                            double b_ms_per_token2) {
-  return send_profile(client, {ns, proto::ProfileKind::kModel, a_ms_per_token, b_ms_per_token2, 0, {}});
+  return send_profile(client,
+                      {ns, proto::ProfileKind::kModel, a_ms_per_token, b_ms_per_token2, 0, {}});
 }
 
 Status set_compute_profile_table(Client& client, NamespaceId ns, uint32_t table_chunk_tokens,
@@ -81,7 +82,8 @@ Result<std::unique_ptr<PrefillSession>> PrefillSession::begin(std::shared_ptr<Cl
   return s;
 }
 
-PrefillSession::PrefillSession(std::shared_ptr<Client> client, const proto::PrefillBeginReply& reply)
+PrefillSession::PrefillSession(std::shared_ptr<Client> client,
+                               const proto::PrefillBeginReply& reply)
     : client_(std::move(client)),
       id_(reply.session),
       total_(reply.total_chunks),
@@ -151,11 +153,12 @@ Status PrefillSession::poll() { return wait_ready(std::chrono::microseconds(0));
 Status PrefillSession::wait_ready(std::chrono::microseconds timeout) {
   if (ended_) return Status::Ok();
   poll_req_.session = id_;
-  poll_req_.timeout_us = static_cast<uint32_t>(
-      std::clamp<int64_t>(timeout.count(), 0, proto::kMaxPrefillWaitUs));
+  poll_req_.timeout_us =
+      static_cast<uint32_t>(std::clamp<int64_t>(timeout.count(), 0, proto::kMaxPrefillWaitUs));
   poll_req_.release.swap(to_release_);
   to_release_.clear();
-  TIERKV_RETURN_IF_ERROR(PrefillWire::call(*client_, proto::Op::kPrefillPoll, poll_req_, progress_));
+  TIERKV_RETURN_IF_ERROR(
+      PrefillWire::call(*client_, proto::Op::kPrefillPoll, poll_req_, progress_));
   for (const proto::PrefillReady& r : progress_.ready) {
     if (r.chunk >= n_ || !PrefillWire::in_region(*client_, r.slot)) {
       return Status::ProtocolError("prefill reply names chunk " + std::to_string(r.chunk) +

@@ -76,8 +76,9 @@ Status decode(ByteReader& r, PrefillBeginRequest& m) {
   TIERKV_RETURN_IF_ERROR(r.get("meeting_point", m.meeting_point));
   TIERKV_RETURN_IF_ERROR(r.get_array("keys", m.keys, kMaxChunksPerRequest));
   if (m.compute_lookahead == 0) {
-    return Status::InvalidArgument("compute_lookahead = 0: the engine must be granted at least "
-                                   "one chunk at a time");
+    return Status::InvalidArgument(
+        "compute_lookahead = 0: the engine must be granted at least "
+        "one chunk at a time");
   }
   return r.expect_end("prefill_begin");
 }

@@ -31,7 +31,8 @@ class AsioClock final : public scheduler::Clock {
   TimerId call_at(int64_t at_ns, Callback fn) override {
     const TimerId id = next_id_++;
     auto [it, inserted] = timers_.try_emplace(id, io_, std::move(fn));
-    it->second.timer.expires_at(std::chrono::steady_clock::time_point(std::chrono::nanoseconds(at_ns)));
+    it->second.timer.expires_at(
+        std::chrono::steady_clock::time_point(std::chrono::nanoseconds(at_ns)));
     it->second.timer.async_wait([this, id](const boost::system::error_code& ec) {
       if (ec) return;  // cancelled (possibly with the clock gone): touch nothing
       auto found = timers_.find(id);

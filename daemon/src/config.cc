@@ -175,8 +175,9 @@ class TableReader {
       return error(*n, path, "must be a number");
     }
     if (!(v >= min && v <= max)) {
-      return error(*n, path, "= " + std::to_string(v) + " is out of range [" + std::to_string(min) +
-                                 ", " + std::to_string(max) + "]");
+      return error(*n, path,
+                   "= " + std::to_string(v) + " is out of range [" + std::to_string(min) + ", " +
+                       std::to_string(max) + "]");
     }
     out = v;
     return Status::Ok();

@@ -28,8 +28,10 @@ void HostChunkLoader::submit(uint32_t chunk) {
     p.status = Status::InvalidArgument("chunk " + std::to_string(chunk) + " is out of range");
   } else {
     Result<proto::SlotRef> slot = engine_.lease_chunk(lease_session_, ns_, keys_[chunk]);
-    if (slot.ok()) p.slot = *slot;
-    else p.status = slot.status();
+    if (slot.ok())
+      p.slot = *slot;
+    else
+      p.status = slot.status();
   }
   const int64_t now = clock_.now_ns();
   p.done_ns = now;
@@ -87,8 +89,10 @@ void HostChunkLoader::on_timer() {
     Pending p = std::move(queue_[head_]);
     ++head_;
     // The emulated tier knows when each read finished, however late its timer ran.
-    if (p.status.ok()) sink_->on_loaded(p.chunk, p.slot, p.done_ns);
-    else sink_->on_loaded(p.chunk, p.status, p.done_ns);
+    if (p.status.ok())
+      sink_->on_loaded(p.chunk, p.slot, p.done_ns);
+    else
+      sink_->on_loaded(p.chunk, p.status, p.done_ns);
   }
   arm();
 }

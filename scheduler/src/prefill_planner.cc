@@ -6,7 +6,7 @@
 
 namespace tierkv::scheduler {
 
-// --- ComputeProfile -------------------------------------------------------------------------------
+// --- ComputeProfile ------------------------------------------------------------------------------
 
 double ComputeProfile::chunk_ms(uint64_t prefix_tokens, uint32_t chunk_tokens) const {
   const double c = chunk_tokens;
@@ -29,7 +29,8 @@ double ComputeProfile::chunk_ms(uint64_t prefix_tokens, uint32_t chunk_tokens) c
   return std::max(0.0, ms * scale);
 }
 
-double ComputeProfile::span_ms(uint64_t start_tokens, uint64_t tokens, uint32_t chunk_tokens) const {
+double ComputeProfile::span_ms(uint64_t start_tokens, uint64_t tokens,
+                               uint32_t chunk_tokens) const {
   if (tokens == 0) return 0;
   if (table.empty()) {
     // The chunk sum is exact in closed form: a*N + b*N*(L + N/2).
@@ -57,8 +58,9 @@ Status ComputeProfile::validate() const {
                                    " must be finite and >= 0");
   }
   if (!table.empty() && table_chunk_tokens == 0) {
-    return Status::InvalidArgument("profile table: table_chunk_tokens must be set (the chunk size "
-                                   "the table was measured with)");
+    return Status::InvalidArgument(
+        "profile table: table_chunk_tokens must be set (the chunk size "
+        "the table was measured with)");
   }
   for (size_t i = 0; i < table.size(); ++i) {
     if (bad(table[i].prefix_tokens) || bad(table[i].chunk_ms)) {
@@ -66,15 +68,15 @@ Status ComputeProfile::validate() const {
                                      "]: values must be finite and >= 0");
     }
     if (i > 0 && table[i].prefix_tokens <= table[i - 1].prefix_tokens) {
-      return Status::InvalidArgument("profile table[" + std::to_string(i) + "].prefix_tokens = " +
-                                     std::to_string(table[i].prefix_tokens) +
+      return Status::InvalidArgument("profile table[" + std::to_string(i) +
+                                     "].prefix_tokens = " + std::to_string(table[i].prefix_tokens) +
                                      " does not ascend from the point before it");
     }
   }
   return Status::Ok();
 }
 
-// --- ComputeProfileFitter -------------------------------------------------------------------------
+// --- ComputeProfileFitter ------------------------------------------------------------------------
 
 void ComputeProfileFitter::add(uint64_t prefix_tokens, uint32_t chunk_tokens, double chunk_ms) {
   if (chunk_tokens == 0 || !std::isfinite(chunk_ms) || chunk_ms < 0) return;
@@ -108,7 +110,7 @@ bool ComputeProfileFitter::fit(ComputeProfile& out, size_t min_samples) const {
   return true;
 }
 
-// --- TierCostModel --------------------------------------------------------------------------------
+// --- TierCostModel -------------------------------------------------------------------------------
 
 TierCostModel::TierCostModel(const TierCostOptions& o) : weight_(o.ema_weight) {
   costs_[static_cast<size_t>(proto::Tier::kNone)] = TierCost{false, 1.0, 0};
@@ -137,7 +139,7 @@ void TierCostModel::record_read(proto::Tier tier, uint64_t bytes, double latency
   }
 }
 
-// --- LoadStream -----------------------------------------------------------------------------------
+// --- LoadStream ----------------------------------------------------------------------------------
 
 LoadStream::LoadStream(uint32_t depth) : done_(std::max<uint32_t>(depth, 1), 0.0) {}
 
@@ -152,7 +154,7 @@ double LoadStream::add(double earliest_ms, double latency_ms, double transfer_ms
   return end_;
 }
 
-// --- planner --------------------------------------------------------------------------------------
+// --- planner -------------------------------------------------------------------------------------
 
 namespace {
 
@@ -162,7 +164,7 @@ struct Splits {
   double compute_all = 0;    // every chunk computed, resident ones too
   double suffix = 0;
   uint32_t resident = 0;
-  double min_transfer = 0;   // smallest transfer of a non-resident chunk (0 if none)
+  double min_transfer = 0;  // smallest transfer of a non-resident chunk (0 if none)
   double max_latency = 0;
 };
 
@@ -203,8 +205,8 @@ Splits evaluate(const PlannerInput& in, const ComputeProfile& profile, const Tie
 
 }  // namespace
 
-void predict_splits(const PlannerInput& in, const ComputeProfile& profile, const TierCostModel& costs,
-                    std::vector<double>& ttft_ms) {
+void predict_splits(const PlannerInput& in, const ComputeProfile& profile,
+                    const TierCostModel& costs, std::vector<double>& ttft_ms) {
   ttft_ms = evaluate(in, profile, costs).ttft;
 }
 
@@ -229,7 +231,8 @@ PrefillPlan plan_prefill(const PlannerInput& in, const ComputeProfile& profile,
   p.loading_helps = p.load_chunks > 0;
   // Enough reads in flight to hide the fixed latency behind transfers, plus one for jitter.
   uint32_t depth = 1;
-  if (s.min_transfer > 0) depth = static_cast<uint32_t>(std::ceil(s.max_latency / s.min_transfer)) + 2;
+  if (s.min_transfer > 0)
+    depth = static_cast<uint32_t>(std::ceil(s.max_latency / s.min_transfer)) + 2;
   p.queue_depth = std::clamp<uint32_t>(depth, 1, std::max<uint32_t>(in.queue_depth, 1));
   return p;
 }

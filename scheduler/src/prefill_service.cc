@@ -66,7 +66,7 @@ const ComputeProfile& PrefillService::current_profile(NamespaceProfile& p) {
   return p.profile;
 }
 
-// --- requests -------------------------------------------------------------------------------------
+// --- requests ------------------------------------------------------------------------------------
 
 Status PrefillService::begin(SessionId client, const proto::PrefillBeginRequest& req,
                              proto::PrefillBeginReply& reply) {
@@ -110,9 +110,9 @@ Status PrefillService::begin(SessionId client, const proto::PrefillBeginRequest&
     live->loader = factory_->make(context);
   }
   if (live->loader == nullptr) {
-    live->loader = std::make_unique<HostChunkLoader>(engine_, clock_, live->lease_session, req.ns,
-                                                     ns->chunk_bytes(), live->keys,
-                                                     options_.host_throttle);
+    live->loader =
+        std::make_unique<HostChunkLoader>(engine_, clock_, live->lease_session, req.ns,
+                                          ns->chunk_bytes(), live->keys, options_.host_throttle);
   }
 
   NamespaceProfile& np = profile_of(req.ns);
@@ -128,8 +128,7 @@ Status PrefillService::begin(SessionId client, const proto::PrefillBeginRequest&
   so.compute_lookahead = req.compute_lookahead;
   so.meeting_point = req.meeting_point;
   // A learned profile already is the engine's speed; a given one is scaled by the last measure.
-  so.initial_compute_scale =
-      !np.learned && np.scale_version == np.version ? np.compute_scale : 1.0;
+  so.initial_compute_scale = !np.learned && np.scale_version == np.version ? np.compute_scale : 1.0;
   live->session = std::make_unique<PrefillSession>(so, clock_, *live->loader, costs_, profile,
                                                    live->tiers, &np.fitter);
   live->session->start();
@@ -172,7 +171,8 @@ Status PrefillService::set_profile(SessionId, const proto::PrefillProfileRequest
   } else {
     if (req.table.empty()) return Status::InvalidArgument("profile table is empty");
     p.table_chunk_tokens = req.table_chunk_tokens;
-    for (const proto::ProfilePoint& pt : req.table) p.table.push_back({pt.prefix_tokens, pt.chunk_ms});
+    for (const proto::ProfilePoint& pt : req.table)
+      p.table.push_back({pt.prefix_tokens, pt.chunk_ms});
   }
   TIERKV_RETURN_IF_ERROR(p.validate());
   np.registered = true;
@@ -302,8 +302,8 @@ void PrefillService::fill_stats(proto::StatsReply& stats) const {
   // Live sessions' counts join the totals when they end; wasted loads count at once.
   for (const auto& [id, live] : live_) stats.prefill.wasted_loads += live->session->wasted_loads();
   stats.tier_bandwidth.clear();
-  for (proto::Tier t : {proto::Tier::kGpu, proto::Tier::kHost, proto::Tier::kNvme,
-                        proto::Tier::kRemote}) {
+  for (proto::Tier t :
+       {proto::Tier::kGpu, proto::Tier::kHost, proto::Tier::kNvme, proto::Tier::kRemote}) {
     const TierCost& c = costs_.cost(t);
     proto::TierBandwidth b;
     b.tier = t;

@@ -48,7 +48,7 @@ PrefillSession::PrefillSession(const PrefillSessionOptions& options, Clock& cloc
 
 PrefillSession::~PrefillSession() { end(/*cancel=*/true); }
 
-// --- start ----------------------------------------------------------------------------------------
+// --- start ---------------------------------------------------------------------------------------
 
 void PrefillSession::start() {
   if (started_) return;
@@ -97,7 +97,7 @@ void PrefillSession::start() {
   pump();
 }
 
-// --- decisions ------------------------------------------------------------------------------------
+// --- decisions -----------------------------------------------------------------------------------
 
 void PrefillSession::pump() {
   if (!started_ || ended_) return;
@@ -130,9 +130,10 @@ void PrefillSession::top_up_grant() {
   const bool forced = forced_m_ != proto::kAutoMeetingPoint;
   while (granted_open_ < options_.compute_lookahead) {
     // Past chunks already handed over, computed or given back to the engine.
-    while (grant_ptr_ < n_ && (state_[grant_ptr_] == ChunkState::kComputed ||
-                               state_[grant_ptr_] == ChunkState::kFailed ||
-                               (state_[grant_ptr_] == ChunkState::kLoaded && resident_[grant_ptr_]))) {
+    while (grant_ptr_ < n_ &&
+           (state_[grant_ptr_] == ChunkState::kComputed ||
+            state_[grant_ptr_] == ChunkState::kFailed ||
+            (state_[grant_ptr_] == ChunkState::kLoaded && resident_[grant_ptr_]))) {
       ++grant_ptr_;
     }
     if (grant_ptr_ >= n_ || state_[grant_ptr_] != ChunkState::kUnassigned) return;
@@ -152,8 +153,7 @@ bool PrefillSession::hold_grant() const {
     if (unassigned_[t] == 0) continue;
     const TierCost& c = costs_.cost(static_cast<proto::Tier>(t));
     const double transfer = c.transfer_ms(options_.chunk_bytes);
-    const double per_read =
-        std::max(transfer, (c.latency_ms() + transfer) / options_.queue_depth);
+    const double per_read = std::max(transfer, (c.latency_ms() + transfer) / options_.queue_depth);
     first_latency = std::max(first_latency, c.latency_ms());
     reads += unassigned_[t] * per_read;
   }
@@ -175,8 +175,7 @@ double PrefillSession::read_finish_ms(uint32_t chunk) const {
 double PrefillSession::engine_finish_ms(uint32_t chunk) const {
   // The engine finishes its granted work, then computes every unassigned chunk up to `chunk`
   // (all non-resident chunks of [grant_ptr_, chunk] are unassigned: claims come from the top).
-  return std::max(engine_free_ms_, now_ms()) +
-         speed_ * (cum_ms_[chunk + 1] - cum_ms_[grant_ptr_]);
+  return std::max(engine_free_ms_, now_ms()) + speed_ * (cum_ms_[chunk + 1] - cum_ms_[grant_ptr_]);
 }
 
 bool PrefillSession::worth_loading(uint32_t chunk) const {
@@ -200,7 +199,7 @@ void PrefillSession::claim(uint32_t chunk) {
   loader_.submit(chunk);
 }
 
-// --- events ---------------------------------------------------------------------------------------
+// --- events --------------------------------------------------------------------------------------
 
 void PrefillSession::on_loaded(uint32_t chunk, const Result<proto::SlotRef>& slot,
                                int64_t completed_ns) {

@@ -79,7 +79,8 @@ class PrefillIntegrationTest : public ::testing::Test {
   bool chunk_matches(const ChunkKey& key, std::span<const std::byte> got) const {
     std::vector<std::byte> expect(ns_.chunk_bytes());
     fill_chunk(key, expect);
-    return got.size() == expect.size() && std::memcmp(got.data(), expect.data(), expect.size()) == 0;
+    return got.size() == expect.size() &&
+           std::memcmp(got.data(), expect.data(), expect.size()) == 0;
   }
 
   proto::StatsReply stats() {
@@ -294,11 +295,13 @@ TEST_F(PrefillIntegrationTest, ReportsThatBreakTheRulesGetAnErrorThatSaysWhy) {
 
 TEST_F(PrefillIntegrationTest, ClientKilledMidSessionIsCancelledAndItsSlotsReleased) {
   testing::TempDir logs;
-  const std::string helper = std::string(TIERKV_BINARY_DIR) + "/tests/daemon/tierkv_test_prefill_client";
-  auto victim = testing::Subprocess::spawn({helper, "hang", daemon_->socket_path()},
-                                           logs.file("victim.log"));
+  const std::string helper =
+      std::string(TIERKV_BINARY_DIR) + "/tests/daemon/tierkv_test_prefill_client";
+  auto victim =
+      testing::Subprocess::spawn({helper, "hang", daemon_->socket_path()}, logs.file("victim.log"));
   ASSERT_TRUE(victim.ok()) << victim.status().to_string();
-  ASSERT_TRUE(wait_until([&] { return testing::read_file(logs.file("victim.log")) == "READY\n"; }, 30s))
+  ASSERT_TRUE(
+      wait_until([&] { return testing::read_file(logs.file("victim.log")) == "READY\n"; }, 30s))
       << testing::read_file(logs.file("victim.log")) << daemon_->log();
   auto before = stats();
   EXPECT_EQ(before.prefill.sessions_active, 1u);
@@ -306,10 +309,13 @@ TEST_F(PrefillIntegrationTest, ClientKilledMidSessionIsCancelledAndItsSlotsRelea
 
   ASSERT_EQ(::kill(victim->pid(), SIGKILL), 0);
   ASSERT_TRUE(victim->wait_exit(10s));
-  ASSERT_TRUE(wait_until([&] {
-    const auto s = stats();
-    return s.prefill.sessions_active == 0 && s.read_leases == 0;
-  }, 20s)) << daemon_->log();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const auto s = stats();
+        return s.prefill.sessions_active == 0 && s.read_leases == 0;
+      },
+      20s))
+      << daemon_->log();
   const auto after = stats();
   EXPECT_EQ(after.prefill.sessions_cancelled, 1u);
   EXPECT_EQ(after.prefill.wasted_loads, 0u);

@@ -140,7 +140,9 @@ class FakeEngine {
     take();
     step();
   }
-  bool touched(uint32_t chunk) const { return computed_[chunk] > 0 || computing_ == int64_t{chunk}; }
+  bool touched(uint32_t chunk) const {
+    return computed_[chunk] > 0 || computing_ == int64_t{chunk};
+  }
 
   bool done() const { return done_; }
   double met_ms() const { return met_ms_; }

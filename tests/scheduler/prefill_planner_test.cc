@@ -96,7 +96,7 @@ TEST(LoadStreamTest, LatencyOverlapsTransfersDoNot) {
   EXPECT_DOUBLE_EQ(one.add(0, 1.0, 2.0), 6.0);
 }
 
-// --- brute force -----------------------------------------------------------------------------------
+// --- brute force ---------------------------------------------------------------------------------
 
 struct Read {
   double latency_ms, transfer_ms;
@@ -128,14 +128,18 @@ struct Scenario {
 };
 
 Scenario random_scenario(std::mt19937_64& rng) {
-  auto uni = [&](double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); };
+  auto uni = [&](double lo, double hi) {
+    return std::uniform_real_distribution<double>(lo, hi)(rng);
+  };
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   Scenario s;
   const int n = pick(0, 80);
   const double p_host = uni(0, 0.5), p_remote = uni(0, 0.4);
   for (int i = 0; i < n; ++i) {
     const double u = uni(0, 1);
-    s.tiers.push_back(u < p_host ? Tier::kHost : u < p_host + p_remote ? Tier::kRemote : Tier::kNvme);
+    s.tiers.push_back(u < p_host              ? Tier::kHost
+                      : u < p_host + p_remote ? Tier::kRemote
+                                              : Tier::kNvme);
   }
   s.chunk_tokens = std::array<uint32_t, 3>{64, 256, 512}[pick(0, 2)];
   s.chunk_bytes = uint64_t{s.chunk_tokens} * static_cast<uint64_t>(pick(16, 256)) * 1024;
@@ -178,7 +182,8 @@ double brute_ttft(const Scenario& s, const TierCostModel& costs, size_t m) {
   const size_t n = s.tiers.size();
   for (uint64_t done = 0; done < s.suffix_tokens; done += s.chunk_tokens) {
     const uint64_t c = std::min<uint64_t>(s.chunk_tokens, s.suffix_tokens - done);
-    suffix += s.profile.chunk_ms(uint64_t{s.chunk_tokens} * n + done, static_cast<uint32_t>(c)) * s.scale;
+    suffix +=
+        s.profile.chunk_ms(uint64_t{s.chunk_tokens} * n + done, static_cast<uint32_t>(c)) * s.scale;
   }
   return std::max(compute, simulate_reads(reads, s.depth)) + suffix;
 }

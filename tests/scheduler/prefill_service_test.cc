@@ -93,7 +93,10 @@ class Driver {
  public:
   Driver(PrefillService& service, FakeClock& clock, SessionId client, double chunk_ms,
          std::function<bool(const proto::PrefillReady&)> verify)
-      : service_(service), clock_(clock), client_(client), chunk_ms_(chunk_ms),
+      : service_(service),
+        clock_(clock),
+        client_(client),
+        chunk_ms_(chunk_ms),
         verify_(std::move(verify)) {}
 
   void start(const proto::PrefillBeginReply& reply) {
@@ -220,7 +223,8 @@ TEST_F(PrefillServiceTest, ThrottledTierRunsTheBidirectionalScheduleExactlyOnce)
     proto::PrefillBeginReply rep;
     ASSERT_TRUE(service_->begin(7, {ns_.id, 0, 1, m, keys}, rep).ok());
     EXPECT_EQ(rep.plan.resident_chunks, 0u);
-    Driver d(*service_, clock_, 7, 5.0, [&](const proto::PrefillReady& r) { return bytes_match(r); });
+    Driver d(*service_, clock_, 7, 5.0,
+             [&](const proto::PrefillReady& r) { return bytes_match(r); });
     d.start(rep);
     while (clock_.run_next()) {
     }
@@ -268,7 +272,8 @@ TEST_F(PrefillServiceTest, ChunkEvictedMidSessionIsComputedInstead) {
   ASSERT_TRUE(service_->begin(7, {ns_.id, 0, 1, 4, keys}, rep).ok());
   // Chunk 5 is dropped before its read is submitted: the read fails, the engine computes it.
   uint64_t removed = 0;
-  ASSERT_TRUE(engine_->drop(proto::DropRequest{ns_.id, proto::Scope::kKeys, {keys[5]}}, &removed).ok());
+  ASSERT_TRUE(
+      engine_->drop(proto::DropRequest{ns_.id, proto::Scope::kKeys, {keys[5]}}, &removed).ok());
   ASSERT_EQ(removed, 1u);
   Driver d(*service_, clock_, 7, 5.0, [&](const proto::PrefillReady& r) { return bytes_match(r); });
   d.start(rep);
@@ -324,7 +329,8 @@ TEST_F(PrefillServiceTest, RequestsAreCheckedAndSessionsBelongToTheirClient) {
   EXPECT_NE(s.message().find("compute_lookahead = 1000"), std::string::npos) << s.message();
 
   // Nothing cached: no session, nothing to wait for.
-  ASSERT_TRUE(service_->begin(7, {ns_.id, 0, 1, proto::kAutoMeetingPoint, {ChunkKey{5, 5}}}, rep).ok());
+  ASSERT_TRUE(
+      service_->begin(7, {ns_.id, 0, 1, proto::kAutoMeetingPoint, {ChunkKey{5, 5}}}, rep).ok());
   EXPECT_EQ(rep.session, 0u);
   EXPECT_EQ(rep.cached_chunks, 0u);
   EXPECT_EQ(rep.progress.met, 1);
@@ -363,7 +369,8 @@ TEST_F(PrefillServiceTest, RegisteredAndLearnedProfilesDriveThePlan) {
             StatusCode::kNotFound);
 
   // A very slow engine (1 s per chunk): loading everything is best.
-  ASSERT_TRUE(service_->set_profile(7, {ns_.id, proto::ProfileKind::kModel, 1000.0 / 64, 0, 0, {}}).ok());
+  ASSERT_TRUE(
+      service_->set_profile(7, {ns_.id, proto::ProfileKind::kModel, 1000.0 / 64, 0, 0, {}}).ok());
   proto::PrefillBeginReply rep;
   ASSERT_TRUE(service_->begin(7, {ns_.id, 0, 1, proto::kAutoMeetingPoint, keys}, rep).ok());
   EXPECT_EQ(rep.plan.meeting_point, 0u);

@@ -23,8 +23,9 @@ constexpr uint64_t kChunkBytes = 256ull * 131072;  // 32 MiB: an 8B model's 256 
 
 // One run: clock, tier, session and engine wired together.
 struct World {
-  World(std::vector<Tier> tiers_in, const TierCostOptions& cost_options, const ComputeProfile& profile,
-      PrefillSessionOptions options, std::function<double(uint32_t, double)> compute_ms = nullptr)
+  World(std::vector<Tier> tiers_in, const TierCostOptions& cost_options,
+        const ComputeProfile& profile, PrefillSessionOptions options,
+        std::function<double(uint32_t, double)> compute_ms = nullptr)
       : tiers(std::move(tiers_in)), costs(cost_options) {
     options.chunk_bytes = kChunkBytes;
     options.chunk_tokens = kChunkTokens;
@@ -35,7 +36,8 @@ struct World {
       latency.push_back(costs.cost(t).latency_ms());
     }
     tier = std::make_unique<FakeTier>(clock, transfer, latency, options.queue_depth, kChunkBytes);
-    session = std::make_unique<PrefillSession>(options, clock, *tier, costs, profile, tiers, &fitter);
+    session =
+        std::make_unique<PrefillSession>(options, clock, *tier, costs, profile, tiers, &fitter);
     if (!compute_ms) {
       compute_ms = [profile](uint32_t i, double) {
         return profile.chunk_ms(uint64_t{kChunkTokens} * i, kChunkTokens);
@@ -140,7 +142,9 @@ double best_split_ms(const World& r, const ComputeProfile& profile, uint32_t dep
 
 TEST(PrefillSessionTest, AutoSessionsMeetNearTheOptimumWithNoWaste) {
   std::mt19937_64 rng(4242);
-  auto uni = [&](double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); };
+  auto uni = [&](double lo, double hi) {
+    return std::uniform_real_distribution<double>(lo, hi)(rng);
+  };
   double worst = 0;
   for (int trial = 0; trial < 60; ++trial) {
     SCOPED_TRACE("trial " + std::to_string(trial));
@@ -148,8 +152,10 @@ TEST(PrefillSessionTest, AutoSessionsMeetNearTheOptimumWithNoWaste) {
     std::vector<Tier> tiers(n, Tier::kNvme);
     for (auto& t : tiers) {
       const double u = uni(0, 1);
-      if (u < 0.15) t = Tier::kHost;
-      else if (u < 0.3) t = Tier::kRemote;
+      if (u < 0.15)
+        t = Tier::kHost;
+      else if (u < 0.3)
+        t = Tier::kRemote;
     }
     ComputeProfile profile;
     profile.a_ms_per_token = uni(0.005, 0.06);
@@ -389,7 +395,8 @@ TEST(PrefillSessionTest, AdaptsWhenTheEngineSlowsDownMidSession) {
   for (size_t m = 0; m <= tiers.size(); ++m) {
     double compute = 0;
     for (size_t i = 0; i < m; ++i) compute += slowing(static_cast<uint32_t>(i), compute);
-    const double load = m == tiers.size() ? 0 : 0.1 + read_ms * static_cast<double>(tiers.size() - m);
+    const double load =
+        m == tiers.size() ? 0 : 0.1 + read_ms * static_cast<double>(tiers.size() - m);
     best = std::min(best, std::max(compute, load));
   }
   EXPECT_LE(slowed.engine->met_ms(), best * 1.10) << "oracle " << best;
@@ -401,9 +408,11 @@ TEST(PrefillSessionTest, LearnsTheProfileFromReports) {
   ComputeProfile actual;
   actual.a_ms_per_token = 0.05;
   actual.b_ms_per_token2 = 2e-6;
-  auto compute = [&](uint32_t i, double) { return actual.chunk_ms(uint64_t{kChunkTokens} * i, kChunkTokens); };
-  World r(std::vector<Tier>(40, Tier::kNvme), disk(0.001), ComputeProfile{}, PrefillSessionOptions{},
-        compute);
+  auto compute = [&](uint32_t i, double) {
+    return actual.chunk_ms(uint64_t{kChunkTokens} * i, kChunkTokens);
+  };
+  World r(std::vector<Tier>(40, Tier::kNvme), disk(0.001), ComputeProfile{},
+          PrefillSessionOptions{}, compute);
   r.run_to_end();
   ASSERT_TRUE(r.engine->done());
   ComputeProfile fitted;

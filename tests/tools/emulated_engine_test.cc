@@ -34,7 +34,8 @@ ReadTimes uniform_reads(size_t n, double ms, double latency = 0) {
 }
 
 TEST(EngineModelTest, ReadsTheProfileShippedWithTheBench) {
-  auto m = load_engine_model(std::string(TIERKV_SOURCE_DIR) + "/tools/bench/data/h100-llama8b-profile.json");
+  auto m = load_engine_model(std::string(TIERKV_SOURCE_DIR) +
+                             "/tools/bench/data/h100-llama8b-profile.json");
   ASSERT_TRUE(m.ok()) << m.status().to_string();
   EXPECT_DOUBLE_EQ(m->a_ms_per_token, 0.02942);
   EXPECT_DOUBLE_EQ(m->b_ms_per_token2, 7.97e-07);
@@ -47,11 +48,16 @@ TEST(EngineModelTest, BadProfilesSayWhatIsWrong) {
   auto missing = parse_engine_model(R"({"engine_grade_model": {"a_ms_per_token": 0.1}})", "p.json");
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("b_ms_per_token2"), std::string::npos);
-  auto text = parse_engine_model(R"({"engine_grade_model": {"a_ms_per_token": "x", "b_ms_per_token2": 0}})", "p.json");
+  auto text = parse_engine_model(
+      R"({"engine_grade_model": {"a_ms_per_token": "x", "b_ms_per_token2": 0}})", "p.json");
   ASSERT_FALSE(text.ok());
-  EXPECT_NE(text.status().message().find("not a number"), std::string::npos) << text.status().message();
+  EXPECT_NE(text.status().message().find("not a number"), std::string::npos)
+      << text.status().message();
   EXPECT_FALSE(parse_engine_model("not json", "p.json").ok());
-  EXPECT_FALSE(parse_engine_model(R"({"engine_grade_model": {"a_ms_per_token": -1, "b_ms_per_token2": 0}})", "p.json").ok());
+  EXPECT_FALSE(
+      parse_engine_model(R"({"engine_grade_model": {"a_ms_per_token": -1, "b_ms_per_token2": 0}})",
+                         "p.json")
+          .ok());
   // Other members, nested values and escapes before the model are skipped properly.
   auto ok = parse_engine_model(
       R"({"what": "a \"quoted\" {brace}", "list": [1, {"x": [true, null]}], "engine_grade_model": {"note": "n", "b_ms_per_token2": 2e-7, "a_ms_per_token": 0.5}})",

@@ -28,7 +28,8 @@ class JsonPath {
     pos_ = 0;
     ws();
     for (const char* key : keys) {
-      if (!find_member(key)) return Status::NotFound(std::string("no \"") + key + "\" where expected" + where());
+      if (!find_member(key))
+        return Status::NotFound(std::string("no \"") + key + "\" where expected" + where());
     }
     ws();
     const size_t start = pos_;
@@ -115,9 +116,13 @@ Result<EngineModel> parse_engine_model(const std::string& json, const std::strin
   JsonPath p(json);
   EngineModel m;
   auto a = p.number_at({"engine_grade_model", "a_ms_per_token"});
-  if (!a.ok()) return Status::InvalidArgument(origin + ": engine_grade_model.a_ms_per_token: " + a.status().message());
+  if (!a.ok())
+    return Status::InvalidArgument(origin +
+                                   ": engine_grade_model.a_ms_per_token: " + a.status().message());
   auto b = p.number_at({"engine_grade_model", "b_ms_per_token2"});
-  if (!b.ok()) return Status::InvalidArgument(origin + ": engine_grade_model.b_ms_per_token2: " + b.status().message());
+  if (!b.ok())
+    return Status::InvalidArgument(origin +
+                                   ": engine_grade_model.b_ms_per_token2: " + b.status().message());
   if (!(*a > 0) || !(*b >= 0)) {
     return Status::InvalidArgument(origin + ": engine_grade_model a = " + std::to_string(*a) +
                                    ", b = " + std::to_string(*b) + ": a must be > 0 and b >= 0");
@@ -135,7 +140,7 @@ Result<EngineModel> load_engine_model(const std::string& path) {
   return parse_engine_model(text.str(), path);
 }
 
-// --- EmulatedEngine -------------------------------------------------------------------------------
+// --- EmulatedEngine ------------------------------------------------------------------------------
 
 double EmulatedEngine::chunk_ms(uint32_t chunk, double at_ms) const {
   const uint64_t t = options_.chunk_tokens;
@@ -144,9 +149,9 @@ double EmulatedEngine::chunk_ms(uint32_t chunk, double at_ms) const {
 }
 
 double EmulatedEngine::suffix_ms(uint32_t prefix_chunks, double at_ms) const {
-  const double ms = model_.span_ms(uint64_t{options_.chunk_tokens} * prefix_chunks,
-                                   options_.suffix_tokens) *
-                    options_.compute_scale;
+  const double ms =
+      model_.span_ms(uint64_t{options_.chunk_tokens} * prefix_chunks, options_.suffix_tokens) *
+      options_.compute_scale;
   return at_ms >= options_.slowdown_at_ms ? ms * options_.slowdown_factor : ms;
 }
 
@@ -227,7 +232,7 @@ EngineRun EmulatedEngine::compute_only(uint32_t chunks) const {
   return run;
 }
 
-// --- oracle ---------------------------------------------------------------------------------------
+// --- oracle --------------------------------------------------------------------------------------
 
 ReadTimes read_times_of(const EngineRun& run, double fallback_read_ms) {
   const size_t n = run.chunks.size();
@@ -259,9 +264,9 @@ ReadTimes read_times_of(const EngineRun& run, double fallback_read_ms) {
     // The first read waited the fixed latency too: whatever it took beyond a typical transfer
     // (the others', or, alone, the fallback).
     const double first_took = t.read_ms[order[0]];
-    const double typical =
-        order.size() > 1 ? (sum - first_took) / static_cast<double>(order.size() - 1)
-                         : std::min(first_took, fallback_read_ms);
+    const double typical = order.size() > 1
+                               ? (sum - first_took) / static_cast<double>(order.size() - 1)
+                               : std::min(first_took, fallback_read_ms);
     t.latency_ms = std::max(0.0, first_took - typical);
     t.read_ms[order[0]] = first_took - t.latency_ms;
     mean = (sum - t.latency_ms) / static_cast<double>(order.size());
@@ -276,7 +281,8 @@ OracleResult oracle(const EmulatedEngine& engine, const ReadTimes& reads, double
   const auto n = static_cast<uint32_t>(reads.read_ms.size());
   // read[m]: the stream of the non-resident chunks of [m, n).
   std::vector<double> read(n + 1, 0.0);
-  for (uint32_t m = n; m-- > 0;) read[m] = read[m + 1] + (reads.resident[m] ? 0.0 : reads.read_ms[m]);
+  for (uint32_t m = n; m-- > 0;)
+    read[m] = read[m + 1] + (reads.resident[m] ? 0.0 : reads.read_ms[m]);
   OracleResult best;
   best.ttft_ms = std::numeric_limits<double>::infinity();
   double compute = 0;  // the engine's forward pass over the non-resident chunks of [0, m)

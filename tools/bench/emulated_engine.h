@@ -44,7 +44,7 @@ struct EngineOptions {
   // From this time on (ms since the prefill began), every chunk takes slowdown_factor x longer.
   double slowdown_at_ms = std::numeric_limits<double>::infinity();
   double slowdown_factor = 1.0;
-  uint64_t suffix_tokens = 0;  // computed after the prefix; part of the TTFT
+  uint64_t suffix_tokens = 0;                    // computed after the prefix; part of the TTFT
   std::chrono::microseconds wait_timeout{2000};  // longest single wait for loads
 };
 

@@ -86,7 +86,7 @@ struct PrefillBeginReply {
   uint32_t cached_chunks = 0;  // n
   std::vector<Tier> tiers;     // of each cached chunk
   PrefillPlanInfo plan;
-  PrefillProgress progress;    // handed-over chunks and the first grant
+  PrefillProgress progress;  // handed-over chunks and the first grant
 };
 
 // Registers how long the engine takes per chunk, for one namespace.
@@ -130,7 +130,7 @@ struct PrefillSummary {
   uint32_t handed_over = 0;  // resident chunks
   uint32_t loaded = 0;       // read from a slower tier
   uint32_t computed = 0;
-  uint32_t failed = 0;       // loads that failed (then computed)
+  uint32_t failed = 0;  // loads that failed (then computed)
   uint32_t planned_meeting_point = 0;
   uint32_t actual_meeting_point = 0;  // lowest chunk read from a slower tier (n if none)
   uint8_t met = 0;

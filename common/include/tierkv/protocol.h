@@ -190,7 +190,7 @@ struct PrefillStats {
   uint64_t load_failures = 0;       // reads that failed (the engine computed those chunks)
   uint64_t wasted_loads = 0;        // chunks both loaded and computed: 0 by design
   uint32_t last_planned_meeting_point = 0;
-  uint32_t last_chunks = 0;         // n of the last session begun
+  uint32_t last_chunks = 0;  // n of the last session begun
 };
 static_assert(sizeof(PrefillStats) == 80);
 // A tier's read cost as the co-scheduler measures it (moving averages; priors until measured).
@@ -235,7 +235,7 @@ struct StatsReply {
   std::vector<TierStats> tiers;  // gpu, host, nvme, remote
   // Encoded after every field above; a reply that ends before them leaves them zero.
   PrefillStats prefill;
-  std::vector<TierBandwidth> tier_bandwidth;  // gpu, host, nvme, remote
+  std::vector<TierBandwidth> tier_bandwidth;   // gpu, host, nvme, remote
   std::vector<PrefillRecord> recent_prefills;  // oldest first
 };
 struct NamespaceInfo {

@@ -66,7 +66,9 @@ class FakeClock final : public Clock {
     return true;
   }
   bool has_timers() const { return !timers_.empty(); }
-  int64_t next_timer_ns() const { return timers_.empty() ? INT64_MAX : timers_.begin()->first.first; }
+  int64_t next_timer_ns() const {
+    return timers_.empty() ? INT64_MAX : timers_.begin()->first.first;
+  }
   size_t pending_timers() const { return timers_.size(); }
 
  private:

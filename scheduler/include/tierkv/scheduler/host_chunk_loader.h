@@ -25,8 +25,8 @@
 namespace tierkv::scheduler {
 
 struct HostReadThrottle {
-  double read_GBps = 0;    // 0: no throttle
-  double latency_us = 0;   // fixed latency per read
+  double read_GBps = 0;   // 0: no throttle
+  double latency_us = 0;  // fixed latency per read
   bool enabled() const { return read_GBps > 0; }
 };
 
@@ -47,8 +47,8 @@ class HostChunkLoader final : public ChunkLoader {
   struct Pending {
     uint32_t chunk = 0;
     int64_t done_ns = 0;
-    Status status;          // why the lease failed, if it did
-    proto::SlotRef slot;    // leased at submission, delivered at done_ns
+    Status status;        // why the lease failed, if it did
+    proto::SlotRef slot;  // leased at submission, delivered at done_ns
   };
   void arm();
   void on_timer();

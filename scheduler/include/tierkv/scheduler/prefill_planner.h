@@ -4,11 +4,11 @@
 //
 // The schedule it models: of a cached prefix of n chunks, the engine computes the chunks [0, m)
 // forwards while tierkv loads the chunks [m, n) backwards, from n-1, as one ordered stream with at
-// most `queue_depth` reads in flight; chunks already in host RAM ("resident") cost nothing on either
-// side and are handed over before anything else. The prefix is ready at max(compute(m), load(m));
-// the time to first token adds the uncached suffix, computed after it. The planner predicts that
-// time for compute-only (no cache), load-only (m = 0) and the best split, and says whether loading
-// from a slow tier helps at all (if the best split loads nothing, load nothing).
+// most `queue_depth` reads in flight; chunks already in host RAM ("resident") cost nothing on
+// either side and are handed over before anything else. The prefix is ready at max(compute(m),
+// load(m)); the time to first token adds the uncached suffix, computed after it. The planner
+// predicts that time for compute-only (no cache), load-only (m = 0) and the best split, and says
+// whether loading from a slow tier helps at all (if the best split loads nothing, load nothing).
 //
 // Inputs:
 //  - ComputeProfile: time of a chunk of c tokens that starts at prefix length L, registered by the
@@ -73,11 +73,13 @@ class ComputeProfileFitter {
 
 // What reading one chunk from a tier costs.
 struct TierCost {
-  bool resident = false;     // already in host RAM: handed over, no I/O, no cost
-  double read_GBps = 2.0;    // bandwidth of the tier's read stream (1 GB = 1e9 bytes)
-  double latency_us = 100;   // fixed latency of one read; overlaps with other reads in flight
+  bool resident = false;    // already in host RAM: handed over, no I/O, no cost
+  double read_GBps = 2.0;   // bandwidth of the tier's read stream (1 GB = 1e9 bytes)
+  double latency_us = 100;  // fixed latency of one read; overlaps with other reads in flight
 
-  double transfer_ms(uint64_t bytes) const { return static_cast<double>(bytes) / (read_GBps * 1e6); }
+  double transfer_ms(uint64_t bytes) const {
+    return static_cast<double>(bytes) / (read_GBps * 1e6);
+  }
   double latency_ms() const { return latency_us / 1000.0; }
 };
 
@@ -159,7 +161,7 @@ struct PrefillPlan {
 PrefillPlan plan_prefill(const PlannerInput& in, const ComputeProfile& profile,
                          const TierCostModel& costs);
 // Predicted TTFT of every split m in [0, n]: ttft_ms[m]. The planner's choice is their minimum.
-void predict_splits(const PlannerInput& in, const ComputeProfile& profile, const TierCostModel& costs,
-                    std::vector<double>& ttft_ms);
+void predict_splits(const PlannerInput& in, const ComputeProfile& profile,
+                    const TierCostModel& costs, std::vector<double>& ttft_ms);
 
 }  // namespace tierkv::scheduler

@@ -33,12 +33,12 @@
 namespace tierkv::scheduler {
 
 struct PrefillOptions {
-  uint32_t queue_depth = 8;              // reads in flight per session, at most
+  uint32_t queue_depth = 8;  // reads in flight per session, at most
   uint32_t max_sessions_per_client = 16;
-  uint32_t max_lookahead = 64;           // largest compute_lookahead a client may ask for
-  uint32_t recent_sessions = 16;         // kept for stats
-  ComputeProfile default_profile;        // until a client registers one or enough is learned
-  TierCostOptions tier_costs;            // priors, until reads are measured
+  uint32_t max_lookahead = 64;     // largest compute_lookahead a client may ask for
+  uint32_t recent_sessions = 16;   // kept for stats
+  ComputeProfile default_profile;  // until a client registers one or enough is learned
+  TierCostOptions tier_costs;      // priors, until reads are measured
   // > 0: host chunks are read through a throttled emulated tier (this bandwidth, this latency)
   // instead of being handed over at once. For benchmarks and tests of the schedule.
   HostReadThrottle host_throttle;
@@ -48,7 +48,7 @@ struct PrefillOptions {
 struct LoaderContext {
   SessionId lease_session = 0;  // lease every slot under this engine session
   const Namespace* ns = nullptr;
-  std::span<const ChunkKey> keys;    // the cached prefix's keys
+  std::span<const ChunkKey> keys;  // the cached prefix's keys
   std::span<const proto::Tier> tiers;
 };
 
@@ -101,8 +101,8 @@ class PrefillService {
     std::unique_ptr<PrefillSession> session;  // destroyed before the loader
   };
   struct NamespaceProfile {
-    bool registered = false;     // the client gave the profile
-    bool learned = false;        // the profile is fitted from reports
+    bool registered = false;  // the client gave the profile
+    bool learned = false;     // the profile is fitted from reports
     ComputeProfile profile;
     ComputeProfileFitter fitter;
     uint32_t version = 0;        // bumped when the profile in use changes

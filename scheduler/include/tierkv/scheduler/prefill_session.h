@@ -60,9 +60,9 @@ class PrefillSession final : public LoadSink {
     kUnassigned,  // neither side's yet
     kGranted,     // the engine's to compute
     kComputed,
-    kLoading,     // claimed: a read is in flight
-    kLoaded,      // delivered (or ready to deliver) in a leased slot
-    kFailed,      // its read failed: the engine's to compute
+    kLoading,  // claimed: a read is in flight
+    kLoaded,   // delivered (or ready to deliver) in a leased slot
+    kFailed,   // its read failed: the engine's to compute
   };
 
   // `loader` must outlive the session; `costs` and `fitter` (may be null) too: the session
@@ -107,8 +107,7 @@ class PrefillSession final : public LoadSink {
   uint32_t wasted_loads() const { return wasted_; }
 
   // LoadSink
-  void on_loaded(uint32_t chunk, const Result<proto::SlotRef>& slot,
-                 int64_t completed_ns) override;
+  void on_loaded(uint32_t chunk, const Result<proto::SlotRef>& slot, int64_t completed_ns) override;
 
  private:
   double now_ms() const { return clock_.now_ms(); }
@@ -151,8 +150,8 @@ class PrefillSession final : public LoadSink {
   std::vector<uint8_t> busy_read_;  // another read was in flight when it was submitted
   std::vector<proto::SlotRef> slot_;
   std::vector<uint8_t> holds_slot_;
-  std::vector<double> base_ms_;     // profile time of each chunk (unscaled)
-  std::vector<double> cum_ms_;      // prefix sums of base_ms_ over non-resident chunks
+  std::vector<double> base_ms_;  // profile time of each chunk (unscaled)
+  std::vector<double> cum_ms_;   // prefix sums of base_ms_ over non-resident chunks
   std::vector<int64_t> submitted_ns_;
   std::vector<int64_t> granted_ns_;
   std::vector<double> predicted_done_ms_;
@@ -164,17 +163,17 @@ class PrefillSession final : public LoadSink {
   bool reported_met_ = false;
   std::function<void()> notify_;
 
-  uint32_t grant_ptr_ = 0;    // every chunk below is granted, computed or handed over
-  uint32_t claim_ptr_ = 0;    // every chunk at or above is not unassigned
-  uint32_t load_front_ = 0;   // lowest claimed chunk (n_ when none)
-  uint32_t granted_open_ = 0; // granted, not yet computed
-  uint32_t failed_open_ = 0;  // failed, not yet computed
+  uint32_t grant_ptr_ = 0;     // every chunk below is granted, computed or handed over
+  uint32_t claim_ptr_ = 0;     // every chunk at or above is not unassigned
+  uint32_t load_front_ = 0;    // lowest claimed chunk (n_ when none)
+  uint32_t granted_open_ = 0;  // granted, not yet computed
+  uint32_t failed_open_ = 0;   // failed, not yet computed
   uint32_t in_flight_ = 0;
   std::array<uint32_t, 5> unassigned_{};  // unassigned non-resident chunks per tier
   uint32_t forced_m_ = proto::kAutoMeetingPoint;
-  double open_work_ms_ = 0;   // profile time of the engine's granted and failed chunks
-  double engine_free_ms_ = 0; // when the engine is predicted to finish that work
-  double stream_end_ms_ = 0;  // when the reads in flight are predicted to finish
+  double open_work_ms_ = 0;    // profile time of the engine's granted and failed chunks
+  double engine_free_ms_ = 0;  // when the engine is predicted to finish that work
+  double stream_end_ms_ = 0;   // when the reads in flight are predicted to finish
   double speed_ = 1.0;
   int64_t begin_ns_ = 0;
   int64_t last_report_ns_ = 0;
