@@ -28,7 +28,10 @@ using proto::Op;
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(Server& server, stream_protocol::socket socket, ucred peer)
-      : server_(server), socket_(std::move(socket)), peer_(peer), wait_timer_(socket_.get_executor()) {}
+      : server_(server),
+        socket_(std::move(socket)),
+        peer_(peer),
+        wait_timer_(socket_.get_executor()) {}
 
   void start() {
     session_ = server_.engine_.open_session();
