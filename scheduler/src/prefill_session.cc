@@ -253,7 +253,16 @@ Status PrefillSession::computed(uint32_t chunk) {
       const double took = static_cast<double>(t - from) / 1e6;
       if (took > 0 && base_ms_[chunk] > 0) {
         const double ratio = std::clamp(took / base_ms_[chunk], 0.02, 50.0);
-        speed_ = (1 - options_.compute_weight) * speed_ + options_.compute_weight * ratio;
+        // The median of the last three measures goes into the average: one chunk stalled by
+        // something else on the host does not move every prediction near the meeting point.
+        recent_ratio_[recent_count_++ % recent_ratio_.size()] = ratio;
+        double sample = ratio;
+        if (recent_count_ >= recent_ratio_.size()) {
+          std::array<double, 3> r = recent_ratio_;
+          std::sort(r.begin(), r.end());
+          sample = r[1];
+        }
+        speed_ = (1 - options_.compute_weight) * speed_ + options_.compute_weight * sample;
         if (fitter_ != nullptr) {
           fitter_->add(uint64_t{options_.chunk_tokens} * chunk, options_.chunk_tokens, took);
         }

@@ -402,6 +402,26 @@ TEST(PrefillSessionTest, AdaptsWhenTheEngineSlowsDownMidSession) {
   EXPECT_LE(slowed.engine->met_ms(), best * 1.10) << "oracle " << best;
 }
 
+TEST(PrefillSessionTest, OneStalledChunkDoesNotSwingTheSpeedEstimate) {
+  // Chunk 10 takes ten times its profile (the host stalled the engine once); the speed estimate
+  // the next decisions use stays near the truth, while a steady 3x slowdown is followed.
+  const ComputeProfile profile;
+  PrefillSession* session = nullptr;
+  double scale_after_stall = 0;
+  auto stalled = [&](uint32_t i, double) {
+    if (i == 11) scale_after_stall = session->compute_scale();
+    const double t = profile.chunk_ms(uint64_t{kChunkTokens} * i, kChunkTokens);
+    return i == 10 ? 10 * t : t;
+  };
+  World r(std::vector<Tier>(48, Tier::kNvme), disk(0.001), profile, PrefillSessionOptions{}, stalled);
+  session = r.session.get();
+  r.run_to_end();
+  ASSERT_TRUE(r.engine->done());
+  r.expect_exactly_once();
+  EXPECT_GT(scale_after_stall, 0.9);
+  EXPECT_LT(scale_after_stall, 1.1);
+}
+
 TEST(PrefillSessionTest, LearnsTheProfileFromReports) {
   // The session was told the default profile, but the engine runs a different one: the fitter
   // recovers the engine's.

@@ -22,8 +22,9 @@
 // the session always makes progress.
 //
 // Compute speed: each report of a chunk computed back to back measures the engine against its
-// profile; a moving average of that ratio scales every prediction, so a GPU shared with other work
-// (slower than its profile) gets more chunks loaded, a faster one fewer.
+// profile; a moving average of that ratio (of the median of the last three, so that one stalled
+// chunk does not swing it) scales every prediction, so a GPU shared with other work (slower than
+// its profile) gets more chunks loaded, a faster one fewer.
 //
 // Threads: owned by one thread (the daemon's server thread, or a test); the loader's completions
 // arrive on it. Nothing is allocated per chunk after start().
@@ -175,6 +176,8 @@ class PrefillSession final : public LoadSink {
   double engine_free_ms_ = 0;  // when the engine is predicted to finish that work
   double stream_end_ms_ = 0;   // when the reads in flight are predicted to finish
   double speed_ = 1.0;
+  std::array<double, 3> recent_ratio_{};  // the engine's last measured time over its profile's
+  size_t recent_count_ = 0;
   int64_t begin_ns_ = 0;
   int64_t last_report_ns_ = 0;
   int64_t last_completion_ns_ = 0;  // Clock time the last read was delivered
