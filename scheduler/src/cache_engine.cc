@@ -587,4 +587,33 @@ void CacheEngine::update_evictable(SlotId s) {
   host_lru_.set_evictable(s, pool_.slot_class(s), evictable);
 }
 
+// --- co-scheduled prefill ------------------------------------------------------------------------
+
+Result<Namespace> CacheEngine::find_registered(NamespaceId ns, const char* op) const {
+  auto entry = find_namespace(ns, op);
+  if (!entry.ok()) return entry.status();
+  return (*entry)->ns;
+}
+
+Result<proto::SlotRef> CacheEngine::lease_chunk(SessionId session, NamespaceId ns,
+                                                const ChunkKey& key) {
+  auto entry = find_namespace(ns, "lease chunk");
+  if (!entry.ok()) return entry.status();
+  auto sess = find_session(session);
+  if (!sess.ok()) return sess.status();
+  const uint32_t s = index_.find(ns, key);
+  if (s == storage::ChunkIndex::kAbsent || meta_[s].state != ChunkState::kReady) {
+    return Status::NotFound("chunk " + key.to_hex() + " of namespace " + ns_hex(ns) +
+                            " is not in the host tier");
+  }
+  (void)pool_.lease(s);  // s is allocated: it is ready
+  ++read_leases_;
+  update_evictable(s);
+  (*sess)->read_leases.push_back(s);
+  touch(s);
+  const uint64_t bytes = (*entry)->ns.chunk_bytes();
+  bytes_out_ += bytes;
+  return proto::SlotRef{s, 0, pool_.offset(s), bytes};
+}
+
 }  // namespace tierkv::scheduler

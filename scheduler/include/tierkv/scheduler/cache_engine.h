@@ -134,6 +134,14 @@ class CacheEngine {
   void fill_stats(proto::StatsReply& stats) const;
   void list_namespaces(proto::ListNamespacesReply& reply) const;
 
+  // --- for co-scheduled prefill (PrefillService) ---
+  // The registered namespace `ns`, or NotFound naming `op`.
+  Result<Namespace> find_registered(NamespaceId ns, const char* op) const;
+  // Leases the ready chunk `key` of `ns` for reading by `session` (counted as bytes out; the
+  // lookup that found it counted the hit), or NotFound when it is not (or no longer) in the host
+  // tier. Release it with release().
+  Result<proto::SlotRef> lease_chunk(SessionId session, NamespaceId ns, const ChunkKey& key);
+
  private:
   enum class ChunkState : uint8_t { kFree, kPending, kReady, kZombie, kLoading };
   struct ChunkMeta {  // per host slot
