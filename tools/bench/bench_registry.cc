@@ -5,6 +5,9 @@ namespace tierkv::bench {
 std::vector<std::unique_ptr<BenchCommand>> all_bench_commands() {
   std::vector<std::unique_ptr<BenchCommand>> commands;
   commands.push_back(make_host_bench());
+#ifdef TIERKV_HAVE_CUDA
+  commands.push_back(make_gpu_bench());
+#endif
   return commands;
 }
 
