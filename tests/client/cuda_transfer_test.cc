@@ -26,6 +26,13 @@
 #include "tierkv/kernels/paged_kv.h"
 
 namespace tierkv {
+
+// gtest prints parameters through this (found by argument-dependent lookup in tierkv).
+void PrintTo(const GpuTransferOptions& o, std::ostream* os) {
+  *os << o.staging_bytes << " staging bytes in " << o.staging_slots << " slots, copies of >= "
+      << o.min_copy_bytes << " bytes" << (o.batch_copies ? ", batched" : "");
+}
+
 namespace {
 
 using ::testing::HasSubstr;
@@ -130,10 +137,6 @@ std::vector<TokenId> random_tokens(size_t n, std::mt19937_64& rng) {
   std::vector<TokenId> t(n);
   for (auto& x : t) x = static_cast<TokenId>(rng() % 150000);
   return t;
-}
-
-void PrintTo(const GpuTransferOptions& o, std::ostream* os) {
-  *os << o.staging_bytes << " staging bytes in " << o.staging_slots << " slots";
 }
 
 class GpuTransferTest : public ::testing::TestWithParam<GpuTransferOptions> {
@@ -329,16 +332,23 @@ TEST_P(GpuTransferTest, RejectsBadArgumentsBeforeTouchingAnything) {
   EXPECT_THAT(bad.status().message(), HasSubstr("cache head_dim 64 does not match"));
 }
 
-INSTANTIATE_TEST_SUITE_P(Staging, GpuTransferTest,
-                         ::testing::Values(GpuTransferOptions{},
-                                           // Two slots of one layer of one chunk each.
-                                           GpuTransferOptions{.staging_bytes = 1,
-                                                              .staging_slots = 2,
-                                                              .max_tokens = 4096}),
-                         [](const ::testing::TestParamInfo<GpuTransferOptions>& info) {
-                           return info.param.staging_slots == 2 ? std::string("TinyRing")
-                                                                : std::string("Default");
-                         });
+// The test layout's layer of a chunk is 16 KiB.
+INSTANTIATE_TEST_SUITE_P(
+    Staging, GpuTransferTest,
+    ::testing::Values(
+        // Defaults: all four layers in one group, batched copies.
+        GpuTransferOptions{},
+        // Two slots of one layer of one chunk each, one copy call per chunk.
+        GpuTransferOptions{.staging_bytes = 1, .staging_slots = 2, .min_copy_bytes = 0,
+                           .batch_copies = false, .max_tokens = 4096},
+        // Groups of two layers, three slots of one chunk's group each, batched.
+        GpuTransferOptions{.staging_bytes = 1, .staging_slots = 3, .min_copy_bytes = 20 << 10,
+                           .batch_copies = true, .max_tokens = 4096}),
+    [](const ::testing::TestParamInfo<GpuTransferOptions>& info) {
+      if (info.param.staging_slots == 2) return std::string("TinyRingOneLayer");
+      if (info.param.staging_slots == 3) return std::string("TinyRingLayerPairs");
+      return std::string("Default");
+    });
 
 // Runs on every machine with CUDA in the build: without a GPU, pinning says why instead of
 // failing later. (gpu_transfer_stub_test covers builds without CUDA.)

@@ -226,6 +226,8 @@ class GpuBench : public BenchCommand {
 
 struct CopyFigures {
   double h2d_GBps = 0;
+  double h2d_1MiB_GBps = 0;  // the same bytes as back-to-back copies of 1 MiB
+  double h2d_4MiB_GBps = 0;
   double d2h_GBps = 0;
   double d2d_GBps = 0;  // bytes read + written
 };
@@ -244,6 +246,18 @@ Result<CopyFigures> measure_copies(const Settings& s, const PinnedMemory& host, 
   });
   if (!h2d.ok()) return h2d.status();
   f.h2d_GBps = bytes / *h2d / 1e9;
+  for (uint64_t piece : {kMiB, 4 * kMiB}) {
+    auto t = time_on_stream(stream, s.copy_runs, [&]() -> Status {
+      for (uint64_t off = 0; off < s.copy_bytes; off += piece) {
+        BENCH_CUDA(cudaMemcpyAsync(a.data() + off, host.data() + off, piece,
+                                   cudaMemcpyHostToDevice, stream),
+                   "H2D copy");
+      }
+      return Status::Ok();
+    });
+    if (!t.ok()) return t.status();
+    (piece == kMiB ? f.h2d_1MiB_GBps : f.h2d_4MiB_GBps) = bytes / *t / 1e9;
+  }
   auto d2h = time_on_stream(stream, s.copy_runs, [&]() -> Status {
     BENCH_CUDA(cudaMemcpyAsync(host.data(), a.data(), s.copy_bytes, cudaMemcpyDeviceToHost, stream),
                "D2H copy");
@@ -344,10 +358,17 @@ Result<KernelFigures> measure_kernels(const Settings& s, const PinnedMemory& pat
   return f;
 }
 
+struct LoadFigures {
+  double GBps = 0;
+  double first_layer_us = 0;  // from the call to the first layer group in the cache
+  double submit_us = 0;       // how long load() kept the calling thread
+};
+
 struct PrefixFigures {
   double store_GBps = 0;
-  double load_GBps = 0;
-  double load_first_layer_us = 0;
+  LoadFigures load;             // default options
+  LoadFigures load_one_layer;   // one layer per group, batched copies
+  LoadFigures load_unbatched;   // one layer per group, one copy call per chunk
   double shm_h2d_GBps = 0;  // raw copy from the registered pool
   double pin_seconds = 0;
   uint64_t prefix_bytes = 0;
@@ -444,13 +465,10 @@ Result<PrefixFigures> measure_prefix(const Settings& s, Client& client,
     f.shm_h2d_GBps = static_cast<double>(bytes) / *t / 1e9;
   }
 
-  // Loads: lease, enqueue, wait for layer 0 and for the whole prefix; one warm-up.
-  progress("load of a " + std::to_string(prefix_tokens) + "-token prefix, " +
-           std::to_string(s.load_runs) + " times");
-  std::vector<double> gbps;
-  std::vector<double> first_us;
-  for (uint32_t r = 0; r <= s.load_runs; ++r) {
-    const auto t0 = Clock::now();
+  // Untimed check, once: after a load the target cache holds exactly the slots' bytes, and the
+  // slots hold exactly the source cache's.
+  {
+    progress("verifying a load of the prefix");
     auto lease = client.load(*ns, tokens);
     if (!lease.ok()) return context(lease.status(), "load");
     if (lease->chunks() != chunks) {
@@ -458,45 +476,73 @@ Result<PrefixFigures> measure_prefix(const Settings& s, Client& client,
                                         std::to_string(chunks) + " chunks: evicted?");
     }
     TIERKV_RETURN_IF_ERROR((*dst_x)->load(*lease, 0, chunks, dst_table, stream));
-    BENCH_CUDA(cudaEventSynchronize(reinterpret_cast<cudaEvent_t>((*dst_x)->layer_event(0))),
-               "first layer");
-    const double first = seconds_since(t0);
     TIERKV_RETURN_IF_ERROR((*dst_x)->synchronize());
-    const double seconds = seconds_since(t0);
-    if (r == 0) {
-      // Untimed check, once: the target cache holds exactly the slots' bytes, and the slots hold
-      // exactly the source cache's.
-      progress("verifying the loaded prefix");
-      auto src_dev = kernels::cuda::DeviceKvCache::create_paged(src.view(), device);
-      auto dst_dev = kernels::cuda::DeviceKvCache::create_paged(dst.view(), device);
-      if (!src_dev.ok() || !dst_dev.ok()) return Status::Internal("register caches for the check");
-      DeviceMemory tables;
-      TIERKV_RETURN_IF_ERROR(tables.allocate(2 * used_blocks * sizeof(int32_t)));
-      BENCH_CUDA(cudaMemcpy(tables.data(), src_table.data(), used_blocks * sizeof(int32_t),
-                            cudaMemcpyHostToDevice),
-                 "upload table");
-      BENCH_CUDA(cudaMemcpy(tables.data() + used_blocks * sizeof(int32_t), dst_table.data(),
-                            used_blocks * sizeof(int32_t), cudaMemcpyHostToDevice),
-                 "upload table");
-      const auto* t = reinterpret_cast<const int32_t*>(tables.data());
-      DeviceMemory scratch;
-      PinnedMemory host;
-      TIERKV_RETURN_IF_ERROR(scratch.allocate(ns->chunk_bytes()));
-      TIERKV_RETURN_IF_ERROR(host.allocate(ns->chunk_bytes()));
-      for (uint64_t i = 0; i < chunks; ++i) {
-        TIERKV_RETURN_IF_ERROR(verify_chunk(*src_dev, {t, used_blocks}, i, scratch, host,
-                                            lease->chunk(i), stream, "store"));
-        TIERKV_RETURN_IF_ERROR(verify_chunk(*dst_dev, {t + used_blocks, used_blocks}, i, scratch,
-                                            host, lease->chunk(i), stream, "load"));
-      }
-      continue;
+    auto src_dev = kernels::cuda::DeviceKvCache::create_paged(src.view(), device);
+    auto dst_dev = kernels::cuda::DeviceKvCache::create_paged(dst.view(), device);
+    if (!src_dev.ok() || !dst_dev.ok()) return Status::Internal("register caches for the check");
+    DeviceMemory tables;
+    TIERKV_RETURN_IF_ERROR(tables.allocate(2 * used_blocks * sizeof(int32_t)));
+    BENCH_CUDA(cudaMemcpy(tables.data(), src_table.data(), used_blocks * sizeof(int32_t),
+                          cudaMemcpyHostToDevice),
+               "upload table");
+    BENCH_CUDA(cudaMemcpy(tables.data() + used_blocks * sizeof(int32_t), dst_table.data(),
+                          used_blocks * sizeof(int32_t), cudaMemcpyHostToDevice),
+               "upload table");
+    const auto* t = reinterpret_cast<const int32_t*>(tables.data());
+    DeviceMemory scratch;
+    PinnedMemory host;
+    TIERKV_RETURN_IF_ERROR(scratch.allocate(ns->chunk_bytes()));
+    TIERKV_RETURN_IF_ERROR(host.allocate(ns->chunk_bytes()));
+    for (uint64_t i = 0; i < chunks; ++i) {
+      TIERKV_RETURN_IF_ERROR(verify_chunk(*src_dev, {t, used_blocks}, i, scratch, host,
+                                          lease->chunk(i), stream, "store"));
+      TIERKV_RETURN_IF_ERROR(verify_chunk(*dst_dev, {t + used_blocks, used_blocks}, i, scratch,
+                                          host, lease->chunk(i), stream, "load"));
     }
-    gbps.push_back(static_cast<double>(f.prefix_bytes) / seconds / 1e9);
-    first_us.push_back(first * 1e6);
   }
+
+  // Timed loads: lease, submit, wait for the first layer group and for the whole prefix.
+  const auto measure_load = [&](GpuTransfer& x, uint32_t runs) -> Result<LoadFigures> {
+    std::vector<double> gbps;
+    std::vector<double> first_us;
+    std::vector<double> submit_us;
+    for (uint32_t r = 0; r <= runs; ++r) {  // run 0 warms up
+      const auto t0 = Clock::now();
+      auto lease = client.load(*ns, tokens);
+      if (!lease.ok()) return context(lease.status(), "load");
+      if (lease->chunks() != chunks) return Status::FailedPrecondition("prefix evicted");
+      const auto t1 = Clock::now();
+      TIERKV_RETURN_IF_ERROR(x.load(*lease, 0, chunks, dst_table, stream));
+      const double submit = seconds_since(t1);
+      BENCH_CUDA(cudaEventSynchronize(reinterpret_cast<cudaEvent_t>(x.layer_event(0))),
+                 "first layer");
+      const double first = seconds_since(t0);
+      TIERKV_RETURN_IF_ERROR(x.synchronize());
+      const double seconds = seconds_since(t0);
+      if (r == 0) continue;
+      gbps.push_back(static_cast<double>(f.prefix_bytes) / seconds / 1e9);
+      first_us.push_back(first * 1e6);
+      submit_us.push_back(submit * 1e6);
+    }
+    return LoadFigures{median(gbps), median(first_us), median(submit_us)};
+  };
+  progress("load of a " + std::to_string(prefix_tokens) + "-token prefix, " +
+           std::to_string(s.load_runs) + " times");
+  auto load = measure_load(**dst_x, s.load_runs);
+  if (!load.ok()) return load.status();
+  f.load = *load;
   f.runs = s.load_runs;
-  f.load_GBps = median(gbps);
-  f.load_first_layer_us = median(first_us);
+  // The same with one layer per group, batched and not: what the defaults buy.
+  for (bool batched : {true, false}) {
+    GpuTransferOptions o;
+    o.min_copy_bytes = 0;
+    o.batch_copies = batched;
+    auto x = GpuTransfer::create_paged(*pool, *ns, dst.view(), device, o);
+    if (!x.ok()) return context(x.status(), "GpuTransfer, one layer per group");
+    auto l = measure_load(**x, std::max<uint32_t>(1, s.load_runs / 2));
+    if (!l.ok()) return l.status();
+    (batched ? f.load_one_layer : f.load_unbatched) = *l;
+  }
   (void)client.remove_namespace(ns->id);
   return f;
 }
@@ -585,12 +631,24 @@ Result<BenchReport> GpuBench::run(const CommonOptions& common) {
   r.add_figure("h2d_shm_pool_GBps", "H2D copy from the registered shm pool", prefix->shm_h2d_GBps,
                Unit::kGBps);
   r.add_figure("d2d_GBps", "D2D copy (read + written)", d2d, Unit::kGBps);
-  r.add_figure("load_32k_GBps", "load of the prefix, host tier -> paged cache", prefix->load_GBps,
-               Unit::kGBps);
-  r.add_figure("load_32k_vs_h2d", "load / pinned H2D", prefix->load_GBps / h2d, Unit::kRatio);
+  r.add_figure("load_32k_GBps", "load of the prefix, host tier -> paged cache",
+               prefix->load.GBps, Unit::kGBps);
+  r.add_figure("load_32k_vs_h2d", "load / pinned H2D", prefix->load.GBps / h2d, Unit::kRatio);
   r.add_target("load_32k_vs_h2d", true, kLoadVsH2dTarget);
-  r.add_figure("load_32k_first_layer_us", "load: first layer ready", prefix->load_first_layer_us,
+  r.add_figure("load_32k_first_layer_us", "load: first layer group ready",
+               prefix->load.first_layer_us, Unit::kMicros);
+  r.add_figure("load_32k_submit_us", "load: time load() holds the caller", prefix->load.submit_us,
                Unit::kMicros);
+  r.add_figure("load_32k_one_layer_vs_h2d", "load / H2D, one layer per group",
+               prefix->load_one_layer.GBps / h2d, Unit::kRatio);
+  r.add_figure("load_32k_one_layer_first_layer_us", "load, one layer per group: first layer",
+               prefix->load_one_layer.first_layer_us, Unit::kMicros);
+  r.add_figure("load_32k_unbatched_vs_h2d", "load / H2D, one layer, a copy call per chunk",
+               prefix->load_unbatched.GBps / h2d, Unit::kRatio);
+  r.add_figure("h2d_pinned_GBps_1MiB_copies", "H2D copy, pinned, 1 MiB copies",
+               copies->h2d_1MiB_GBps, Unit::kGBps);
+  r.add_figure("h2d_pinned_GBps_4MiB_copies", "H2D copy, pinned, 4 MiB copies",
+               copies->h2d_4MiB_GBps, Unit::kGBps);
   r.add_figure("store_32k_GBps", "store of the prefix, paged cache -> host tier",
                prefix->store_GBps, Unit::kGBps);
   r.add_figure("store_32k_vs_d2h", "store / pinned D2H", prefix->store_GBps / copies->d2h_GBps,

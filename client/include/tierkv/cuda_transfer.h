@@ -22,6 +22,12 @@
 // transfer unless the caller asks: wait_layer()/wait_all() enqueue waits on it. Events are owned
 // by the GpuTransfer and refer to its latest operation.
 //
+// Submission: a large load is thousands of copies and launches, more than a CUDA stream queues
+// without blocking the submitting thread, so a worker thread owned by the GpuTransfer submits
+// them and load()/store() return at once. wait_layer() blocks the caller only until layer l's
+// work has been submitted (normally long done), never until it has run. An operation called while
+// the previous one is still being submitted waits for that submission to finish.
+//
 // Lifetimes: a lease's slots must stay leased until the copies that read or write them are done:
 // call synchronize() (or poll done()) before LoadLease::release() or PutLease::commit(). The
 // engine's cache must outlive the GpuTransfer. Staging memory and events are allocated once, at
@@ -85,11 +91,19 @@ class PinnedHostPool {
 
 struct GpuTransferOptions {
   // Device memory the pipeline stages chunks in, split into `staging_slots` slots; each slot is
-  // grown to at least one layer of one chunk. More slots overlap copies and kernels more finely;
-  // larger slots mean fewer launches. 128 MiB in 8 slots keeps a 16-MiB piece in flight on each
-  // side, enough to keep PCIe busy.
-  uint64_t staging_bytes = 128ull << 20;
+  // grown to hold at least one piece's rows of one chunk. More slots overlap copies and kernels
+  // more finely; larger slots mean fewer launches. 256 MiB in 8 slots keeps 32-MiB pieces in
+  // flight on each side, enough to keep PCIe busy.
+  uint64_t staging_bytes = 256ull << 20;
   uint32_t staging_slots = 8;
+  // A load moves layers in groups of the fewest layers whose rows of one chunk make at least
+  // this many contiguous bytes (one copy per chunk per group): the copy engine loses a little to
+  // every copy, so very small copies cost bandwidth, while smaller groups make the first layers
+  // ready sooner. 0 = one layer at a time. Layer events fire per group.
+  uint64_t min_copy_bytes = 2ull << 20;
+  // Submit each piece's copies with one cudaMemcpyBatchAsync (CUDA 12.8+) rather than one
+  // cudaMemcpyAsync per chunk; falls back to the latter if the driver refuses the batch.
+  bool batch_copies = true;
   // The most tokens one operation may move (sizes the block-table buffers, allocated once).
   uint64_t max_tokens = 1ull << 20;
 };
@@ -129,12 +143,14 @@ class GpuTransfer {
                       uint64_t first_token, GpuStream stream);
 
   // Makes `stream`'s later work wait until layer `layer` of the latest load is in the cache.
+  // (Layers arrive in groups, GpuTransferOptions::min_copy_bytes; this waits for the group.)
   Status wait_layer(uint32_t layer, GpuStream stream) const;
   // Makes `stream`'s later work wait until every operation so far is complete.
   Status wait_all(GpuStream stream) const;
   // Whether layer `layer` of the latest load is in the cache (polls; never blocks).
   [[nodiscard]] bool layer_ready(uint32_t layer) const;
   // The event that fires when layer `layer` of the latest load is in the cache; owned here.
+  // Waits (like wait_layer) until that layer's work has been submitted.
   [[nodiscard]] GpuEvent layer_event(uint32_t layer) const;
   // Blocks the calling thread until every operation so far is complete (copies and kernels);
   // then leases may be released or committed. Reports any error the kernels hit (a block id out
