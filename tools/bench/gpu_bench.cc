@@ -27,7 +27,10 @@
 #include "common/connect.h"
 #include "tierkv/client.h"
 #include "tierkv/cuda_transfer.h"
+#include "tierkv/kernels/half.h"
 #include "tierkv/kernels/kv_cuda.h"
+#include "tierkv/kernels/quantize.h"
+#include "tierkv/kernels/quantize_cuda.h"
 
 namespace tierkv::bench {
 
@@ -358,6 +361,72 @@ Result<KernelFigures> measure_kernels(const Settings& s, const PinnedMemory& pat
   return f;
 }
 
+struct CodecFigures {
+  const char* name;
+  double quantize_GBps = 0;    // input bytes per second
+  double dequantize_GBps = 0;  // output bytes per second
+  double dequantize_moved_GBps = 0;  // encoded bytes read + output bytes written, per second
+};
+
+// Quantizes and dequantizes `slabs` bf16 slabs of 256 tokens x 8 heads x 128 (a chunk's K or V
+// of one layer) in one launch each, with typical (Gaussian) values.
+Result<std::vector<CodecFigures>> measure_codecs(const Settings& s, cudaStream_t stream) {
+  using kernels::QuantScheme;
+  using kernels::QuantSpec;
+  using kernels::SlabShape;
+  const SlabShape shape{kChunkTokens, kHeads, kHeadDim};
+  const uint64_t slab_bytes = shape.elements() * kElemBytes;
+  const auto slabs = static_cast<uint32_t>(s.copy_bytes / slab_bytes);
+  DeviceMemory floats;
+  TIERKV_RETURN_IF_ERROR(floats.allocate(uint64_t{slabs} * slab_bytes));
+  {
+    std::vector<std::byte> slab(slab_bytes);
+    std::mt19937_64 rng(5);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (uint64_t i = 0; i < shape.elements(); ++i) {
+      kernels::store_from_f32(DType::kBFloat16, slab.data(), i, normal(rng));
+    }
+    for (uint32_t i = 0; i < slabs; ++i) {
+      BENCH_CUDA(cudaMemcpy(floats.data() + i * slab_bytes, slab.data(), slab_bytes,
+                            cudaMemcpyHostToDevice),
+                 "fill slabs");
+    }
+  }
+  const std::pair<const char*, QuantSpec> schemes[] = {
+      {"fp8", {QuantScheme::kFp8E4M3, 0}},
+      {"int8", {QuantScheme::kInt8, 0}},
+      {"int4_key", {QuantScheme::kInt4Key, 32}},
+      {"int4_value", {QuantScheme::kInt4Value, 32}}};
+  std::vector<CodecFigures> out;
+  for (const auto& [name, spec] : schemes) {
+    const uint64_t enc_bytes = kernels::quant_sizes(spec, shape).total();
+    DeviceMemory encoded;
+    DeviceMemory scratch;
+    TIERKV_RETURN_IF_ERROR(encoded.allocate(uint64_t{slabs} * enc_bytes));
+    TIERKV_RETURN_IF_ERROR(scratch.allocate(
+        4 * std::max<uint64_t>(1, kernels::cuda::quantize_scratch_floats(spec, shape, slabs))));
+    const kernels::cuda::SlabBatch batch{slabs, 0, 0};
+    auto q = time_on_stream(stream, s.kernel_runs, [&] {
+      return kernels::cuda::quantize_slabs(spec, shape, DType::kBFloat16, floats.data(),
+                                           encoded.data(), batch,
+                                           reinterpret_cast<float*>(scratch.data()), stream);
+    });
+    if (!q.ok()) return q.status();
+    auto d = time_on_stream(stream, s.kernel_runs, [&] {
+      return kernels::cuda::dequantize_slabs(spec, shape, encoded.data(), DType::kBFloat16,
+                                             floats.data(), batch, stream);
+    });
+    if (!d.ok()) return d.status();
+    const double out_bytes = static_cast<double>(floats.size());
+    CodecFigures f{name};
+    f.quantize_GBps = out_bytes / *q / 1e9;
+    f.dequantize_GBps = out_bytes / *d / 1e9;
+    f.dequantize_moved_GBps = (out_bytes + static_cast<double>(encoded.size())) / *d / 1e9;
+    out.push_back(f);
+  }
+  return out;
+}
+
 struct LoadFigures {
   double GBps = 0;
   double first_layer_us = 0;  // from the call to the first layer group in the cache
@@ -584,6 +653,10 @@ Result<BenchReport> GpuBench::run(const CommonOptions& common) {
   auto kernels = measure_kernels(s, pattern, s.copy_bytes, stream, device_);
   if (!kernels.ok()) return kernels.status();
 
+  progress("quantize/dequantize kernels, " + std::to_string(s.copy_bytes / kMiB) + " MiB of bf16");
+  auto codecs = measure_codecs(s, stream);
+  if (!codecs.ok()) return codecs.status();
+
   auto daemon = BenchDaemon::start(daemon_);
   if (!daemon.ok()) return daemon.status();
   if ((*daemon)->owned()) {
@@ -661,6 +734,15 @@ Result<BenchReport> GpuBench::run(const CommonOptions& common) {
                Unit::kGBps);
   r.add_figure("gather_vs_d2d", "gather / D2D copy", kernels->gather_GBps / d2d, Unit::kRatio);
   r.add_target("gather_vs_d2d", true, kKernelVsD2dTarget);
+  for (const CodecFigures& c : *codecs) {
+    const std::string n = c.name;
+    r.add_figure("dequant_" + n + "_GBps", "dequantize " + n + " -> bf16 (output)",
+                 c.dequantize_GBps, Unit::kGBps);
+    r.add_figure("dequant_" + n + "_vs_d2d", "dequantize " + n + ", read + written / D2D",
+                 c.dequantize_moved_GBps / d2d, Unit::kRatio);
+    r.add_figure("quant_" + n + "_GBps", "quantize bf16 -> " + n + " (input)", c.quantize_GBps,
+                 Unit::kGBps);
+  }
   r.add_figure("flat_scatter_vs_d2d", "scatter / D2D copy, flat head-major",
                kernels->flat_scatter_GBps / d2d, Unit::kRatio);
   r.add_figure("flat_gather_vs_d2d", "gather / D2D copy, flat head-major",
