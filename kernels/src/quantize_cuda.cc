@@ -78,17 +78,25 @@ Status prepare(const QuantSpec& spec, const SlabShape& shape, DType dtype, const
   p->tokens = shape.tokens;
   p->heads = shape.heads;
   p->head_dim = shape.head_dim;
-  p->group = spec.group_size;
   p->n = static_cast<uint32_t>(n);
   p->rows = static_cast<uint32_t>(rows);
   p->channels = shape.heads * shape.head_dim;
   p->groups = static_cast<uint32_t>(metadata_groups(spec, shape));
-  p->groups_per_row = static_cast<uint32_t>(ceil_div(shape.head_dim, spec.group_size));
+  const bool int4 = spec.scheme == QuantScheme::kInt4Key || spec.scheme == QuantScheme::kInt4Value;
+  // group_size means something (and is >= 1, validate_quant says) for int4 only.
+  const uint32_t group = int4 ? spec.group_size : 1;
+  p->group = group;
+  p->groups_per_row = static_cast<uint32_t>(ceil_div(shape.head_dim, group));
   p->min_offset = 4 * uint64_t{p->groups};
   p->payload_offset = quant_sizes(spec, shape).metadata;
   p->div_row = FastDivmod(shape.head_dim);
   p->div_channels = FastDivmod(p->channels);
-  p->div_group = FastDivmod(spec.group_size == 0 ? 1 : spec.group_size);
+  p->div_group = FastDivmod(group);
+  switch (spec.scheme) {
+    case QuantScheme::kInt4Key: p->uniform = p->channels % 8 == 0; break;
+    case QuantScheme::kInt4Value: p->uniform = shape.head_dim % 8 == 0 && group % 8 == 0; break;
+    default: p->uniform = shape.head_dim % 8 == 0; break;
+  }
   p->float_stride = float_stride;
   p->enc_stride = enc_stride;
   p->count = batch.count;

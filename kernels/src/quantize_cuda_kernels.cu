@@ -33,16 +33,17 @@ __device__ __forceinline__ float pow2(int k) {
   return __uint_as_float(1u << (k + 149));
 }
 
+// Branch-free: the subnormal and NaN forms are computed and selected, since a warp's bytes mix
+// all three.
 __device__ __forceinline__ float e4m3_value(uint32_t q) {
   const uint32_t sign = (q & 0x80u) << 24;
   const uint32_t e = (q >> 3) & 0xfu;
   const uint32_t m = q & 0x7u;
-  if (e == 0xf && m == 0x7) return __uint_as_float(sign | 0x7fc00000u);
-  if (e == 0) {
-    const float v = __fmul_rn(static_cast<float>(m), 0.001953125f);
-    return sign != 0 ? -v : v;
-  }
-  return __uint_as_float(sign | ((e + 120u) << 23) | (m << 20));
+  const uint32_t normal = sign | ((e + 120u) << 23) | (m << 20);
+  // m * 2^-9, exact (m < 8); the sign by its bit, so m = 0 with the sign bit is -0 as on the CPU.
+  const uint32_t subnormal = sign | __float_as_uint(__fmul_rn(static_cast<float>(m), 0.001953125f));
+  const uint32_t bits = (q & 0x7fu) == 0x7fu ? (sign | 0x7fc00000u) : (e == 0 ? subnormal : normal);
+  return __uint_as_float(bits);
 }
 
 __device__ __forceinline__ uint32_t f32_to_e4m3(float x) {
@@ -295,8 +296,24 @@ __global__ void __launch_bounds__(kThreads) payload_kernel(const QuantParams p) 
 
 // --- dequantize --------------------------------------------------------------------------------
 
-template <uint32_t kScheme, uint32_t kDtype>
+// Eight consecutive metadata floats at p: two vector loads where aligned.
+__device__ __forceinline__ void load8_f32(const std::byte* p, float* out) {
+  if ((reinterpret_cast<uintptr_t>(p) & 15u) == 0) {
+    const float4 a = __ldg(reinterpret_cast<const float4*>(p));
+    const float4 b = __ldg(reinterpret_cast<const float4*>(p) + 1);
+    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
+    out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+    return;
+  }
+  for (int k = 0; k < 8; ++k) out[k] = load_f32_any(p + 4 * k);
+}
+
+// kUniform (QuantParams::uniform): a thread's 8 elements lie in one row and one group (fp8,
+// int8, int4 value) or in one token with consecutive groups (int4 key), so the metadata is
+// looked up once per thread instead of once per element.
+template <uint32_t kScheme, uint32_t kDtype, bool kUniform>
 __global__ void __launch_bounds__(kThreads) dequant_kernel(const QuantParams p) {
+  constexpr bool kInt4 = kScheme == kSchemeInt4Key || kScheme == kSchemeInt4Value;
   const uint32_t e0 = (blockIdx.x * kThreads + threadIdx.x) * kPerThread;
   if (e0 >= p.n) return;
   const std::byte* enc = p.encoded + uint64_t{blockIdx.y} * p.enc_stride;
@@ -306,7 +323,7 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(const QuantParams p) 
 
   // The payload bytes of these elements: 8 (fp8, int8) or 4 (int4).
   uint32_t raw[2] = {0, 0};
-  if constexpr (kScheme == kSchemeInt4Key || kScheme == kSchemeInt4Value) {
+  if constexpr (kInt4) {
     const std::byte* at = payload + e0 / 2;
     const uint32_t bytes = (p.n + 1) / 2;
     if (e0 / 2 + 4 <= bytes && (reinterpret_cast<uintptr_t>(at) & 3u) == 0) {
@@ -329,37 +346,62 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(const QuantParams p) 
     }
   }
 
-  uint32_t bits[kPerThread];
-  uint32_t cached = 0xffffffffu;
-  float scale = 0.0f;
-  float mn = 0.0f;
-#pragma unroll
-  for (uint32_t k = 0; k < kPerThread; ++k) {
-    const uint32_t e = e0 + k;
-    bits[k] = 0;
-    if (e >= p.n) continue;
-    const uint32_t g = group_of<kScheme>(p, e);
-    if (g != cached) {
-      cached = g;
+  // Per element: scale and min of its group.
+  float scale[kPerThread];
+  float mn[kPerThread];
+  if constexpr (kUniform) {
+    const uint32_t g = group_of<kScheme>(p, e0);
+    if constexpr (kScheme == kSchemeInt4Key) {
+      load8_f32(enc + 4ull * g, scale);
+      load8_f32(enc + p.min_offset + 4ull * g, mn);
+    } else {
+      float s0 = 0.0f;
+      float m0 = 0.0f;
       if constexpr (kScheme == kSchemeFp8) {
-        int kk = static_cast<int>(static_cast<uint8_t>(enc[g])) - 127;
-        scale = pow2(kk > 127 ? 127 : kk);
+        const int kk = static_cast<int>(static_cast<uint8_t>(enc[g])) - 127;
+        s0 = pow2(kk > 127 ? 127 : kk);
       } else {
-        scale = load_f32_any(enc + 4ull * g);
-        if constexpr (kScheme == kSchemeInt4Key || kScheme == kSchemeInt4Value) {
-          mn = load_f32_any(enc + p.min_offset + 4ull * g);
+        s0 = load_f32_any(enc + 4ull * g);
+        if constexpr (kInt4) m0 = load_f32_any(enc + p.min_offset + 4ull * g);
+      }
+#pragma unroll
+      for (uint32_t k = 0; k < kPerThread; ++k) scale[k] = s0, mn[k] = m0;
+    }
+  } else {
+    uint32_t cached = 0xffffffffu;
+    float s0 = 0.0f;
+    float m0 = 0.0f;
+#pragma unroll
+    for (uint32_t k = 0; k < kPerThread; ++k) {
+      const uint32_t e = e0 + k < p.n ? e0 + k : e0;
+      const uint32_t g = group_of<kScheme>(p, e);
+      if (g != cached) {
+        cached = g;
+        if constexpr (kScheme == kSchemeFp8) {
+          const int kk = static_cast<int>(static_cast<uint8_t>(enc[g])) - 127;
+          s0 = pow2(kk > 127 ? 127 : kk);
+        } else {
+          s0 = load_f32_any(enc + 4ull * g);
+          if constexpr (kInt4) m0 = load_f32_any(enc + p.min_offset + 4ull * g);
         }
       }
+      scale[k] = s0;
+      mn[k] = m0;
     }
+  }
+
+  uint32_t bits[kPerThread];
+#pragma unroll
+  for (uint32_t k = 0; k < kPerThread; ++k) {
     float v = 0.0f;
     if constexpr (kScheme == kSchemeFp8) {
-      v = __fmul_rn(e4m3_value((raw[k / 4] >> (8 * (k % 4))) & 0xffu), scale);
+      v = __fmul_rn(e4m3_value((raw[k / 4] >> (8 * (k % 4))) & 0xffu), scale[k]);
     } else if constexpr (kScheme == kSchemeInt8) {
       const auto q = static_cast<int8_t>((raw[k / 4] >> (8 * (k % 4))) & 0xffu);
-      v = __fmul_rn(static_cast<float>(q), scale);
+      v = __fmul_rn(static_cast<float>(q), scale[k]);
     } else {
       const float q = static_cast<float>((raw[0] >> (4 * k)) & 0xfu);
-      v = __fadd_rn(__fmul_rn(q, scale), mn);
+      v = __fadd_rn(__fmul_rn(q, scale[k]), mn[k]);
     }
     bits[k] = to_bits<kDtype>(v);
   }
@@ -408,7 +450,11 @@ cudaError_t quantize_typed(const QuantParams& p, cudaStream_t stream) {
 
 template <uint32_t kScheme, uint32_t kDtype>
 cudaError_t dequantize_typed(const QuantParams& p, cudaStream_t stream) {
-  dequant_kernel<kScheme, kDtype><<<element_grid(p), kThreads, 0, stream>>>(p);
+  if (p.uniform) {
+    dequant_kernel<kScheme, kDtype, true><<<element_grid(p), kThreads, 0, stream>>>(p);
+  } else {
+    dequant_kernel<kScheme, kDtype, false><<<element_grid(p), kThreads, 0, stream>>>(p);
+  }
   return cudaGetLastError();
 }
 

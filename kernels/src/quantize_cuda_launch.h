@@ -44,6 +44,9 @@ struct QuantParams {
   uint64_t enc_stride = 0;
   uint32_t count = 0;
   float* scratch = nullptr;  // quantize: per slab `groups` inverse steps (not fp8)
+  // Every run of 8 elements starting at a multiple of 8 lies in one row and one group (fp8,
+  // int8, int4 value), or in one token (int4 key): metadata once per 8 elements.
+  bool uniform = false;
 };
 
 cudaError_t launch_quantize(const QuantParams& p, cudaStream_t stream);

@@ -289,5 +289,23 @@ TEST(QuantizeCudaValidationTest, RejectsBadArguments) {
               HasSubstr("group_size"));
 }
 
+// The host-side checks run before any CUDA call, so they are exercised on every machine: a
+// valid call on a machine without a GPU fails at the launch with a Status, never a crash (an
+// fp8 or int8 spec's unused group_size of 0 once divided by zero here).
+TEST(QuantizeCudaValidationTest, HostChecksWithoutGpu) {
+  if (device_available().ok()) GTEST_SKIP() << "a GPU is present: the tests above cover it";
+  alignas(16) static std::byte fake[64];
+  for (QuantScheme scheme : {QuantScheme::kFp8E4M3, QuantScheme::kInt8}) {
+    const QuantSpec spec{scheme, 0};
+    const Status d = dequantize_slabs(spec, {4, 2, 8}, fake, DType::kBFloat16, fake, {}, nullptr);
+    EXPECT_FALSE(d.ok());
+    EXPECT_THAT(d.message(), HasSubstr("dequantize launch"));
+  }
+  EXPECT_THAT(dequantize_slabs({QuantScheme::kInt8, 0}, {4, 2, 8}, fake, DType::kFloat32,
+                               fake + 2, {}, nullptr)
+                  .message(),
+              HasSubstr("aligned to 4 bytes"));
+}
+
 }  // namespace
 }  // namespace tierkv::kernels::cuda
