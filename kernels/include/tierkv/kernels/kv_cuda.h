@@ -18,15 +18,12 @@
 #include <cstdint>
 #include <span>
 
+#include "tierkv/kernels/cuda_stream.h"
 #include "tierkv/kernels/flat_kv.h"
 #include "tierkv/kernels/paged_kv.h"
 #include "tierkv/status.h"
 
-struct CUstream_st;
-
 namespace tierkv::kernels::cuda {
-
-using Stream = CUstream_st*;  // = cudaStream_t; nullptr is the legacy default stream
 
 // OK if this process sees at least one CUDA device; else Unavailable saying why (no device, no
 // driver, driver too old). Tests skip with this message.
