@@ -14,6 +14,8 @@
 // (a long load blocks in CUDA's stream queue; the caller must not). One operation is submitted at
 // a time: the caller waits for the worker to go idle before preparing the next, which is what
 // lets the staged block table and the events be reused without a race.
+#include "tierkv/cuda_transfer.h"
+
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -25,7 +27,6 @@
 #include <utility>
 #include <vector>
 
-#include "tierkv/cuda_transfer.h"
 #include "tierkv/kernels/kv_cuda.h"
 
 namespace tierkv {
@@ -35,9 +36,9 @@ Status cuda_error(cudaError_t e, const std::string& what) {
   return Status::Internal(what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
 }
 
-#define TIERKV_CUDA_RETURN(expr, what)                     \
-  do {                                                     \
-    const cudaError_t tierkv_cuda_error_ = (expr);         \
+#define TIERKV_CUDA_RETURN(expr, what)                                                  \
+  do {                                                                                  \
+    const cudaError_t tierkv_cuda_error_ = (expr);                                      \
     if (tierkv_cuda_error_ != cudaSuccess) return cuda_error(tierkv_cuda_error_, what); \
   } while (0)
 
@@ -66,7 +67,8 @@ cudaStream_t to_cuda(GpuStream s) { return reinterpret_cast<cudaStream_t>(s); }
 
 bool gpu_transfer_built() { return true; }
 
-// --- PinnedHostPool -------------------------------------------------------------------------------
+// --- PinnedHostPool
+// -------------------------------------------------------------------------------
 
 Result<std::shared_ptr<PinnedHostPool>> PinnedHostPool::pin(std::shared_ptr<Client> client) {
   if (client == nullptr) return Status::InvalidArgument("client is null");
@@ -74,12 +76,12 @@ Result<std::shared_ptr<PinnedHostPool>> PinnedHostPool::pin(std::shared_ptr<Clie
   std::shared_ptr<PinnedHostPool> pool(new PinnedHostPool());
   pool->region_ = client->host_pool();
   pool->client_ = std::move(client);
-  if (pool->region_.empty()) return Status::FailedPrecondition("the client has no host pool mapped");
+  if (pool->region_.empty())
+    return Status::FailedPrecondition("the client has no host pool mapped");
   const auto t0 = std::chrono::steady_clock::now();
   const cudaError_t e =
       cudaHostRegister(pool->region_.data(), pool->region_.size(), cudaHostRegisterPortable);
-  pool->pin_seconds_ =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  pool->pin_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (e == cudaErrorHostMemoryAlreadyRegistered) {
     (void)cudaGetLastError();  // someone else in this process pinned it; they unpin it
   } else if (e != cudaSuccess) {
@@ -102,7 +104,8 @@ bool PinnedHostPool::contains(const std::byte* p, uint64_t bytes) const {
   return bytes <= static_cast<uint64_t>(begin + region_.size() - p);
 }
 
-// --- GpuTransfer ----------------------------------------------------------------------------------
+// --- GpuTransfer
+// ----------------------------------------------------------------------------------
 
 struct GpuTransfer::Impl {
   std::shared_ptr<PinnedHostPool> pool;
@@ -156,7 +159,7 @@ struct GpuTransfer::Impl {
 
   std::mutex mu;  // guards the fields below
   std::condition_variable cv;
-  bool busy = false;              // a job is queued or being submitted
+  bool busy = false;  // a job is queued or being submitted
   bool stopping = false;
   uint32_t layers_submitted = 0;  // of the latest load: layer_ready[l] recorded for l below this
   Status worker_error;            // the first submission failure, reported once
@@ -239,9 +242,9 @@ Status GpuTransfer::Impl::init(std::shared_ptr<PinnedHostPool> host_pool, const 
                      "cudaMalloc of " + std::to_string(slot_bytes * slots) + " staging bytes");
   if (cache.paged()) {
     table_capacity = opts.max_tokens / cache.block_size() + 2;
-    TIERKV_CUDA_RETURN(cudaHostAlloc(&table_host, table_capacity * sizeof(int32_t),
-                                     cudaHostAllocDefault),
-                       "cudaHostAlloc(block table)");
+    TIERKV_CUDA_RETURN(
+        cudaHostAlloc(&table_host, table_capacity * sizeof(int32_t), cudaHostAllocDefault),
+        "cudaHostAlloc(block table)");
     TIERKV_CUDA_RETURN(cudaMalloc(&table_dev, table_capacity * sizeof(int32_t)),
                        "cudaMalloc(block table)");
     seen_blocks.assign((uint64_t{cache.num_blocks()} + 63) / 64, 0);
@@ -297,10 +300,9 @@ Status GpuTransfer::Impl::prepare_table(std::span<const int32_t> table, uint64_t
   *entries_out = 0;
   if (!cache.paged()) {
     if (first_token > cache.capacity_tokens() || tokens > cache.capacity_tokens() - first_token) {
-      return Status::InvalidArgument("tokens [" + std::to_string(first_token) + ", " +
-                                     std::to_string(first_token + tokens) +
-                                     ") exceed the cache's capacity_tokens " +
-                                     std::to_string(cache.capacity_tokens()));
+      return Status::InvalidArgument(
+          "tokens [" + std::to_string(first_token) + ", " + std::to_string(first_token + tokens) +
+          ") exceed the cache's capacity_tokens " + std::to_string(cache.capacity_tokens()));
     }
     return Status::Ok();
   }
@@ -308,11 +310,10 @@ Status GpuTransfer::Impl::prepare_table(std::span<const int32_t> table, uint64_t
   uint64_t covered = 0;
   if (__builtin_mul_overflow(uint64_t{table.size()}, uint64_t{bs}, &covered)) covered = UINT64_MAX;
   if (first_token > covered || tokens > covered - first_token) {
-    return Status::InvalidArgument("tokens [" + std::to_string(first_token) + ", " +
-                                   std::to_string(first_token + tokens) +
-                                   ") are not covered by a block table of " +
-                                   std::to_string(table.size()) + " blocks of " +
-                                   std::to_string(bs) + " tokens");
+    return Status::InvalidArgument(
+        "tokens [" + std::to_string(first_token) + ", " + std::to_string(first_token + tokens) +
+        ") are not covered by a block table of " + std::to_string(table.size()) + " blocks of " +
+        std::to_string(bs) + " tokens");
   }
   const uint64_t e0 = first_token / bs;
   const uint64_t n = (first_token + tokens + bs - 1) / bs - e0;
@@ -326,8 +327,8 @@ Status GpuTransfer::Impl::prepare_table(std::span<const int32_t> table, uint64_t
   for (; checked < n; ++checked) {
     const int32_t b = table[e0 + checked];
     if (b < 0 || static_cast<uint32_t>(b) >= cache.num_blocks()) {
-      bad = Status::InvalidArgument("block_table[" + std::to_string(e0 + checked) + "] = " +
-                                    std::to_string(b) + " is out of range [0, " +
+      bad = Status::InvalidArgument("block_table[" + std::to_string(e0 + checked) +
+                                    "] = " + std::to_string(b) + " is out of range [0, " +
                                     std::to_string(cache.num_blocks()) + ")");
       break;
     }
@@ -337,9 +338,9 @@ Status GpuTransfer::Impl::prepare_table(std::span<const int32_t> table, uint64_t
       if ((word & bit) != 0) {
         const auto first = std::find(table.begin() + static_cast<int64_t>(e0),
                                      table.begin() + static_cast<int64_t>(e0 + checked), b);
-        bad = Status::InvalidArgument(
-            "block_table[" + std::to_string(first - table.begin()) + "] and block_table[" +
-            std::to_string(e0 + checked) + "] both name block " + std::to_string(b));
+        bad = Status::InvalidArgument("block_table[" + std::to_string(first - table.begin()) +
+                                      "] and block_table[" + std::to_string(e0 + checked) +
+                                      "] both name block " + std::to_string(b));
         break;
       }
       word |= bit;
@@ -545,8 +546,8 @@ Status check_shape(const Layout& layout, uint32_t layers, uint32_t heads, uint32
                    uint32_t elem_bytes) {
   auto mismatch = [&](const char* field, uint64_t got, uint64_t want) {
     return Status::InvalidArgument("cache " + std::string(field) + " " + std::to_string(got) +
-                                   " does not match the namespace's layout (" +
-                                   layout.to_string() + "): " + std::to_string(want));
+                                   " does not match the namespace's layout (" + layout.to_string() +
+                                   "): " + std::to_string(want));
   };
   if (layers != layout.num_layers) return mismatch("num_layers", layers, layout.num_layers);
   if (heads != layout.num_kv_heads) return mismatch("num_kv_heads", heads, layout.num_kv_heads);
@@ -562,9 +563,11 @@ Status check_shape(const Layout& layout, uint32_t layers, uint32_t heads, uint32
 
 }  // namespace
 
-Result<std::unique_ptr<GpuTransfer>> GpuTransfer::create_paged(
-    std::shared_ptr<PinnedHostPool> pool, const Namespace& ns, const kernels::PagedKvView& cache,
-    int device, const GpuTransferOptions& options) {
+Result<std::unique_ptr<GpuTransfer>> GpuTransfer::create_paged(std::shared_ptr<PinnedHostPool> pool,
+                                                               const Namespace& ns,
+                                                               const kernels::PagedKvView& cache,
+                                                               int device,
+                                                               const GpuTransferOptions& options) {
   if (pool == nullptr) return Status::InvalidArgument("pinned host pool is null");
   TIERKV_RETURN_IF_ERROR(check_shape(ns.layout, cache.num_layers(), cache.num_kv_heads,
                                      cache.head_dim, cache.elem_bytes));
@@ -738,8 +741,7 @@ Status GpuTransfer::wait_all(GpuStream stream) const {
     if (!m.worker_error.ok()) return m.worker_error;
   }
   DeviceScope scope(m.device);
-  TIERKV_CUDA_RETURN(cudaStreamWaitEvent(to_cuda(stream), m.copies_done, 0),
-                     "cudaStreamWaitEvent");
+  TIERKV_CUDA_RETURN(cudaStreamWaitEvent(to_cuda(stream), m.copies_done, 0), "cudaStreamWaitEvent");
   TIERKV_CUDA_RETURN(cudaStreamWaitEvent(to_cuda(stream), m.kernels_done, 0),
                      "cudaStreamWaitEvent");
   return Status::Ok();

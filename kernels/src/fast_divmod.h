@@ -24,7 +24,8 @@ struct FastDivmod {
   explicit FastDivmod(uint32_t d) : divisor(d) {
     while (shift < 32 && (uint64_t{1} << shift) < d) ++shift;
     // m = floor(2^32 * (2^shift - d) / d) + 1 < 2^32 for every d >= 1.
-    multiplier = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << shift) - d)) / d + 1);
+    multiplier =
+        static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << shift) - d)) / d + 1);
   }
 
   // n / divisor, for every 32-bit n (the add is done in 64 bits, so it cannot overflow).

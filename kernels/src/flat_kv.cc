@@ -118,20 +118,20 @@ Status FlatKvView::validate() const {
   const bool token_major = hs >= head_bytes() && ts >= sat_mul(heads, hs);
   const bool head_major = ts >= head_bytes() && hs >= sat_mul(capacity_tokens, ts);
   if (!token_major && !head_major) {
-    return Status::InvalidArgument(
-        "strides token_stride " + std::to_string(ts) + " and head_stride " + std::to_string(hs) +
-        " overlap rows of " + std::to_string(head_bytes()) + " bytes: need head_stride >= " +
-        std::to_string(head_bytes()) + " and token_stride >= num_kv_heads x head_stride, or " +
-        "token_stride >= " + std::to_string(head_bytes()) +
-        " and head_stride >= capacity_tokens x token_stride");
+    return Status::InvalidArgument("strides token_stride " + std::to_string(ts) +
+                                   " and head_stride " + std::to_string(hs) + " overlap rows of " +
+                                   std::to_string(head_bytes()) +
+                                   " bytes: need head_stride >= " + std::to_string(head_bytes()) +
+                                   " and token_stride >= num_kv_heads x head_stride, or " +
+                                   "token_stride >= " + std::to_string(head_bytes()) +
+                                   " and head_stride >= capacity_tokens x token_stride");
   }
   uint64_t extent = 0;
   if (!mul_add(capacity_tokens - 1, ts, head_bytes(), &extent) ||
       !mul_add(heads - 1, hs, extent, &extent)) {
     return Status::InvalidArgument("flat KV cache of " + std::to_string(capacity_tokens) +
                                    " tokens with token_stride " + std::to_string(ts) +
-                                   " and head_stride " + std::to_string(hs) +
-                                   " overflows 64 bits");
+                                   " and head_stride " + std::to_string(hs) + " overflows 64 bits");
   }
   return Status::Ok();
 }

@@ -122,10 +122,9 @@ Status DeviceKvCache::init(std::span<std::byte* const> k_layers,
       if (e != cudaSuccess ||
           (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged) ||
           attr.device != device_) {
-        return Status::InvalidArgument("layer " + std::to_string(l) + ": " +
-                                       (p == k_layers[l] ? "K" : "V") +
-                                       " pointer is not device memory of device " +
-                                       std::to_string(device_));
+        return Status::InvalidArgument(
+            "layer " + std::to_string(l) + ": " + (p == k_layers[l] ? "K" : "V") +
+            " pointer is not device memory of device " + std::to_string(device_));
       }
       align = std::min(align, alignment_of(reinterpret_cast<uintptr_t>(p)));
     }
@@ -143,13 +142,13 @@ Status DeviceKvCache::init(std::span<std::byte* const> k_layers,
     return cuda_error(e, "cudaMalloc(bad row counter)");
   }
   // Synchronous copies: this runs once per registered cache, never on the hot path.
-  if (cudaError_t e = cudaMemcpy(k_layers_dev_, k_layers.data(), table_bytes,
-                                 cudaMemcpyHostToDevice);
+  if (cudaError_t e =
+          cudaMemcpy(k_layers_dev_, k_layers.data(), table_bytes, cudaMemcpyHostToDevice);
       e != cudaSuccess) {
     return cuda_error(e, "upload K layer table");
   }
-  if (cudaError_t e = cudaMemcpy(v_layers_dev_, v_layers.data(), table_bytes,
-                                 cudaMemcpyHostToDevice);
+  if (cudaError_t e =
+          cudaMemcpy(v_layers_dev_, v_layers.data(), table_bytes, cudaMemcpyHostToDevice);
       e != cudaSuccess) {
     return cuda_error(e, "upload V layer table");
   }
@@ -193,9 +192,8 @@ Result<DeviceKvCache> DeviceKvCache::create_flat(const FlatKvView& view, int dev
     c.head_bytes_ = view.head_bytes();
     c.head_stride_ = view.head_stride_bytes();
   }
-  const uint32_t align =
-      std::min({alignment_of(c.head_bytes_), alignment_of(c.token_stride_),
-                alignment_of(c.head_stride_)});
+  const uint32_t align = std::min(
+      {alignment_of(c.head_bytes_), alignment_of(c.token_stride_), alignment_of(c.head_stride_)});
   TIERKV_RETURN_IF_ERROR(c.init(view.k_layers, view.v_layers, align));
   return c;
 }
@@ -225,9 +223,9 @@ Status launch_copy(const DeviceKvCache& cache, DeviceBlockTable table, const Cop
   }
   const uint32_t layer_end = range.layer_end == 0 ? cache.num_layers_ : range.layer_end;
   if (range.layer_begin >= layer_end || layer_end > cache.num_layers_) {
-    return Status::InvalidArgument("layers [" + std::to_string(range.layer_begin) + ", " +
-                                   std::to_string(layer_end) + ") are not a non-empty range of [0, " +
-                                   std::to_string(cache.num_layers_) + ")");
+    return Status::InvalidArgument(
+        "layers [" + std::to_string(range.layer_begin) + ", " + std::to_string(layer_end) +
+        ") are not a non-empty range of [0, " + std::to_string(cache.num_layers_) + ")");
   }
   if (range.chunk_tokens == 0 || range.chunk_tokens > Layout::kMaxChunkTokens) {
     return Status::InvalidArgument("chunk_tokens " + std::to_string(range.chunk_tokens) +
@@ -269,11 +267,11 @@ Status launch_copy(const DeviceKvCache& cache, DeviceBlockTable table, const Cop
       covered = UINT64_MAX;
     }
     if (range.first_token > covered || tokens > covered - range.first_token) {
-      return Status::InvalidArgument(
-          "tokens [" + std::to_string(range.first_token) + ", " +
-          std::to_string(range.first_token + tokens) + ") are not covered by a block table of " +
-          std::to_string(table.entries) + " blocks of " + std::to_string(cache.block_size_) +
-          " tokens");
+      return Status::InvalidArgument("tokens [" + std::to_string(range.first_token) + ", " +
+                                     std::to_string(range.first_token + tokens) +
+                                     ") are not covered by a block table of " +
+                                     std::to_string(table.entries) + " blocks of " +
+                                     std::to_string(cache.block_size_) + " tokens");
     }
     p.block_table = table.data;
     p.block_size = cache.block_size_;
@@ -298,13 +296,12 @@ Status launch_copy(const DeviceKvCache& cache, DeviceBlockTable table, const Cop
   }
 
   // The widest access every address allows: cache side (fixed at create), chunk side here.
-  const uint32_t vec = std::min({cache.vector_bytes_, alignment_of(segment_bytes),
-                                 alignment_of(chunk_stride),
-                                 alignment_of(reinterpret_cast<uintptr_t>(chunks.data))});
+  const uint32_t vec =
+      std::min({cache.vector_bytes_, alignment_of(segment_bytes), alignment_of(chunk_stride),
+                alignment_of(reinterpret_cast<uintptr_t>(chunks.data))});
   const uint64_t segment_vecs = segment_bytes / vec;
   if (segment_vecs >= (uint64_t{1} << 31)) {
-    return Status::InvalidArgument("one layer's rows of a chunk (" +
-                                   std::to_string(segment_bytes) +
+    return Status::InvalidArgument("one layer's rows of a chunk (" + std::to_string(segment_bytes) +
                                    " bytes) are too large for one launch at " +
                                    std::to_string(vec) + "-byte accesses");
   }
@@ -316,7 +313,8 @@ Status launch_copy(const DeviceKvCache& cache, DeviceBlockTable table, const Cop
   const uint64_t per_block = uint64_t{detail::kThreads} * detail::kUnroll;
   const uint64_t needed = (segment_vecs + per_block - 1) / per_block;
   const uint64_t slices = uint64_t{2} * layers * range.num_chunks;
-  const uint64_t wanted = std::max<uint64_t>(1, (uint64_t{8} * cache.sm_count_ + slices - 1) / slices);
+  const uint64_t wanted =
+      std::max<uint64_t>(1, (uint64_t{8} * cache.sm_count_ + slices - 1) / slices);
   const dim3 grid(static_cast<unsigned>(std::min(needed, std::max<uint64_t>(wanted, 1))),
                   2 * layers, range.num_chunks);
 
@@ -324,9 +322,9 @@ Status launch_copy(const DeviceKvCache& cache, DeviceBlockTable table, const Cop
   if (scope.status() != cudaSuccess) {
     return cuda_error(scope.status(), "cudaSetDevice(" + std::to_string(cache.device_) + ")");
   }
-  const cudaError_t e = detail::launch_kv_copy(
-      p, scatter ? detail::Direction::kScatter : detail::Direction::kGather, cache.paged_, vec,
-      grid, reinterpret_cast<cudaStream_t>(stream));
+  const cudaError_t e =
+      detail::launch_kv_copy(p, scatter ? detail::Direction::kScatter : detail::Direction::kGather,
+                             cache.paged_, vec, grid, reinterpret_cast<cudaStream_t>(stream));
   if (e != cudaSuccess) return cuda_error(e, scatter ? "scatter launch" : "gather launch");
   return Status::Ok();
 }

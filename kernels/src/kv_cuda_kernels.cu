@@ -80,8 +80,8 @@ __global__ void __launch_bounds__(kThreads) kv_copy_kernel(const KvCopyParams p)
       } else {
         token_offset = (p.first_entry + row0 + t) * p.token_stride;
       }
-      cache_at[u] = cache_base + token_offset + uint64_t{run} * p.head_stride +
-                    uint64_t{in_run} * kVec;
+      cache_at[u] =
+          cache_base + token_offset + uint64_t{run} * p.head_stride + uint64_t{in_run} * kVec;
       std::byte* const chunk_at = chunk_base + uint64_t{i} * kVec;
       if constexpr (kDir == Direction::kScatter) {
         v[u] = __ldcs(reinterpret_cast<const Vec*>(chunk_at));
@@ -121,12 +121,18 @@ cudaError_t launch_width(const KvCopyParams& p, Direction dir, bool paged, dim3 
 cudaError_t launch_kv_copy(const KvCopyParams& p, Direction dir, bool paged, uint32_t vector_bytes,
                            dim3 grid, cudaStream_t stream) {
   switch (vector_bytes) {
-    case 16: return launch_width<16>(p, dir, paged, grid, stream);
-    case 8: return launch_width<8>(p, dir, paged, grid, stream);
-    case 4: return launch_width<4>(p, dir, paged, grid, stream);
-    case 2: return launch_width<2>(p, dir, paged, grid, stream);
-    case 1: return launch_width<1>(p, dir, paged, grid, stream);
-    default: return cudaErrorInvalidValue;
+    case 16:
+      return launch_width<16>(p, dir, paged, grid, stream);
+    case 8:
+      return launch_width<8>(p, dir, paged, grid, stream);
+    case 4:
+      return launch_width<4>(p, dir, paged, grid, stream);
+    case 2:
+      return launch_width<2>(p, dir, paged, grid, stream);
+    case 1:
+      return launch_width<1>(p, dir, paged, grid, stream);
+    default:
+      return cudaErrorInvalidValue;
   }
 }
 

@@ -31,10 +31,10 @@ struct KvCopyParams {
   std::byte* chunks = nullptr;
   uint64_t chunk_stride = 0;
   uint64_t segment_bytes = 0;
-  uint32_t segment_vecs = 0;  // vectors per segment, < 2^31
-  FastDivmod row_vecs;        // vectors per token row
-  FastDivmod run_vecs;        // vectors per contiguous cache-side run
-  FastDivmod block_size_div;  // paged; divides rows within a chunk into entries
+  uint32_t segment_vecs = 0;               // vectors per segment, < 2^31
+  FastDivmod row_vecs;                     // vectors per token row
+  FastDivmod run_vecs;                     // vectors per contiguous cache-side run
+  FastDivmod block_size_div;               // paged; divides rows within a chunk into entries
   unsigned long long* bad_rows = nullptr;  // NOLINT(google-runtime-int)
 };
 

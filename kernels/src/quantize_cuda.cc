@@ -14,10 +14,14 @@ uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 
 const char* scheme_name(QuantScheme s) {
   switch (s) {
-    case QuantScheme::kFp8E4M3: return "fp8";
-    case QuantScheme::kInt8: return "int8";
-    case QuantScheme::kInt4Key: return "int4 (key)";
-    case QuantScheme::kInt4Value: return "int4 (value)";
+    case QuantScheme::kFp8E4M3:
+      return "fp8";
+    case QuantScheme::kInt8:
+      return "int8";
+    case QuantScheme::kInt4Key:
+      return "int4 (key)";
+    case QuantScheme::kInt4Value:
+      return "int4 (value)";
   }
   return "?";
 }
@@ -25,9 +29,12 @@ const char* scheme_name(QuantScheme s) {
 uint64_t metadata_groups(const QuantSpec& spec, const SlabShape& shape) {
   const uint64_t meta = quant_sizes(spec, shape).metadata;
   switch (spec.scheme) {
-    case QuantScheme::kFp8E4M3: return meta;
-    case QuantScheme::kInt8: return meta / 4;
-    default: return meta / 8;
+    case QuantScheme::kFp8E4M3:
+      return meta;
+    case QuantScheme::kInt8:
+      return meta / 4;
+    default:
+      return meta / 8;
   }
 }
 
@@ -93,9 +100,15 @@ Status prepare(const QuantSpec& spec, const SlabShape& shape, DType dtype, const
   p->div_channels = FastDivmod(p->channels);
   p->div_group = FastDivmod(group);
   switch (spec.scheme) {
-    case QuantScheme::kInt4Key: p->uniform = p->channels % 8 == 0; break;
-    case QuantScheme::kInt4Value: p->uniform = shape.head_dim % 8 == 0 && group % 8 == 0; break;
-    default: p->uniform = shape.head_dim % 8 == 0; break;
+    case QuantScheme::kInt4Key:
+      p->uniform = p->channels % 8 == 0;
+      break;
+    case QuantScheme::kInt4Value:
+      p->uniform = shape.head_dim % 8 == 0 && group % 8 == 0;
+      break;
+    default:
+      p->uniform = shape.head_dim % 8 == 0;
+      break;
   }
   p->float_stride = float_stride;
   p->enc_stride = enc_stride;
@@ -122,10 +135,9 @@ Status quantize_slabs(const QuantSpec& spec, const SlabShape& shape, DType dtype
   detail::QuantParams p;
   TIERKV_RETURN_IF_ERROR(prepare(spec, shape, dtype, batch, floats, encoded, &p));
   if (scratch == nullptr && quantize_scratch_floats(spec, shape, batch.count) > 0) {
-    return Status::InvalidArgument("scratch is null; " + std::string(scheme_name(spec.scheme)) +
-                                   " needs " +
-                                   std::to_string(quantize_scratch_floats(spec, shape, batch.count)) +
-                                   " floats");
+    return Status::InvalidArgument(
+        "scratch is null; " + std::string(scheme_name(spec.scheme)) + " needs " +
+        std::to_string(quantize_scratch_floats(spec, shape, batch.count)) + " floats");
   }
   p.floats = const_cast<std::byte*>(floats);  // read only by the quantize kernels
   p.encoded = encoded;

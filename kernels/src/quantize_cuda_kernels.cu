@@ -178,8 +178,7 @@ __global__ void __launch_bounds__(kThreads) row_stats_kernel(const QuantParams p
     out[row] = static_cast<std::byte>(fp8_scale_exponent(amax) + 127);
   } else {
     store_f32_any(out + 4ull * row, __fdiv_rn(amax, 127.0f));
-    p.scratch[uint64_t{blockIdx.y} * p.groups + row] =
-        amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+    p.scratch[uint64_t{blockIdx.y} * p.groups + row] = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
   }
 }
 
@@ -289,7 +288,8 @@ __global__ void __launch_bounds__(kThreads) payload_kernel(const QuantParams p) 
       w.y = q[4] | (q[5] << 8) | (q[6] << 16) | (q[7] << 24);
       *reinterpret_cast<uint2*>(at) = w;
     } else {
-      for (uint32_t k = 0; k < kPerThread && e0 + k < p.n; ++k) at[k] = static_cast<std::byte>(q[k]);
+      for (uint32_t k = 0; k < kPerThread && e0 + k < p.n; ++k)
+        at[k] = static_cast<std::byte>(q[k]);
     }
   }
 }
@@ -464,18 +464,27 @@ cudaError_t dispatch(uint32_t scheme, uint32_t dtype, F f) {
   auto by_dtype = [&](auto scheme_tag) -> cudaError_t {
     constexpr uint32_t kScheme = decltype(scheme_tag)::value;
     switch (dtype) {
-      case kDtypeFp16: return f.template operator()<kScheme, kDtypeFp16>();
-      case kDtypeBf16: return f.template operator()<kScheme, kDtypeBf16>();
-      case kDtypeFp32: return f.template operator()<kScheme, kDtypeFp32>();
-      default: return cudaErrorInvalidValue;
+      case kDtypeFp16:
+        return f.template operator()<kScheme, kDtypeFp16>();
+      case kDtypeBf16:
+        return f.template operator()<kScheme, kDtypeBf16>();
+      case kDtypeFp32:
+        return f.template operator()<kScheme, kDtypeFp32>();
+      default:
+        return cudaErrorInvalidValue;
     }
   };
   switch (scheme) {
-    case kSchemeFp8: return by_dtype(std::integral_constant<uint32_t, kSchemeFp8>{});
-    case kSchemeInt8: return by_dtype(std::integral_constant<uint32_t, kSchemeInt8>{});
-    case kSchemeInt4Key: return by_dtype(std::integral_constant<uint32_t, kSchemeInt4Key>{});
-    case kSchemeInt4Value: return by_dtype(std::integral_constant<uint32_t, kSchemeInt4Value>{});
-    default: return cudaErrorInvalidValue;
+    case kSchemeFp8:
+      return by_dtype(std::integral_constant<uint32_t, kSchemeFp8>{});
+    case kSchemeInt8:
+      return by_dtype(std::integral_constant<uint32_t, kSchemeInt8>{});
+    case kSchemeInt4Key:
+      return by_dtype(std::integral_constant<uint32_t, kSchemeInt4Key>{});
+    case kSchemeInt4Value:
+      return by_dtype(std::integral_constant<uint32_t, kSchemeInt4Value>{});
+    default:
+      return cudaErrorInvalidValue;
   }
 }
 

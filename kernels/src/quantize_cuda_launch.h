@@ -22,15 +22,15 @@ inline constexpr uint32_t kDtypeFp32 = 3;
 
 struct QuantParams {
   uint32_t scheme = 0;
-  uint32_t dtype = 0;       // of the float side (quantize input, dequantize output)
+  uint32_t dtype = 0;  // of the float side (quantize input, dequantize output)
   uint32_t tokens = 0;
   uint32_t heads = 0;
   uint32_t head_dim = 0;
-  uint32_t group = 1;       // int4 group size
-  uint32_t n = 0;           // elements per slab (< 2^31)
-  uint32_t rows = 0;        // tokens * heads
-  uint32_t channels = 0;    // heads * head_dim
-  uint32_t groups = 0;      // metadata groups per slab (rows for fp8 and int8)
+  uint32_t group = 1;           // int4 group size
+  uint32_t n = 0;               // elements per slab (< 2^31)
+  uint32_t rows = 0;            // tokens * heads
+  uint32_t channels = 0;        // heads * head_dim
+  uint32_t groups = 0;          // metadata groups per slab (rows for fp8 and int8)
   uint32_t groups_per_row = 0;  // int4 value: ceil(head_dim / group)
   uint64_t min_offset = 0;      // int4: where the mins start in an encoded slab
   uint64_t payload_offset = 0;  // where the payload starts in an encoded slab

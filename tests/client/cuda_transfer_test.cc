@@ -29,8 +29,9 @@ namespace tierkv {
 
 // gtest prints parameters through this (found by argument-dependent lookup in tierkv).
 void PrintTo(const GpuTransferOptions& o, std::ostream* os) {
-  *os << o.staging_bytes << " staging bytes in " << o.staging_slots << " slots, copies of >= "
-      << o.min_copy_bytes << " bytes" << (o.batch_copies ? ", batched" : "");
+  *os << o.staging_bytes << " staging bytes in " << o.staging_slots
+      << " slots, copies of >= " << o.min_copy_bytes << " bytes"
+      << (o.batch_copies ? ", batched" : "");
 }
 
 namespace {
@@ -221,8 +222,8 @@ TEST_P(GpuTransferTest, StoreThenLoadPagedMatchesCpuReference) {
   ASSERT_TRUE(load_x->synchronize().ok());
   EXPECT_TRUE(load_x->done());
   for (size_t i = 0; i < kChunks; ++i) {
-    ASSERT_TRUE(kernels::scatter_chunk(dst.paged(false), dst_table, i * ct, ct, lease->chunk(i))
-                    .ok());
+    ASSERT_TRUE(
+        kernels::scatter_chunk(dst.paged(false), dst_table, i * ct, ct, lease->chunk(i)).ok());
   }
   dst.expect_device_matches_host();
 
@@ -232,8 +233,8 @@ TEST_P(GpuTransferTest, StoreThenLoadPagedMatchesCpuReference) {
   ASSERT_TRUE(load_x->load(*lease, 2, 3, dst_table, stream_).ok());
   ASSERT_TRUE(load_x->synchronize().ok());
   for (size_t i = 2; i < 5; ++i) {
-    ASSERT_TRUE(kernels::scatter_chunk(dst.paged(false), dst_table, i * ct, ct, lease->chunk(i))
-                    .ok());
+    ASSERT_TRUE(
+        kernels::scatter_chunk(dst.paged(false), dst_table, i * ct, ct, lease->chunk(i)).ok());
   }
   dst.expect_device_matches_host();
   ASSERT_TRUE(lease->release().ok());
@@ -339,11 +340,17 @@ INSTANTIATE_TEST_SUITE_P(
         // Defaults: all four layers in one group, batched copies.
         GpuTransferOptions{},
         // Two slots of one layer of one chunk each, one copy call per chunk.
-        GpuTransferOptions{.staging_bytes = 1, .staging_slots = 2, .min_copy_bytes = 0,
-                           .batch_copies = false, .max_tokens = 4096},
+        GpuTransferOptions{.staging_bytes = 1,
+                           .staging_slots = 2,
+                           .min_copy_bytes = 0,
+                           .batch_copies = false,
+                           .max_tokens = 4096},
         // Groups of two layers, three slots of one chunk's group each, batched.
-        GpuTransferOptions{.staging_bytes = 1, .staging_slots = 3, .min_copy_bytes = 20 << 10,
-                           .batch_copies = true, .max_tokens = 4096}),
+        GpuTransferOptions{.staging_bytes = 1,
+                           .staging_slots = 3,
+                           .min_copy_bytes = 20 << 10,
+                           .batch_copies = true,
+                           .max_tokens = 4096}),
     [](const ::testing::TestParamInfo<GpuTransferOptions>& info) {
       if (info.param.staging_slots == 2) return std::string("TinyRingOneLayer");
       if (info.param.staging_slots == 3) return std::string("TinyRingLayerPairs");

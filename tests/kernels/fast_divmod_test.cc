@@ -27,10 +27,22 @@ TEST(FastDivmodTest, SmallDivisorsAndNumerators) {
 }
 
 TEST(FastDivmodTest, EdgesOfTheRange) {
-  const std::vector<uint32_t> edges = {1,          2,          3,          7,          16,
-                                       255,        256,        257,        65535,      65536,
-                                       65537,      (1u << 31) - 1, 1u << 31, (1u << 31) + 1,
-                                       UINT32_MAX - 1, UINT32_MAX};
+  const std::vector<uint32_t> edges = {1,
+                                       2,
+                                       3,
+                                       7,
+                                       16,
+                                       255,
+                                       256,
+                                       257,
+                                       65535,
+                                       65536,
+                                       65537,
+                                       (1u << 31) - 1,
+                                       1u << 31,
+                                       (1u << 31) + 1,
+                                       UINT32_MAX - 1,
+                                       UINT32_MAX};
   for (uint32_t d : edges) {
     for (uint32_t n : edges) expect_divides(d, n);
     for (uint32_t k = 0; k < 4; ++k) {

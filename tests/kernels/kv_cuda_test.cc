@@ -30,9 +30,9 @@ using ::testing::HasSubstr;
 constexpr std::byte kPoisonA{0xCD};
 constexpr std::byte kPoisonB{0x3A};
 
-#define ASSERT_CUDA(expr)                                                        \
-  do {                                                                           \
-    const cudaError_t cuda_error_ = (expr);                                      \
+#define ASSERT_CUDA(expr)                                                                    \
+  do {                                                                                       \
+    const cudaError_t cuda_error_ = (expr);                                                  \
     ASSERT_EQ(cuda_error_, cudaSuccess) << #expr << ": " << cudaGetErrorString(cuda_error_); \
   } while (0)
 
@@ -183,8 +183,8 @@ void check_layout(MirroredCache& cache, const DeviceKvCache& dev, DeviceBlockTab
                   want.begin() + static_cast<int64_t>(launch.chunk_offset + c * stride));
     }
     const int64_t at = first_difference(got, want);
-    ASSERT_EQ(at, -1) << "gathered chunk buffer differs from the CPU reference first at byte "
-                      << at << " (poison 0x" << std::hex << static_cast<int>(poison) << ")";
+    ASSERT_EQ(at, -1) << "gathered chunk buffer differs from the CPU reference first at byte " << at
+                      << " (poison 0x" << std::hex << static_cast<int>(poison) << ")";
   }
   auto bad = dev.take_bad_rows(nullptr);
   ASSERT_TRUE(bad.ok()) << bad.status().to_string();
@@ -281,14 +281,13 @@ TEST_P(CudaPagedTest, MatchesCpuReference) {
   check_layout(
       cache, *dev, dtable, l, pc.layers, row_bytes, rng(),
       [&](uint32_t c, std::vector<std::byte>& out) {
-        const Status s = gather_chunk(host_view, table, l.first_token + uint64_t{c} * l.chunk_tokens,
-                                      l.chunk_tokens, out);
+        const Status s = gather_chunk(
+            host_view, table, l.first_token + uint64_t{c} * l.chunk_tokens, l.chunk_tokens, out);
         ASSERT_TRUE(s.ok()) << s.to_string();
       },
       [&](uint32_t c, const std::vector<std::byte>& in) {
-        const Status s = scatter_chunk(host_view, table,
-                                       l.first_token + uint64_t{c} * l.chunk_tokens,
-                                       l.chunk_tokens, in);
+        const Status s = scatter_chunk(
+            host_view, table, l.first_token + uint64_t{c} * l.chunk_tokens, l.chunk_tokens, in);
         ASSERT_TRUE(s.ok()) << s.to_string();
       });
 }
@@ -374,8 +373,8 @@ TEST_P(CudaFlatTest, MatchesCpuReference) {
         ASSERT_TRUE(s.ok()) << s.to_string();
       },
       [&](uint32_t c, const std::vector<std::byte>& in) {
-        const Status s = scatter_chunk_flat(
-            host_view, l.first_token + uint64_t{c} * l.chunk_tokens, l.chunk_tokens, in);
+        const Status s = scatter_chunk_flat(host_view, l.first_token + uint64_t{c} * l.chunk_tokens,
+                                            l.chunk_tokens, in);
         ASSERT_TRUE(s.ok()) << s.to_string();
       });
 }
@@ -479,9 +478,9 @@ TEST_F(CudaTest, RejectsHostPointersAndBadRanges) {
       gather(*dev, {fake_table, 2}, {.chunk_tokens = 4}, ChunkBuffer{chunk.data(), 8}, nullptr)
           .message(),
       HasSubstr("chunk_stride 8 is less than"));
-  EXPECT_THAT(gather(*dev, {nullptr, 2}, {.chunk_tokens = 4}, ChunkBuffer{chunk.data()}, nullptr)
-                  .message(),
-              HasSubstr("block table is null"));
+  EXPECT_THAT(
+      gather(*dev, {nullptr, 2}, {.chunk_tokens = 4}, ChunkBuffer{chunk.data()}, nullptr).message(),
+      HasSubstr("block table is null"));
 }
 
 }  // namespace

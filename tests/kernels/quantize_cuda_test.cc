@@ -28,9 +28,9 @@ namespace {
 
 using ::testing::HasSubstr;
 
-#define ASSERT_CUDA(expr)                                                          \
-  do {                                                                             \
-    const cudaError_t cuda_error_ = (expr);                                        \
+#define ASSERT_CUDA(expr)                                                                    \
+  do {                                                                                       \
+    const cudaError_t cuda_error_ = (expr);                                                  \
     ASSERT_EQ(cuda_error_, cudaSuccess) << #expr << ": " << cudaGetErrorString(cuda_error_); \
   } while (0)
 
@@ -75,7 +75,9 @@ std::string case_string(const QuantCase& c) {
 }
 void PrintTo(const QuantCase& c, std::ostream* os) { *os << case_string(c); }
 
-void store_value(DType dtype, std::byte* base, size_t i, float v) { store_from_f32(dtype, base, i, v); }
+void store_value(DType dtype, std::byte* base, size_t i, float v) {
+  store_from_f32(dtype, base, i, v);
+}
 
 // Fills slab-sized regions of `host` (count slabs at `stride`) with float-side values.
 void fill_floats(const QuantCase& c, Values kind, uint64_t stride, std::vector<std::byte>& host,
@@ -138,9 +140,9 @@ TEST_P(QuantizeCudaTest, QuantizeMatchesCpuByteForByte) {
     ASSERT_CUDA(cudaMemcpy(floats.data(), in.data(), in.size(), cudaMemcpyHostToDevice));
     for (std::byte poison : {std::byte{0xCD}, std::byte{0x3A}}) {
       ASSERT_CUDA(cudaMemset(encoded.data(), static_cast<int>(poison), encoded.size()));
-      const Status s = quantize_slabs(spec, c.shape, c.dtype, floats.data(),
-                                      encoded.data() + c.enc_offset, batch,
-                                      reinterpret_cast<float*>(scratch.data()), nullptr);
+      const Status s =
+          quantize_slabs(spec, c.shape, c.dtype, floats.data(), encoded.data() + c.enc_offset,
+                         batch, reinterpret_cast<float*>(scratch.data()), nullptr);
       ASSERT_TRUE(s.ok()) << s.to_string();
       ASSERT_CUDA(cudaDeviceSynchronize());
       std::vector<std::byte> got(encoded.size());
@@ -148,16 +150,17 @@ TEST_P(QuantizeCudaTest, QuantizeMatchesCpuByteForByte) {
       std::vector<std::byte> want(got.size(), poison);
       for (uint32_t i = 0; i < c.count; ++i) {
         const Status r = quantize_slab(
-            spec, c.shape, c.dtype, std::span<const std::byte>(in.data() + i * fstride, float_bytes),
+            spec, c.shape, c.dtype,
+            std::span<const std::byte>(in.data() + i * fstride, float_bytes),
             std::span<std::byte>(want.data() + c.enc_offset + i * estride, enc_bytes));
         ASSERT_TRUE(r.ok()) << r.to_string();
       }
       const auto m = std::mismatch(got.begin(), got.end(), want.begin());
       ASSERT_TRUE(m.first == got.end())
           << (kind == Values::kTypical ? "typical" : "raw-bit") << " input: encoded byte "
-          << (m.first - got.begin()) << " is 0x" << std::hex
-          << static_cast<int>(*m.first) << ", the CPU reference's is 0x"
-          << static_cast<int>(*m.second) << " (poison 0x" << static_cast<int>(poison) << ")";
+          << (m.first - got.begin()) << " is 0x" << std::hex << static_cast<int>(*m.first)
+          << ", the CPU reference's is 0x" << static_cast<int>(*m.second) << " (poison 0x"
+          << static_cast<int>(poison) << ")";
     }
   }
 }
@@ -184,11 +187,11 @@ TEST_P(QuantizeCudaTest, DequantizeMatchesCpu) {
       std::vector<std::byte> in(fstride * c.count);
       fill_floats(c, kind, fstride, in, rng);
       for (uint32_t i = 0; i < c.count; ++i) {
-        ASSERT_TRUE(quantize_slab(spec, c.shape, c.dtype,
-                                  std::span<const std::byte>(in.data() + i * fstride, float_bytes),
-                                  std::span<std::byte>(enc.data() + c.enc_offset + i * estride,
-                                                       enc_bytes))
-                        .ok());
+        ASSERT_TRUE(
+            quantize_slab(spec, c.shape, c.dtype,
+                          std::span<const std::byte>(in.data() + i * fstride, float_bytes),
+                          std::span<std::byte>(enc.data() + c.enc_offset + i * estride, enc_bytes))
+                .ok());
       }
     } else {
       for (std::byte& b : enc) b = static_cast<std::byte>(rng() & 0xFF);
@@ -204,12 +207,12 @@ TEST_P(QuantizeCudaTest, DequantizeMatchesCpu) {
       ASSERT_CUDA(cudaMemcpy(got.data(), floats.data(), got.size(), cudaMemcpyDeviceToHost));
       std::vector<std::byte> want(got.size(), poison);
       for (uint32_t i = 0; i < c.count; ++i) {
-        ASSERT_TRUE(dequantize_slab(spec, c.shape,
-                                    std::span<const std::byte>(
-                                        enc.data() + c.enc_offset + i * estride, enc_bytes),
-                                    c.dtype,
-                                    std::span<std::byte>(want.data() + i * fstride, float_bytes))
-                        .ok());
+        ASSERT_TRUE(
+            dequantize_slab(
+                spec, c.shape,
+                std::span<const std::byte>(enc.data() + c.enc_offset + i * estride, enc_bytes),
+                c.dtype, std::span<std::byte>(want.data() + i * fstride, float_bytes))
+                .ok());
       }
       uint64_t bad = 0;
       for (uint32_t i = 0; i < c.count; ++i) {
@@ -220,8 +223,8 @@ TEST_P(QuantizeCudaTest, DequantizeMatchesCpu) {
           const uint32_t w = bits_at(c.dtype, want.data() + i * fstride, e, &wn);
           if ((g != w && !(gn && wn)) && ++bad <= 5) {
             ADD_FAILURE() << (kind == Values::kTypical ? "typical" : "random") << " encoding, slab "
-                          << i << " element " << e << ": GPU bits 0x" << std::hex << g
-                          << ", CPU 0x" << w;
+                          << i << " element " << e << ": GPU bits 0x" << std::hex << g << ", CPU 0x"
+                          << w;
           }
         }
         // Padding after the slab keeps the poison.
@@ -264,17 +267,17 @@ TEST(QuantizeCudaValidationTest, RejectsBadArguments) {
   DeviceBuffer buf(1 << 20);
   const SlabShape shape{16, 2, 8};
   const QuantSpec int8{QuantScheme::kInt8, 0};
-  EXPECT_THAT(quantize_slabs(int8, shape, DType::kBFloat16, buf.data(), buf.data(), {}, nullptr,
-                             nullptr)
-                  .message(),
-              HasSubstr("scratch is null"));
-  EXPECT_THAT(dequantize_slabs(int8, shape, buf.data(), DType::kInt8, buf.data(), {}, nullptr)
-                  .message(),
-              HasSubstr("not a float KV dtype"));
-  EXPECT_THAT(dequantize_slabs(int8, shape, buf.data(), DType::kBFloat16, buf.data() + 1, {},
-                               nullptr)
-                  .message(),
-              HasSubstr("aligned to 2 bytes"));
+  EXPECT_THAT(
+      quantize_slabs(int8, shape, DType::kBFloat16, buf.data(), buf.data(), {}, nullptr, nullptr)
+          .message(),
+      HasSubstr("scratch is null"));
+  EXPECT_THAT(
+      dequantize_slabs(int8, shape, buf.data(), DType::kInt8, buf.data(), {}, nullptr).message(),
+      HasSubstr("not a float KV dtype"));
+  EXPECT_THAT(
+      dequantize_slabs(int8, shape, buf.data(), DType::kBFloat16, buf.data() + 1, {}, nullptr)
+          .message(),
+      HasSubstr("aligned to 2 bytes"));
   EXPECT_THAT(dequantize_slabs(int8, shape, buf.data(), DType::kBFloat16, buf.data(),
                                SlabBatch{2, 10, 0}, nullptr)
                   .message(),
@@ -301,8 +304,8 @@ TEST(QuantizeCudaValidationTest, HostChecksWithoutGpu) {
     EXPECT_FALSE(d.ok());
     EXPECT_THAT(d.message(), HasSubstr("dequantize launch"));
   }
-  EXPECT_THAT(dequantize_slabs({QuantScheme::kInt8, 0}, {4, 2, 8}, fake, DType::kFloat32,
-                               fake + 2, {}, nullptr)
+  EXPECT_THAT(dequantize_slabs({QuantScheme::kInt8, 0}, {4, 2, 8}, fake, DType::kFloat32, fake + 2,
+                               {}, nullptr)
                   .message(),
               HasSubstr("aligned to 4 bytes"));
 }

@@ -97,8 +97,8 @@ TEST_P(SimilarityCudaTest, MatchesCpuBitForBit) {
   float* ds = to_device(std::vector<float>(c.queries, -7.0f));
   ASSERT_TRUE(dq && dc && dn && di && ds);
   ASSERT_TRUE(cuda::vector_norms(dc, c.candidates, c.dim, dn, nullptr).ok());
-  ASSERT_TRUE(cuda::best_cosine_match(dq, c.queries, dc, c.candidates, c.dim, dn, di, ds, nullptr)
-                  .ok());
+  ASSERT_TRUE(
+      cuda::best_cosine_match(dq, c.queries, dc, c.candidates, c.dim, dn, di, ds, nullptr).ok());
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   const auto got_norms = to_host(dn, c.candidates);
   const auto got_idx = to_host(di, c.queries);
@@ -121,9 +121,8 @@ TEST_P(SimilarityCudaTest, MatchesCpuBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, SimilarityCudaTest,
                          ::testing::Values(SimCase{16, 64, 2048},  // 16-token blocks of dim 128
-                                           SimCase{5, 37, 13}, SimCase{7, 1, 7},
-                                           SimCase{3, 0, 8}, SimCase{9, 70, 64},
-                                           SimCase{2, 33, 1}),
+                                           SimCase{5, 37, 13}, SimCase{7, 1, 7}, SimCase{3, 0, 8},
+                                           SimCase{9, 70, 64}, SimCase{2, 33, 1}),
                          [](const ::testing::TestParamInfo<SimCase>& info) {
                            return case_name(info.param);
                          });

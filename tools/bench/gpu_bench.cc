@@ -54,7 +54,7 @@ constexpr uint32_t kBlockSize = 16;
 constexpr uint64_t kRowBytes = uint64_t{kHeads} * kHeadDim * kElemBytes;  // 2 KiB
 
 struct Settings {
-  uint64_t copy_bytes;    // raw copies
+  uint64_t copy_bytes;  // raw copies
   uint32_t copy_runs;
   uint32_t kernel_chunks;  // chunks per kernel launch (32 MiB each)
   uint32_t kernel_runs;
@@ -66,9 +66,9 @@ constexpr Settings kQuick{256 * kMiB, 3, 8, 3, 2};
 Status cuda_status(cudaError_t e, const std::string& what) {
   return Status::Internal(what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
 }
-#define BENCH_CUDA(expr, what)                                  \
-  do {                                                          \
-    const cudaError_t bench_cuda_error_ = (expr);               \
+#define BENCH_CUDA(expr, what)                                                         \
+  do {                                                                                 \
+    const cudaError_t bench_cuda_error_ = (expr);                                      \
     if (bench_cuda_error_ != cudaSuccess) return cuda_status(bench_cuda_error_, what); \
   } while (0)
 
@@ -155,7 +155,8 @@ struct PagedCache {
   Status allocate(uint32_t blocks) {
     num_blocks = blocks;
     tensors = std::vector<DeviceMemory>(2 * kLayers);
-    for (auto& t : tensors) TIERKV_RETURN_IF_ERROR(t.allocate(uint64_t{blocks} * kBlockSize * kRowBytes));
+    for (auto& t : tensors)
+      TIERKV_RETURN_IF_ERROR(t.allocate(uint64_t{blocks} * kBlockSize * kRowBytes));
     for (uint32_t l = 0; l < kLayers; ++l) {
       k.push_back(tensors[2 * l].data());
       v.push_back(tensors[2 * l + 1].data());
@@ -177,9 +178,9 @@ struct PagedCache {
       const uint64_t off = (i * 4099) % (pattern_bytes / 2);
       for (uint64_t done = 0; done < tensors[i].size();) {
         const uint64_t n = std::min(tensors[i].size() - done, pattern_bytes - off);
-        BENCH_CUDA(cudaMemcpy(tensors[i].data() + done, pattern.data() + off, n,
-                              cudaMemcpyHostToDevice),
-                   "fill cache");
+        BENCH_CUDA(
+            cudaMemcpy(tensors[i].data() + done, pattern.data() + off, n, cudaMemcpyHostToDevice),
+            "fill cache");
         done += n;
       }
     }
@@ -235,7 +236,8 @@ struct CopyFigures {
   double d2d_GBps = 0;  // bytes read + written
 };
 
-Result<CopyFigures> measure_copies(const Settings& s, const PinnedMemory& host, cudaStream_t stream) {
+Result<CopyFigures> measure_copies(const Settings& s, const PinnedMemory& host,
+                                   cudaStream_t stream) {
   DeviceMemory a;
   DeviceMemory b;
   TIERKV_RETURN_IF_ERROR(a.allocate(s.copy_bytes));
@@ -252,8 +254,8 @@ Result<CopyFigures> measure_copies(const Settings& s, const PinnedMemory& host, 
   for (uint64_t piece : {kMiB, 4 * kMiB}) {
     auto t = time_on_stream(stream, s.copy_runs, [&]() -> Status {
       for (uint64_t off = 0; off < s.copy_bytes; off += piece) {
-        BENCH_CUDA(cudaMemcpyAsync(a.data() + off, host.data() + off, piece,
-                                   cudaMemcpyHostToDevice, stream),
+        BENCH_CUDA(cudaMemcpyAsync(a.data() + off, host.data() + off, piece, cudaMemcpyHostToDevice,
+                                   stream),
                    "H2D copy");
       }
       return Status::Ok();
@@ -312,8 +314,8 @@ Result<KernelFigures> measure_kernels(const Settings& s, const PinnedMemory& pat
     f.vector_bytes = dev->vector_bytes();
     const kernels::cuda::DeviceBlockTable dt{reinterpret_cast<const int32_t*>(table_dev.data()),
                                              table.size()};
-    const kernels::cuda::CopyRange range{.first_token = 0, .chunk_tokens = kChunkTokens,
-                                         .num_chunks = chunks};
+    const kernels::cuda::CopyRange range{
+        .first_token = 0, .chunk_tokens = kChunkTokens, .num_chunks = chunks};
     auto sc = time_on_stream(stream, s.kernel_runs, [&] {
       return kernels::cuda::scatter(*dev, dt, range, {buffer.data()}, stream);
     });
@@ -345,8 +347,8 @@ Result<KernelFigures> measure_kernels(const Settings& s, const PinnedMemory& pat
                                    .head_stride = uint64_t{tokens} * kHeadDim * kElemBytes};
     auto dev = kernels::cuda::DeviceKvCache::create_flat(view, device);
     if (!dev.ok()) return context(dev.status(), "register flat cache");
-    const kernels::cuda::CopyRange range{.first_token = 0, .chunk_tokens = kChunkTokens,
-                                         .num_chunks = chunks};
+    const kernels::cuda::CopyRange range{
+        .first_token = 0, .chunk_tokens = kChunkTokens, .num_chunks = chunks};
     auto sc = time_on_stream(stream, s.kernel_runs, [&] {
       return kernels::cuda::scatter(*dev, {}, range, {buffer.data()}, stream);
     });
@@ -363,8 +365,8 @@ Result<KernelFigures> measure_kernels(const Settings& s, const PinnedMemory& pat
 
 struct CodecFigures {
   const char* name;
-  double quantize_GBps = 0;    // input bytes per second
-  double dequantize_GBps = 0;  // output bytes per second
+  double quantize_GBps = 0;          // input bytes per second
+  double dequantize_GBps = 0;        // output bytes per second
   double dequantize_moved_GBps = 0;  // encoded bytes read + output bytes written, per second
 };
 
@@ -435,25 +437,26 @@ struct LoadFigures {
 
 struct PrefixFigures {
   double store_GBps = 0;
-  LoadFigures load;             // default options
+  LoadFigures load;              // default options
   LoadFigures load_4MiB_groups;  // layer groups of >= 4 MiB per chunk, batched copies
   LoadFigures load_unbatched;    // default groups, one copy call per chunk
-  double shm_h2d_GBps = 0;  // raw copy from the registered pool
+  double shm_h2d_GBps = 0;       // raw copy from the registered pool
   double pin_seconds = 0;
   uint64_t prefix_bytes = 0;
   uint32_t runs = 0;
 };
 
 // Gathers chunk i of `cache` on the device and compares it with `want` on the host.
-Status verify_chunk(const kernels::cuda::DeviceKvCache& cache, kernels::cuda::DeviceBlockTable table,
-                    uint64_t chunk, const DeviceMemory& scratch, const PinnedMemory& host,
+Status verify_chunk(const kernels::cuda::DeviceKvCache& cache,
+                    kernels::cuda::DeviceBlockTable table, uint64_t chunk,
+                    const DeviceMemory& scratch, const PinnedMemory& host,
                     std::span<const std::byte> want, cudaStream_t stream, const char* what) {
   const kernels::cuda::CopyRange range{.first_token = chunk * kChunkTokens,
                                        .chunk_tokens = kChunkTokens};
   TIERKV_RETURN_IF_ERROR(kernels::cuda::gather(cache, table, range, {scratch.data()}, stream));
-  BENCH_CUDA(cudaMemcpyAsync(host.data(), scratch.data(), want.size(), cudaMemcpyDeviceToHost,
-                             stream),
-             "verify copy");
+  BENCH_CUDA(
+      cudaMemcpyAsync(host.data(), scratch.data(), want.size(), cudaMemcpyDeviceToHost, stream),
+      "verify copy");
   BENCH_CUDA(cudaStreamSynchronize(stream), "verify");
   if (std::memcmp(host.data(), want.data(), want.size()) != 0) {
     return Status::Internal(std::string(what) + ": chunk " + std::to_string(chunk) +
@@ -507,9 +510,9 @@ Result<PrefixFigures> measure_prefix(const Settings& s, Client& client,
     if (!put.ok()) return context(put.status(), "begin_put");
     for (size_t i = 0; i < put->chunks(); ++i) {
       if (!put->needs_write(i)) {
-        return Status::ResourceExhausted(
-            "chunk " + std::to_string(i) + " of the prefix got no slot (host tier too small? use "
-            "--host-capacity-gib)");
+        return Status::ResourceExhausted("chunk " + std::to_string(i) +
+                                         " of the prefix got no slot (host tier too small? use "
+                                         "--host-capacity-gib)");
       }
     }
     TIERKV_RETURN_IF_ERROR((*src_x)->store(*put, src_table, stream));
@@ -704,8 +707,8 @@ Result<BenchReport> GpuBench::run(const CommonOptions& common) {
   r.add_figure("h2d_shm_pool_GBps", "H2D copy from the registered shm pool", prefix->shm_h2d_GBps,
                Unit::kGBps);
   r.add_figure("d2d_GBps", "D2D copy (read + written)", d2d, Unit::kGBps);
-  r.add_figure("load_32k_GBps", "load of the prefix, host tier -> paged cache",
-               prefix->load.GBps, Unit::kGBps);
+  r.add_figure("load_32k_GBps", "load of the prefix, host tier -> paged cache", prefix->load.GBps,
+               Unit::kGBps);
   r.add_figure("load_32k_vs_h2d", "load / pinned H2D", prefix->load.GBps / h2d, Unit::kRatio);
   r.add_target("load_32k_vs_h2d", true, kLoadVsH2dTarget);
   r.add_figure("load_32k_first_layer_us", "load: first layer group ready",

@@ -115,12 +115,16 @@ class GpuTransfer {
  public:
   // `cache` holds device pointers (of `device`) to the engine's per-layer K and V tensors; its
   // shape must match the namespace's layout (layers, kv heads, head dim, dtype size).
-  static Result<std::unique_ptr<GpuTransfer>> create_paged(
-      std::shared_ptr<PinnedHostPool> pool, const Namespace& ns,
-      const kernels::PagedKvView& cache, int device, const GpuTransferOptions& options = {});
-  static Result<std::unique_ptr<GpuTransfer>> create_flat(
-      std::shared_ptr<PinnedHostPool> pool, const Namespace& ns, const kernels::FlatKvView& cache,
-      int device, const GpuTransferOptions& options = {});
+  static Result<std::unique_ptr<GpuTransfer>> create_paged(std::shared_ptr<PinnedHostPool> pool,
+                                                           const Namespace& ns,
+                                                           const kernels::PagedKvView& cache,
+                                                           int device,
+                                                           const GpuTransferOptions& options = {});
+  static Result<std::unique_ptr<GpuTransfer>> create_flat(std::shared_ptr<PinnedHostPool> pool,
+                                                          const Namespace& ns,
+                                                          const kernels::FlatKvView& cache,
+                                                          int device,
+                                                          const GpuTransferOptions& options = {});
   ~GpuTransfer();
   GpuTransfer(const GpuTransfer&) = delete;
   GpuTransfer& operator=(const GpuTransfer&) = delete;

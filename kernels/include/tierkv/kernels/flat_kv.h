@@ -7,7 +7,8 @@
 //   - token-major, [capacity_tokens][num_kv_heads][head_dim] (SGLang's token pool, a packed
 //     [tokens][heads][dim] tensor): head_stride >= head_dim * elem_bytes,
 //     token_stride >= num_kv_heads * head_stride;
-//   - head-major, [num_kv_heads][capacity_tokens][head_dim] (Hugging Face transformers' cache for one
+//   - head-major, [num_kv_heads][capacity_tokens][head_dim] (Hugging Face transformers' cache for
+//   one
 //     sequence, [batch = 1][heads][tokens][dim]): token_stride >= head_dim * elem_bytes,
 //     head_stride >= capacity_tokens * token_stride.
 // Either way no two (token, head) rows overlap. Strides of 0 mean packed token-major.
