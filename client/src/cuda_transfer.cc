@@ -435,17 +435,27 @@ Status GpuTransfer::Impl::run_job() {
 // takes it, else one call per copy.
 Status GpuTransfer::Impl::copy_batch(cudaMemcpyKind kind) {
   const size_t n = batch_count;
+#if CUDART_VERSION >= 12080
   if (batch && n > 1) {
     cudaMemcpyAttributes attr{};
     attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
     size_t first = 0;
+#if CUDART_VERSION >= 13000
     const cudaError_t e = cudaMemcpyBatchAsync(batch_dst.data(), batch_src.data(),
                                                batch_size.data(), n, &attr, &first, 1, copy);
+#else
+    // CUDA 12.8 and 12.9 also report the index of a failed copy.
+    size_t failed = 0;
+    const cudaError_t e =
+        cudaMemcpyBatchAsync(batch_dst.data(), const_cast<void**>(batch_src.data()),
+                             batch_size.data(), n, &attr, &first, 1, &failed, copy);
+#endif
     if (e == cudaSuccess) return Status::Ok();
     // Refused (an older driver, or a platform without batches): per-copy from now on.
     (void)cudaGetLastError();
     batch = false;
   }
+#endif
   for (size_t i = 0; i < n; ++i) {
     TIERKV_CUDA_RETURN(cudaMemcpyAsync(batch_dst[i], batch_src[i], batch_size[i], kind, copy),
                        kind == cudaMemcpyHostToDevice ? "H2D copy" : "D2H copy");
