@@ -10,7 +10,8 @@
 //
 // Loads: the copy engine DMAs each chunk's rows straight from its pinned shm slot into a device
 // staging buffer, and a scatter kernel moves them into the paged (or flat) cache, layer by layer:
-// layer l of every chunk is copied and scattered before layer l + 1, and an event per layer fires
+// layer l of every chunk is copied and scattered before layer l + 1 (in groups of layers where
+// one layer of a chunk is small: GpuTransferOptions::min_copy_bytes), and an event per layer fires
 // when layer l has arrived, so attention of layer l can start while later layers are in flight.
 // Copies and kernels overlap through a ring of staging slots (copy of piece i + 1 while piece i
 // is scattered). Stores go the other way: a gather kernel packs the cache's rows into staging and
@@ -37,8 +38,8 @@
 // thread at a time (an engine keeps one per device or per worker).
 //
 // This header needs no CUDA headers: GpuStream is CUstream_st*, the type cudaStream_t names (a
-// torch stream's .cuda_stream is one, as an integer). In a libtierkv built without CUDA every
-// create() returns Unimplemented.
+// torch stream's .cuda_stream is one, as an integer). In a libtierkv built without CUDA,
+// PinnedHostPool::pin() and every create() return FailedPrecondition saying so.
 #pragma once
 
 #include <cstddef>
