@@ -35,6 +35,8 @@ class BenchCommand {
 
 std::unique_ptr<BenchCommand> make_host_bench();
 std::unique_ptr<BenchCommand> make_nvme_bench();
+// Built only with CUDA (TIERKV_HAVE_CUDA).
+std::unique_ptr<BenchCommand> make_gpu_bench();
 
 // Every subcommand, in the order --help lists them.
 std::vector<std::unique_ptr<BenchCommand>> all_bench_commands();

@@ -164,6 +164,10 @@ class Client : public std::enable_shared_from_this<Client> {
   Result<proto::StatsReply> stats();
   Result<proto::ListNamespacesReply> list_namespaces();
 
+  // The daemon's host pool as mapped into this process: every PutLease slot and LoadLease chunk
+  // lies inside it. Valid for the Client's lifetime (GpuTransfer pins it for DMA).
+  std::span<std::byte> host_pool() const { return {base_, region_bytes_}; }
+
   const std::string& socket_path() const { return socket_path_; }
   const std::string& daemon_version() const { return daemon_version_; }
   uint32_t default_chunk_tokens() const { return default_chunk_tokens_; }
