@@ -107,10 +107,8 @@ int run(int argc, char** argv) {
 
   boost::asio::io_context io(1);
   daemon::Server server(io, config, **engine);
-  if (Status s = server.listen(); !s.ok()) {
-    spdlog::critical("{}", s.message());
-    return 1;
-  }
+  // Signals are caught before the socket exists: a client that sees the socket and sends
+  // SIGTERM at once gets a clean stop, not the default action.
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
@@ -119,6 +117,10 @@ int run(int argc, char** argv) {
     server.stop();
     io.stop();
   });
+  if (Status s = server.listen(); !s.ok()) {
+    spdlog::critical("{}", s.message());
+    return 1;
+  }
   spdlog::info("tierkvd {} serving {} (pid {}, chunk_tokens {})", kVersion, config.socket_path,
                ::getpid(), config.cache.default_chunk_tokens);
   sd_notifyf(0, "READY=1\nSTATUS=serving %s\nMAINPID=%d", config.socket_path.c_str(), ::getpid());
