@@ -101,7 +101,11 @@ struct PyPutLease {
 struct ChunkBuffer {
   ChunkBuffer(std::shared_ptr<void> keep_in, std::byte* data_in, size_t size_in, bool writable_in,
               uint32_t* live_in)
-      : keep(std::move(keep_in)), data(data_in), size(size_in), writable(writable_in), live(live_in) {
+      : keep(std::move(keep_in)),
+        data(data_in),
+        size(size_in),
+        writable(writable_in),
+        live(live_in) {
     if (live != nullptr) ++*live;
   }
   ~ChunkBuffer() {
@@ -138,7 +142,8 @@ bool cuda_built();
 // Stores the full chunks of `tokens` from device memory `kv` (chunk layout, contiguous).
 PutResult gpu_store(PyClient& client, const Namespace& ns, std::span<const TokenId> tokens,
                     const ArrayRef& kv, uintptr_t stream);
-// Loads the leading cached chunks (at most max_chunks) into device memory `into`; returns the count.
+// Loads the leading cached chunks (at most max_chunks) into device memory `into`; returns the
+// count.
 size_t gpu_load(PyClient& client, const Namespace& ns, std::span<const TokenId> tokens,
                 const ArrayRef& into, size_t max_chunks, uintptr_t stream);
 // Copies `bytes` between a device array and a host pointer in the shared pool, and waits.

@@ -33,7 +33,8 @@ uint64_t contiguous_elements(const py::tuple& shape, py::handle strides, uint32_
   for (py::handle d : shape) count *= d.cast<uint64_t>();
   if (strides.is_none() || count == 0) return count;
   const py::tuple st = py::reinterpret_borrow<py::tuple>(strides);
-  if (st.size() != shape.size()) invalid_argument(std::string(what) + ": strides do not match shape");
+  if (st.size() != shape.size())
+    invalid_argument(std::string(what) + ": strides do not match shape");
   int64_t expected = itemsize;
   for (size_t i = shape.size(); i-- > 0;) {
     const auto dim = shape[i].cast<int64_t>();
@@ -164,25 +165,33 @@ bool is_signed_format(const char* f) {
 TokenId token_at(const std::byte* p, Py_ssize_t itemsize, bool is_signed, size_t i) {
   int64_t v = 0;
   switch (itemsize) {
-    case 1: v = is_signed ? int64_t{*reinterpret_cast<const int8_t*>(p)}
-                          : int64_t{*reinterpret_cast<const uint8_t*>(p)}; break;
+    case 1:
+      v = is_signed ? int64_t{*reinterpret_cast<const int8_t*>(p)}
+                    : int64_t{*reinterpret_cast<const uint8_t*>(p)};
+      break;
     case 2: {
-      int16_t s; uint16_t u;
-      std::memcpy(&s, p, 2); std::memcpy(&u, p, 2);
+      int16_t s;
+      uint16_t u;
+      std::memcpy(&s, p, 2);
+      std::memcpy(&u, p, 2);
       v = is_signed ? int64_t{s} : int64_t{u};
       break;
     }
     case 4: {
-      int32_t s; uint32_t u;
-      std::memcpy(&s, p, 4); std::memcpy(&u, p, 4);
+      int32_t s;
+      uint32_t u;
+      std::memcpy(&s, p, 4);
+      std::memcpy(&u, p, 4);
       v = is_signed ? int64_t{s} : int64_t{u};
       break;
     }
     default: {
       uint64_t u;
       std::memcpy(&u, p, 8);
-      if (!is_signed && u > std::numeric_limits<uint32_t>::max()) v = -1;
-      else v = static_cast<int64_t>(u);
+      if (!is_signed && u > std::numeric_limits<uint32_t>::max())
+        v = -1;
+      else
+        v = static_cast<int64_t>(u);
     }
   }
   if (v < 0 || v > int64_t{std::numeric_limits<uint32_t>::max()}) {
@@ -200,8 +209,8 @@ Tokens::Tokens(py::handle obj) {
   if (!PyObject_CheckBuffer(obj.ptr()) && py::hasattr(obj, "numpy") && py::hasattr(obj, "cpu")) {
     holder = obj.attr("detach")().attr("cpu")().attr("numpy")();
   }
-  if (PyObject_CheckBuffer(holder.ptr()) != 0 &&
-      !py::isinstance<py::bytes>(holder) && !py::isinstance<py::bytearray>(holder)) {
+  if (PyObject_CheckBuffer(holder.ptr()) != 0 && !py::isinstance<py::bytes>(holder) &&
+      !py::isinstance<py::bytearray>(holder)) {
     if (PyObject_GetBuffer(holder.ptr(), &view_, PyBUF_STRIDES | PyBUF_FORMAT) != 0) {
       throw py::error_already_set();
     }
@@ -229,7 +238,8 @@ Tokens::Tokens(py::handle obj) {
     }
     owned_.resize(n);
     for (size_t i = 0; i < n; ++i) {
-      owned_[i] = token_at(base + static_cast<Py_ssize_t>(i) * stride, view_.itemsize, is_signed, i);
+      owned_[i] =
+          token_at(base + static_cast<Py_ssize_t>(i) * stride, view_.itemsize, is_signed, i);
     }
     PyBuffer_Release(&view_);
     has_view_ = false;
@@ -250,10 +260,12 @@ Tokens::Tokens(py::handle obj) {
                            ", not an int");
     }
     int overflow = 0;
-    const long long v = PyLong_AsLongLongAndOverflow(py::int_(py::reinterpret_borrow<py::object>(item)).ptr(), &overflow);
-    if (overflow != 0 || v < 0 || v > static_cast<long long>(std::numeric_limits<uint32_t>::max())) {
-      invalid_argument("tokens[" + std::to_string(i) + "] = " +
-                       std::string(py::str(item)) + " is not a token id (0 .. 4294967295)");
+    const long long v = PyLong_AsLongLongAndOverflow(
+        py::int_(py::reinterpret_borrow<py::object>(item)).ptr(), &overflow);
+    if (overflow != 0 || v < 0 ||
+        v > static_cast<long long>(std::numeric_limits<uint32_t>::max())) {
+      invalid_argument("tokens[" + std::to_string(i) + "] = " + std::string(py::str(item)) +
+                       " is not a token id (0 .. 4294967295)");
     }
     owned_[i] = static_cast<TokenId>(v);
   }
@@ -268,8 +280,10 @@ uintptr_t stream_from(py::handle obj) {
   if (obj.is_none()) return 0;
   if (py::hasattr(obj, "cuda_stream")) return obj.attr("cuda_stream").cast<uintptr_t>();
   if (PyLong_Check(obj.ptr())) return obj.cast<uintptr_t>();
-  throw py::type_error("stream must be None, an int (cudaStream_t) or an object with .cuda_stream, "
-                       "got " + type_name(obj));
+  throw py::type_error(
+      "stream must be None, an int (cudaStream_t) or an object with .cuda_stream, "
+      "got " +
+      type_name(obj));
 }
 
 }  // namespace tierkv::python

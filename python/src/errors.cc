@@ -10,9 +10,11 @@ namespace py = pybind11;
 namespace {
 
 constexpr std::array kCodes = {
-    StatusCode::kInvalidArgument, StatusCode::kNotFound,          StatusCode::kResourceExhausted,
-    StatusCode::kPermissionDenied, StatusCode::kFailedPrecondition, StatusCode::kProtocolError,
-    StatusCode::kUnavailable,     StatusCode::kIoError,           StatusCode::kInternal,
+    StatusCode::kInvalidArgument,    StatusCode::kNotFound,
+    StatusCode::kResourceExhausted,  StatusCode::kPermissionDenied,
+    StatusCode::kFailedPrecondition, StatusCode::kProtocolError,
+    StatusCode::kUnavailable,        StatusCode::kIoError,
+    StatusCode::kInternal,
 };
 
 // Indexed by StatusCode; owned by the module (kept alive by its attributes).

@@ -3,7 +3,8 @@
 // ValueError), with attributes `code` (the StatusCode name, "InvalidArgument") and `message`.
 //
 // C++ code in the module throws StatusError; the translator registered by register_errors() turns
-// it into the Python exception. Thread safety: throw from any thread; translation runs with the GIL.
+// it into the Python exception. Thread safety: throw from any thread; translation runs with the
+// GIL.
 #pragma once
 
 #include <pybind11/pybind11.h>

@@ -107,7 +107,7 @@ std::vector<int32_t> block_table_from(py::handle obj) {
   }
   const py::sequence seq = py::reinterpret_borrow<py::sequence>(
       PyObject_CheckBuffer(holder.ptr()) != 0 ? py::object(py::memoryview(holder).attr("tolist")())
-                                               : holder);
+                                              : holder);
   out.reserve(seq.size());
   for (py::handle v : seq) {
     const auto x = v.cast<int64_t>();
@@ -122,8 +122,8 @@ std::vector<int32_t> block_table_from(py::handle obj) {
 struct PyGpuTransfer {
   std::shared_ptr<PyClient> owner;
   Namespace ns;
-  std::vector<std::byte*> k_layers, v_layers;  // the view's spans point here
-  py::list tensors;                            // keeps the engine's cache alive
+  std::vector<std::byte*> k_layers, v_layers;    // the view's spans point here
+  py::list tensors;                              // keeps the engine's cache alive
   std::vector<std::shared_ptr<void>> in_flight;  // leases pending operations use
   std::unique_ptr<GpuTransfer> xfer;             // declared after in_flight: goes first
   std::mutex mu;
@@ -216,13 +216,20 @@ PutResult gpu_store(PyClient& c, const Namespace& ns, std::span<const TokenId> t
           case proto::PutDisposition::kWrite: {
             const cudaError_t e = cudaMemcpyAsync(lease->slot(i).data(), kv.data() + i * cb, cb,
                                                   cudaMemcpyDeviceToHost, stream);
-            if (e != cudaSuccess) st = cuda_error(e, "chunk " + std::to_string(i) + ": cudaMemcpyAsync");
+            if (e != cudaSuccess)
+              st = cuda_error(e, "chunk " + std::to_string(i) + ": cudaMemcpyAsync");
             ++result.written;
             break;
           }
-          case proto::PutDisposition::kCached: ++result.already_cached; break;
-          case proto::PutDisposition::kInProgress: ++result.in_progress; break;
-          case proto::PutDisposition::kNoSpace: ++result.no_space; break;
+          case proto::PutDisposition::kCached:
+            ++result.already_cached;
+            break;
+          case proto::PutDisposition::kInProgress:
+            ++result.in_progress;
+            break;
+          case proto::PutDisposition::kNoSpace:
+            ++result.no_space;
+            break;
         }
       }
       // Wait for every copy even after an error: the slots go back only once DMA is done.
@@ -263,10 +270,12 @@ size_t gpu_load(PyClient& c, const Namespace& ns, std::span<const TokenId> token
                                 std::to_string(cb));
           break;
         }
-        const cudaError_t e = cudaMemcpyAsync(into.data() + i * cb, chunk.data(), cb,
-                                              cudaMemcpyHostToDevice, stream);
-        if (e != cudaSuccess) st = cuda_error(e, "chunk " + std::to_string(i) + ": cudaMemcpyAsync");
-        else ++loaded;
+        const cudaError_t e =
+            cudaMemcpyAsync(into.data() + i * cb, chunk.data(), cb, cudaMemcpyHostToDevice, stream);
+        if (e != cudaSuccess)
+          st = cuda_error(e, "chunk " + std::to_string(i) + ": cudaMemcpyAsync");
+        else
+          ++loaded;
       }
       const cudaError_t e = cudaStreamSynchronize(stream);
       if (st.ok() && e != cudaSuccess) st = cuda_error(e, "cudaStreamSynchronize");
@@ -373,9 +382,9 @@ void bind_gpu(py::module_& m) {
             Result<std::unique_ptr<GpuTransfer>> r = Status::Internal("not run");
             {
               py::gil_scoped_release nogil;
-              r = GpuTransfer::create_paged(pool, ns, view, dev,
-                                            transfer_options(staging_bytes, staging_slots,
-                                                             min_copy_bytes, max_tokens));
+              r = GpuTransfer::create_paged(
+                  pool, ns, view, dev,
+                  transfer_options(staging_bytes, staging_slots, min_copy_bytes, max_tokens));
             }
             self->xfer = take(std::move(r));
             return self;
@@ -417,9 +426,9 @@ void bind_gpu(py::module_& m) {
             Result<std::unique_ptr<GpuTransfer>> r = Status::Internal("not run");
             {
               py::gil_scoped_release nogil;
-              r = GpuTransfer::create_flat(pool, ns, view, dev,
-                                           transfer_options(staging_bytes, staging_slots,
-                                                            min_copy_bytes, max_tokens));
+              r = GpuTransfer::create_flat(
+                  pool, ns, view, dev,
+                  transfer_options(staging_bytes, staging_slots, min_copy_bytes, max_tokens));
             }
             self->xfer = take(std::move(r));
             return self;
@@ -438,15 +447,16 @@ void bind_gpu(py::module_& m) {
           [](PyGpuTransfer& self, const PyLoadLease& lease, size_t first_chunk, py::object count,
              py::handle block_table, py::handle stream) {
             LoadBox& box = lease.open();
-            const size_t n =
-                count.is_none() ? lease.chunks - std::min(first_chunk, lease.chunks) : count.cast<size_t>();
+            const size_t n = count.is_none() ? lease.chunks - std::min(first_chunk, lease.chunks)
+                                             : count.cast<size_t>();
             const std::vector<int32_t> table = block_table_from(block_table);
             const uintptr_t s = stream_from(stream);
             Status st;
             {
               py::gil_scoped_release nogil;
               std::lock_guard lock(self.mu);
-              st = self.get().load(box.lease, first_chunk, n, table, reinterpret_cast<GpuStream>(s));
+              st =
+                  self.get().load(box.lease, first_chunk, n, table, reinterpret_cast<GpuStream>(s));
             }
             check(st);
             self.in_flight.push_back(lease.box);
@@ -496,8 +506,10 @@ void bind_gpu(py::module_& m) {
             check(self.get().wait_all(reinterpret_cast<GpuStream>(s)));
           },
           py::arg("stream") = py::none())
-      .def("layer_ready", [](PyGpuTransfer& self, uint32_t layer) { return self.get().layer_ready(layer); },
-           py::arg("layer"))
+      .def(
+          "layer_ready",
+          [](PyGpuTransfer& self, uint32_t layer) { return self.get().layer_ready(layer); },
+          py::arg("layer"))
       .def(
           "synchronize",
           [](PyGpuTransfer& self) {
@@ -518,7 +530,8 @@ void bind_gpu(py::module_& m) {
              if (d) self.in_flight.clear();
              return d;
            })
-      .def_property_readonly("num_layers", [](PyGpuTransfer& self) { return self.get().num_layers(); })
+      .def_property_readonly("num_layers",
+                             [](PyGpuTransfer& self) { return self.get().num_layers(); })
       .def_property_readonly("device", [](PyGpuTransfer& self) { return self.get().device(); })
       .def(
           "close",

@@ -35,10 +35,14 @@ namespace {
 
 std::string disposition_name(proto::PutDisposition d) {
   switch (d) {
-    case proto::PutDisposition::kWrite: return "write";
-    case proto::PutDisposition::kCached: return "cached";
-    case proto::PutDisposition::kInProgress: return "in_progress";
-    case proto::PutDisposition::kNoSpace: return "no_space";
+    case proto::PutDisposition::kWrite:
+      return "write";
+    case proto::PutDisposition::kCached:
+      return "cached";
+    case proto::PutDisposition::kInProgress:
+      return "in_progress";
+    case proto::PutDisposition::kNoSpace:
+      return "no_space";
   }
   return "unknown";
 }
@@ -158,13 +162,14 @@ size_t commit_put(PyPutLease& self) {
         " views (or GPU stores) of this put lease's slots are still alive: drop them (del, "
         "memoryview.release()) or synchronize the GPU transfer before commit()");
   }
+  // Closed for other threads before the GIL goes: the commit ends the lease, failed or not.
+  std::shared_ptr<PutBox> held = std::move(self.box);
   Result<size_t> committed = Status::Internal("not run");
   {
     py::gil_scoped_release nogil;
     std::lock_guard lock(box.mu);
     committed = box.lease.commit();
   }
-  self.box.reset();
   return take(std::move(committed));
 }
 
@@ -187,18 +192,23 @@ void abort_put(PyPutLease& self) {
 
 py::memoryview chunk_view(std::shared_ptr<void> keep, std::byte* data, size_t size, bool writable,
                           uint32_t* live) {
-  py::object exporter = py::cast(
-      std::make_unique<ChunkBuffer>(std::move(keep), data, size, writable, live));
+  py::object exporter =
+      py::cast(std::make_unique<ChunkBuffer>(std::move(keep), data, size, writable, live));
   return py::memoryview(exporter);
 }
 
 std::string numpy_dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::kFloat16: return "float16";
-    case DType::kBFloat16: return "uint16";
-    case DType::kFloat32: return "float32";
-    case DType::kFloat8E4M3: return "uint8";
-    case DType::kInt8: return "int8";
+    case DType::kFloat16:
+      return "float16";
+    case DType::kBFloat16:
+      return "uint16";
+    case DType::kFloat32:
+      return "float32";
+    case DType::kFloat8E4M3:
+      return "uint8";
+    case DType::kInt8:
+      return "int8";
   }
   return "uint8";
 }
@@ -224,9 +234,8 @@ void check_kv_array(const ArrayRef& array, const Namespace& ns, uint64_t chunks,
   const uint64_t cb = ns.chunk_bytes();
   if (array.nbytes() < chunks * cb) {
     invalid_argument(std::string(what) + " holds " + std::to_string(array.nbytes()) + " bytes; " +
-                     std::to_string(chunks) + " full chunks of " + std::to_string(cb) +
-                     " bytes (" + ns.layout.to_string() + ") need " +
-                     std::to_string(chunks * cb));
+                     std::to_string(chunks) + " full chunks of " + std::to_string(cb) + " bytes (" +
+                     ns.layout.to_string() + ") need " + std::to_string(chunks * cb));
   }
 }
 
@@ -253,8 +262,8 @@ size_t load_into(PyClient& self, const Namespace& ns, py::handle tokens_obj, py:
                  const py::object& max_chunks_obj, py::handle stream_obj) {
   Tokens tokens(tokens_obj);
   ArrayRef into(into_obj, "into", /*writable=*/true);
-  const size_t limit = std::min<uint64_t>(max_chunks_arg(max_chunks_obj),
-                                          full_chunks(ns, tokens.size()));
+  const size_t limit =
+      std::min<uint64_t>(max_chunks_arg(max_chunks_obj), full_chunks(ns, tokens.size()));
   check_kv_array(into, ns, limit, "into");
   if (into.kind() == MemoryKind::kCuda) {
     const uintptr_t stream = stream_obj.is_none() ? into.stream() : stream_from(stream_obj);
@@ -301,7 +310,8 @@ PyLoadLease load_lease(PyClient& self, const Namespace& ns, py::handle tokens_ob
   PyLoadLease out;
   out.chunks = lease.chunks();
   out.layout = ns.layout;
-  out.box = make_box(std::unique_ptr<LoadBox>(new LoadBox{self.shared_from_this(), ns, std::move(lease), {}}));
+  out.box = make_box(
+      std::unique_ptr<LoadBox>(new LoadBox{self.shared_from_this(), ns, std::move(lease), {}}));
   return out;
 }
 
@@ -317,7 +327,8 @@ PyPutLease put_lease(PyClient& self, const Namespace& ns, py::handle tokens_obj)
   out.chunks = lease.chunks();
   out.layout = ns.layout;
   for (size_t i = 0; i < lease.chunks(); ++i) out.dispositions.push_back(lease.disposition(i));
-  out.box = make_box(std::unique_ptr<PutBox>(new PutBox{self.shared_from_this(), ns, std::move(lease), {}}));
+  out.box = make_box(
+      std::unique_ptr<PutBox>(new PutBox{self.shared_from_this(), ns, std::move(lease), {}}));
   return out;
 }
 
@@ -385,12 +396,11 @@ PYBIND11_MODULE(tierkv, m) {
   prefetch_type.attr("__module__") = "tierkv";
   m.attr("PrefetchResult") = prefetch_type;
 
-  py::class_<ChunkBuffer>(m, "_ChunkBuffer", py::buffer_protocol())
-      .def_buffer([](ChunkBuffer& b) {
-        return py::buffer_info(b.data, 1, py::format_descriptor<uint8_t>::format(), 1,
-                               {static_cast<py::ssize_t>(b.size)}, {py::ssize_t{1}},
-                               /*readonly=*/!b.writable);
-      });
+  py::class_<ChunkBuffer>(m, "_ChunkBuffer", py::buffer_protocol()).def_buffer([](ChunkBuffer& b) {
+    return py::buffer_info(b.data, 1, py::format_descriptor<uint8_t>::format(), 1,
+                           {static_cast<py::ssize_t>(b.size)}, {py::ssize_t{1}},
+                           /*readonly=*/!b.writable);
+  });
 
   py::class_<Namespace>(m, "Namespace",
                         "A registered namespace: a layout (as the daemon resolved it), a tenant "
@@ -399,24 +409,28 @@ PYBIND11_MODULE(tierkv, m) {
       .def_property_readonly("layers", [](const Namespace& n) { return n.layout.num_layers; })
       .def_property_readonly("kv_heads", [](const Namespace& n) { return n.layout.num_kv_heads; })
       .def_property_readonly("head_dim", [](const Namespace& n) { return n.layout.head_dim; })
-      .def_property_readonly("dtype",
-                             [](const Namespace& n) { return std::string(dtype_name(n.layout.dtype)); })
-      .def_property_readonly("numpy_dtype",
-                             [](const Namespace& n) { return numpy_dtype_name(n.layout.dtype); },
-                             "numpy dtype name of one element (bf16 and fp8 as uint16 / uint8)")
-      .def_property_readonly("chunk_tokens", [](const Namespace& n) { return n.layout.chunk_tokens; })
+      .def_property_readonly(
+          "dtype", [](const Namespace& n) { return std::string(dtype_name(n.layout.dtype)); })
+      .def_property_readonly(
+          "numpy_dtype", [](const Namespace& n) { return numpy_dtype_name(n.layout.dtype); },
+          "numpy dtype name of one element (bf16 and fp8 as uint16 / uint8)")
+      .def_property_readonly("chunk_tokens",
+                             [](const Namespace& n) { return n.layout.chunk_tokens; })
       .def_property_readonly("chunk_bytes", [](const Namespace& n) { return n.chunk_bytes(); })
       .def_property_readonly("bytes_per_token",
                              [](const Namespace& n) { return n.layout.bytes_per_token(); })
-      .def_property_readonly("chunk_shape", [](const Namespace& n) { return chunk_shape(n.layout); },
-                             "(layers, 2, chunk_tokens, kv_heads, head_dim)")
+      .def_property_readonly(
+          "chunk_shape", [](const Namespace& n) { return chunk_shape(n.layout); },
+          "(layers, 2, chunk_tokens, kv_heads, head_dim)")
       .def_property_readonly("tenant", [](const Namespace& n) { return n.tenant; })
       .def_property_readonly("salt", [](const Namespace& n) { return n.salt; })
       .def(
-          "chunks", [](const Namespace& n, py::handle tokens) {
+          "chunks",
+          [](const Namespace& n, py::handle tokens) {
             return Tokens(tokens).size() / n.layout.chunk_tokens;
           },
-          py::arg("tokens"), "Number of full chunks in `tokens` (a trailing partial one is never stored).")
+          py::arg("tokens"),
+          "Number of full chunks in `tokens` (a trailing partial one is never stored).")
       .def(
           "keys",
           [](const Namespace& n, py::handle tokens) {
@@ -426,9 +440,8 @@ PYBIND11_MODULE(tierkv, m) {
           },
           py::arg("tokens"),
           "The prompt's chunk keys (full chunks only), as 32 hex digits each. Pure computation.")
-      .def("__eq__", [](const Namespace& a, const Namespace& b) {
-        return a.id == b.id && a.layout == b.layout;
-      })
+      .def("__eq__", [](const Namespace& a,
+                        const Namespace& b) { return a.id == b.id && a.layout == b.layout; })
       .def("__hash__", [](const Namespace& n) { return static_cast<py::ssize_t>(n.id >> 1); })
       .def("__repr__", [](const Namespace& n) {
         return "<tierkv.Namespace " + std::to_string(n.id) + ": " + n.layout.to_string() +
@@ -473,8 +486,8 @@ PYBIND11_MODULE(tierkv, m) {
             LoadBox& box = l.open();
             check_index(i, l.chunks, "chunk");
             const std::span<const std::byte> c = box.lease.chunk(i);
-            return chunk_array(
-                chunk_view(l.box, const_cast<std::byte*>(c.data()), c.size(), false), l.layout);
+            return chunk_array(chunk_view(l.box, const_cast<std::byte*>(c.data()), c.size(), false),
+                               l.layout);
           },
           py::arg("i"),
           "Chunk i as a read-only numpy array [layers, 2, chunk_tokens, kv_heads, head_dim] "
@@ -491,9 +504,9 @@ PYBIND11_MODULE(tierkv, m) {
             if (into.kind() == MemoryKind::kCuda) {
               const uintptr_t stream =
                   stream_obj.is_none() ? into.stream() : stream_from(stream_obj);
-                            for (size_t i = 0; i < n; ++i) {
-                gpu_copy_from_host(*box.owner, into, i * cb, box.lease.chunk(first_chunk + i).data(),
-                                   cb, stream);
+              for (size_t i = 0; i < n; ++i) {
+                gpu_copy_from_host(*box.owner, into, i * cb,
+                                   box.lease.chunk(first_chunk + i).data(), cb, stream);
               }
               return n;
             }
@@ -508,10 +521,11 @@ PYBIND11_MODULE(tierkv, m) {
           "the count.")
       .def("release", &release_load, "Gives the slots back (see the class doc).")
       .def("__enter__", [](py::object self) { return self; })
-      .def("__exit__", [](PyLoadLease& l, py::handle, py::handle, py::handle) {
-        release_load(l);
-        return false;
-      })
+      .def("__exit__",
+           [](PyLoadLease& l, py::handle, py::handle, py::handle) {
+             release_load(l);
+             return false;
+           })
       .def("__repr__", [](const PyLoadLease& l) {
         return "<tierkv.LoadLease " + std::to_string(l.chunks) + " chunks" +
                (l.box == nullptr ? ", released>" : ">");
@@ -569,15 +583,16 @@ PYBIND11_MODULE(tierkv, m) {
             check_index(i, l.chunks, "chunk");
             const std::span<std::byte> s = box.lease.slot(i);
             if (s.empty()) {
-              throw StatusError(Status::FailedPrecondition(
-                  "chunk " + std::to_string(i) + " needs no write (" +
-                  disposition_name(l.dispositions[i]) + ")"));
+              throw StatusError(
+                  Status::FailedPrecondition("chunk " + std::to_string(i) + " needs no write (" +
+                                             disposition_name(l.dispositions[i]) + ")"));
             }
             ArrayRef src(src_obj, "src", /*writable=*/false);
             check_kv_array(src, box.ns, 1, "src");
             if (src.kind() == MemoryKind::kCuda) {
-              const uintptr_t stream = stream_obj.is_none() ? src.stream() : stream_from(stream_obj);
-                            gpu_copy_to_host(*box.owner, s.data(), src, s.size(), stream);
+              const uintptr_t stream =
+                  stream_obj.is_none() ? src.stream() : stream_from(stream_obj);
+              gpu_copy_to_host(*box.owner, s.data(), src, s.size(), stream);
               return;
             }
             py::gil_scoped_release nogil;
@@ -610,7 +625,8 @@ PYBIND11_MODULE(tierkv, m) {
       m, "Client",
       "A connection to tierkvd with its host pool mapped. Thread-safe: share one per process; "
       "calls release the GIL while they wait on the daemon or copy data.")
-      .def_property_readonly("socket_path", [](const PyClient& c) { return c.client->socket_path(); })
+      .def_property_readonly("socket_path",
+                             [](const PyClient& c) { return c.client->socket_path(); })
       .def_property_readonly("daemon_version",
                              [](const PyClient& c) { return c.client->daemon_version(); })
       .def_property_readonly("default_chunk_tokens",

@@ -113,8 +113,7 @@ void end_session(PySession& self, bool cancel) {
     check(st);
     return;
   }
-  Result<proto::PrefillSummary> r =
-      unlocked(box, [](PrefillSession& s) { return s.end(); });
+  Result<proto::PrefillSummary> r = unlocked(box, [](PrefillSession& s) { return s.end(); });
   self.ended = true;
   self.summary = summary_dict(take(std::move(r)));
 }
@@ -154,10 +153,10 @@ void bind_prefill(py::module_& m) {
                                return out;
                              })
       .def_property_readonly("plan", [](PySession& s) { return plan_dict(s.box->session->plan()); })
-      .def_property_readonly("meeting_point",
-                             [](PySession& s) { return s.box->session->meeting_point(); },
-                             "The planned meeting point: the engine computes [0, m), tierkvd "
-                             "loads [m, cached_chunks).")
+      .def_property_readonly(
+          "meeting_point", [](PySession& s) { return s.box->session->meeting_point(); },
+          "The planned meeting point: the engine computes [0, m), tierkvd "
+          "loads [m, cached_chunks).")
       .def_property_readonly("met", [](PySession& s) { return s.box->session->met(); })
       .def_property_readonly("ended", [](PySession& s) { return s.ended; })
       .def_readonly("summary", &PySession::summary,
@@ -167,9 +166,12 @@ void bind_prefill(py::module_& m) {
           [](PySession& s) -> py::tuple {
             const PrefillSession::Next n = s.open().session->next();
             switch (n.action) {
-              case PrefillSession::Action::kCompute: return py::make_tuple("compute", n.chunk);
-              case PrefillSession::Action::kWait: return py::make_tuple("wait", n.chunk);
-              case PrefillSession::Action::kDone: break;
+              case PrefillSession::Action::kCompute:
+                return py::make_tuple("compute", n.chunk);
+              case PrefillSession::Action::kWait:
+                return py::make_tuple("wait", n.chunk);
+              case PrefillSession::Action::kDone:
+                break;
             }
             return py::make_tuple("done", py::none());
           },
@@ -193,8 +195,8 @@ void bind_prefill(py::module_& m) {
           [](PySession& s, double timeout) {
             SessionBox& box = s.open();
             if (!(timeout >= 0)) invalid_argument("timeout must be >= 0 seconds");
-            const auto us = std::chrono::microseconds(static_cast<int64_t>(
-                std::min(timeout * 1e6, double{proto::kMaxPrefillWaitUs})));
+            const auto us = std::chrono::microseconds(
+                static_cast<int64_t>(std::min(timeout * 1e6, double{proto::kMaxPrefillWaitUs})));
             check(unlocked(box, [us](PrefillSession& p) { return p.wait_ready(us); }));
           },
           py::arg("timeout") = 0.005,
@@ -280,7 +282,8 @@ void bind_prefill(py::module_& m) {
               r = PrefillSession::begin(c.client, ns, tokens.span(), options);
             }
             std::unique_ptr<PrefillSession> session = take(std::move(r));
-            auto box = std::unique_ptr<SessionBox>(new SessionBox{c.shared_from_this(), ns, nullptr, {}, {}});
+            auto box = std::unique_ptr<SessionBox>(
+                new SessionBox{c.shared_from_this(), ns, nullptr, {}, {}});
             box->live_views.assign(session->cached_chunks(), 0);
             box->session = std::move(session);
             PySession out;

@@ -207,3 +207,43 @@ def test_gpu_transfer_paged_round_trip(cuda, client, ns):
     finally:
         for b in k + v:
             b.free()
+
+
+# --- torch CUDA tensors ------------------------------------------------------------------------------
+
+
+def test_torch_cuda_tensors(client, ns):
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    if not tierkv.CUDA_BUILT:
+        pytest.skip("this tierkv module was built without CUDA")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    tokens = torch.from_numpy(prompt(3 * CHUNK_TOKENS, seed=6).astype(np.int64))
+    shape = (3, LAYOUT["layers"], 2, CHUNK_TOKENS, LAYOUT["kv_heads"], LAYOUT["head_dim"])
+    kv = torch.randn(shape, dtype=torch.float16, device="cuda")
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        kv2 = kv * 2  # produced on `stream`: store() must order after it
+        assert client.store(ns, tokens, kv2, stream=stream).written == 3
+    into = torch.zeros_like(kv)
+    assert client.load(ns, tokens, into) == 3
+    assert torch.equal(into, kv * 2)
+
+    # GpuTransfer with torch tensors: a flat per-layer cache [capacity, kv_heads, head_dim].
+    cap = 4 * CHUNK_TOKENS
+    k = [torch.zeros(cap, LAYOUT["kv_heads"], LAYOUT["head_dim"], dtype=torch.float16, device="cuda")
+         for _ in range(LAYOUT["layers"])]
+    v = [torch.zeros_like(t) for t in k]
+    xfer = tierkv.GpuTransfer.flat(client, ns, k, v, staging_bytes=1 << 20, staging_slots=2)
+    with client.load_lease(ns, tokens) as lease:
+        xfer.load(lease, stream=torch.cuda.current_stream())
+        for layer in range(LAYOUT["layers"]):
+            xfer.wait_layer(layer, torch.cuda.current_stream())
+        xfer.synchronize()
+    want = (kv * 2).cpu()
+    for layer in range(LAYOUT["layers"]):
+        got_k = k[layer][: 3 * CHUNK_TOKENS].cpu().reshape(3, CHUNK_TOKENS, LAYOUT["kv_heads"], LAYOUT["head_dim"])
+        got_v = v[layer][: 3 * CHUNK_TOKENS].cpu().reshape(3, CHUNK_TOKENS, LAYOUT["kv_heads"], LAYOUT["head_dim"])
+        assert torch.equal(got_k, want[:, layer, 0])
+        assert torch.equal(got_v, want[:, layer, 1])
+    xfer.close()
