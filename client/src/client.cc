@@ -116,6 +116,18 @@ Status Client::call(proto::Op op, const Request& req, Reply& reply) {
   return proto::decode(r, reply);
 }
 
+Status Client::call_erased(proto::Op op, const void* req, EncodeFn encode, void* reply,
+                           DecodeFn decode) {
+  std::lock_guard lock(conn_->mu);
+  proto::begin_frame(conn_->out, op, 0, StatusCode::kOk);
+  wire::ByteWriter w(conn_->out);
+  encode(w, req);
+  TIERKV_RETURN_IF_ERROR(proto::end_frame(conn_->out));
+  TIERKV_RETURN_IF_ERROR(conn_->roundtrip(op, nullptr));
+  wire::ByteReader r(conn_->in);
+  return decode(r, reply);
+}
+
 Result<std::shared_ptr<Client>> Client::connect(const ClientOptions& options) {
   std::shared_ptr<Client> c(new Client());
   c->socket_path_ = options.socket_path;

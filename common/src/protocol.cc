@@ -24,11 +24,21 @@ std::string_view op_name(Op op) {
     case Op::kPrefetch: return "prefetch";
     case Op::kFlush: return "flush";
     case Op::kVerify: return "verify";
+    case Op::kPrefillBegin: return "prefill_begin";
+    case Op::kPrefillProfile: return "prefill_profile";
+    case Op::kPrefillComputed: return "prefill_computed";
+    case Op::kPrefillPoll: return "prefill_poll";
+    case Op::kPrefillEnd: return "prefill_end";
   }
   return "unknown";
 }
 
 bool is_known_op(uint16_t op) { return op_name(static_cast<Op>(op)) != "unknown"; }
+
+bool is_prefill_op(uint16_t op) {
+  return op >= static_cast<uint16_t>(Op::kPrefillBegin) &&
+         op <= static_cast<uint16_t>(Op::kPrefillEnd);
+}
 
 std::string_view tier_name(Tier tier) {
   switch (tier) {
@@ -172,6 +182,9 @@ void encode(ByteWriter& w, const StatsReply& m) {
   w.put(m.request_errors);
   w.put_array(std::span<const TierStats>(m.tiers));
   w.put(m.nvme);
+  w.put(m.prefill);
+  w.put_array(std::span<const TierBandwidth>(m.tier_bandwidth));
+  w.put_array(std::span<const PrefillRecord>(m.recent_prefills));
 }
 void encode(ByteWriter& w, const ListNamespacesReply& m) {
   w.put(static_cast<uint32_t>(m.namespaces.size()));
@@ -280,6 +293,9 @@ Status decode(ByteReader& r, StatsReply& m) {
   TIERKV_RETURN_IF_ERROR(r.get("request_errors", m.request_errors));
   TIERKV_RETURN_IF_ERROR(r.get_array("tiers", m.tiers, 16));
   TIERKV_RETURN_IF_ERROR(r.get("nvme", m.nvme));
+  TIERKV_RETURN_IF_ERROR(r.get("prefill", m.prefill));
+  TIERKV_RETURN_IF_ERROR(r.get_array("tier_bandwidth", m.tier_bandwidth, 16));
+  TIERKV_RETURN_IF_ERROR(r.get_array("recent_prefills", m.recent_prefills, 1024));
   return r.expect_end("stats reply");
 }
 Status decode(ByteReader& r, ListNamespacesReply& m) {

@@ -80,6 +80,31 @@ enospc_after = 0
 slow_every = 0
 slow_ms = 0
 
+[prefill]
+# Co-scheduled prefill: while an engine computes a prompt's cached prefix from the front, tierkvd
+# loads it from the back, and the two meet where the prefix is ready soonest.
+# Reads in flight per prefill session, at most.
+queue_depth = 8
+# Prefill sessions one client may have open at once.
+max_sessions_per_client = 16
+# The engine's compute time per chunk, until the engine registers its own profile (or enough is
+# learned from its reports): c tokens after a prefix of L tokens take a*c + b*c*(L + c/2) ms.
+# The default is an 8B-class Llama on one H100.
+compute_a_ms_per_token = 0.02942
+compute_b_ms_per_token2 = 7.97e-7
+# What a read from the slower tiers costs until reads are measured (then moving averages of them):
+# bandwidth in GB/s, fixed latency per read in microseconds.
+nvme_read_GBps = 2.0
+nvme_read_latency_us = 100.0
+remote_read_GBps = 1.0
+remote_read_latency_us = 1000.0
+# For benchmarks and tests of the schedule: read chunks that are in host RAM through an emulated
+# tier of this bandwidth (GB/s) and latency (us) instead of handing them over at once. 0 = off.
+host_read_throttle_GBps = 0.0
+host_read_throttle_latency_us = 0.0
+# Recent prefill sessions kept for `tierkvctl stats`.
+recent_sessions = 16
+
 [log]
 # trace, debug, info, warn, error, critical or off.
 level = "info"
@@ -159,19 +184,6 @@ class TableReader {
     }
     return Status::Ok();
   }
-  Status get_double(const char* path, double lo, double hi, double& out) {
-    const toml::node* n = root_.at_path(path).node();
-    if (n == nullptr) return Status::Ok();
-    if (!n->is_number()) return error(*n, path, "must be a number");
-    const double v = n->is_integer() ? static_cast<double>(n->as_integer()->get())
-                                     : n->as_floating_point()->get();
-    if (!(v >= lo && v <= hi)) {
-      return error(*n, path, "= " + std::to_string(v) + " is out of range [" + std::to_string(lo) +
-                                 ", " + std::to_string(hi) + "]");
-    }
-    out = v;
-    return Status::Ok();
-  }
   Status get_string_list(const char* path, std::vector<std::string>& out) {
     const toml::node* n = root_.at_path(path).node();
     if (n == nullptr) return Status::Ok();
@@ -210,6 +222,25 @@ class TableReader {
       return error(*n, path, "= " + std::to_string(v) + " is out of range [0, " + std::to_string(max) + "]");
     }
     out = static_cast<uint64_t>(v);
+    return Status::Ok();
+  }
+  Status get_double(const char* path, double min, double max, double& out) {
+    const toml::node* n = root_.at_path(path).node();
+    if (n == nullptr) return Status::Ok();
+    double v = 0;
+    if (n->is_floating_point()) {
+      v = n->as_floating_point()->get();
+    } else if (n->is_integer()) {
+      v = static_cast<double>(n->as_integer()->get());
+    } else {
+      return error(*n, path, "must be a number");
+    }
+    if (!(v >= min && v <= max)) {
+      return error(*n, path,
+                   "= " + std::to_string(v) + " is out of range [" + std::to_string(min) + ", " +
+                       std::to_string(max) + "]");
+    }
+    out = v;
     return Status::Ok();
   }
   Status get_size(const char* path, uint64_t& out) {
@@ -274,7 +305,15 @@ Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view o
                                         "nvme.fault_injection.short_read_every",
                                         "nvme.fault_injection.enospc_after",
                                         "nvme.fault_injection.slow_every",
-                                        "nvme.fault_injection.slow_ms"}));
+                                        "nvme.fault_injection.slow_ms",
+                                        "prefill.queue_depth", "prefill.max_sessions_per_client",
+                                        "prefill.compute_a_ms_per_token",
+                                        "prefill.compute_b_ms_per_token2", "prefill.nvme_read_GBps",
+                                        "prefill.nvme_read_latency_us", "prefill.remote_read_GBps",
+                                        "prefill.remote_read_latency_us",
+                                        "prefill.host_read_throttle_GBps",
+                                        "prefill.host_read_throttle_latency_us",
+                                        "prefill.recent_sessions"}));
   uint64_t v = 0;
   TIERKV_RETURN_IF_ERROR(r.get_string("server.socket_path", c.socket_path));
   v = c.socket_mode;
@@ -292,6 +331,32 @@ Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view o
   TIERKV_RETURN_IF_ERROR(r.get_uint("cache.chunk_tokens", Layout::kMaxChunkTokens, v));
   c.cache.default_chunk_tokens = static_cast<uint32_t>(v);
   TIERKV_RETURN_IF_ERROR(r.get_string("log.level", c.log_level));
+  scheduler::PrefillOptions& p = c.prefill;
+  v = p.queue_depth;
+  TIERKV_RETURN_IF_ERROR(r.get_uint("prefill.queue_depth", 4096, v));
+  p.queue_depth = static_cast<uint32_t>(v);
+  v = p.max_sessions_per_client;
+  TIERKV_RETURN_IF_ERROR(r.get_uint("prefill.max_sessions_per_client", 1u << 16, v));
+  p.max_sessions_per_client = static_cast<uint32_t>(v);
+  v = p.recent_sessions;
+  TIERKV_RETURN_IF_ERROR(r.get_uint("prefill.recent_sessions", 4096, v));
+  p.recent_sessions = static_cast<uint32_t>(v);
+  TIERKV_RETURN_IF_ERROR(r.get_double("prefill.compute_a_ms_per_token", 0, 1e6,
+                                      p.default_profile.a_ms_per_token));
+  TIERKV_RETURN_IF_ERROR(r.get_double("prefill.compute_b_ms_per_token2", 0, 1e6,
+                                      p.default_profile.b_ms_per_token2));
+  TIERKV_RETURN_IF_ERROR(r.get_double("prefill.nvme_read_GBps", 1e-6, 1e6,
+                                      p.tier_costs.nvme.read_GBps));
+  TIERKV_RETURN_IF_ERROR(r.get_double("prefill.nvme_read_latency_us", 0, 1e9,
+                                      p.tier_costs.nvme.latency_us));
+  TIERKV_RETURN_IF_ERROR(r.get_double("prefill.remote_read_GBps", 1e-6, 1e6,
+                                      p.tier_costs.remote.read_GBps));
+  TIERKV_RETURN_IF_ERROR(r.get_double("prefill.remote_read_latency_us", 0, 1e9,
+                                      p.tier_costs.remote.latency_us));
+  TIERKV_RETURN_IF_ERROR(r.get_double("prefill.host_read_throttle_GBps", 0, 1e6,
+                                      p.host_throttle.read_GBps));
+  TIERKV_RETURN_IF_ERROR(r.get_double("prefill.host_read_throttle_latency_us", 0, 1e9,
+                                      p.host_throttle.latency_us));
 
   scheduler::NvmeTierOptions& nv = c.cache.nvme;
   TIERKV_RETURN_IF_ERROR(r.get_string_list("nvme.directories", nv.store.directories));
@@ -331,6 +396,9 @@ Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view o
   if (c.socket_path.empty() || c.socket_path.size() >= 108) {
     return Status::InvalidArgument(std::string(origin) + ": server.socket_path '" + c.socket_path +
                                    "' must be 1 to 107 characters (a Unix socket path)");
+  }
+  if (c.prefill.queue_depth == 0) {
+    return Status::InvalidArgument(std::string(origin) + ": prefill.queue_depth must be at least 1");
   }
   if (c.cache.default_chunk_tokens == 0) {
     return Status::InvalidArgument(std::string(origin) + ": cache.chunk_tokens must be at least 1");

@@ -128,15 +128,17 @@ Result<Namespace> CacheEngine::register_namespace(const Layout& requested, std::
   }
   NamespaceEntry entry{Namespace{id, layout, std::string(tenant), std::string(salt)}, *cls, 0, 0,
                        false};
-  if (nvme_) {
-    const auto& tenants = options_.nvme.tenants;
-    entry.to_disk = (tenants.empty() || std::find(tenants.begin(), tenants.end(), tenant) !=
-                                            tenants.end()) &&
-                    nvme_->class_for(layout.chunk_bytes()).ok();
-    if (entry.to_disk) TIERKV_RETURN_IF_ERROR(nvme_->put_namespace(entry.ns));
-  }
+  entry.to_disk = wants_disk(tenant, layout.chunk_bytes());
+  if (entry.to_disk) TIERKV_RETURN_IF_ERROR(nvme_->put_namespace(entry.ns));
   namespaces_.emplace(id, entry);
   return entry.ns;
+}
+
+bool CacheEngine::wants_disk(std::string_view tenant, uint64_t chunk_bytes) const {
+  if (!nvme_) return false;
+  const auto& tenants = options_.nvme.tenants;
+  return (tenants.empty() || std::find(tenants.begin(), tenants.end(), tenant) != tenants.end()) &&
+         nvme_->class_for(chunk_bytes).ok();
 }
 
 Result<const CacheEngine::NamespaceEntry*> CacheEngine::find_namespace(NamespaceId ns,
@@ -175,11 +177,11 @@ Status CacheEngine::lookup(const proto::KeysRequest& req, proto::LookupReply& re
     disk_lru_->touch(d);
     ++disk_hits_;
   }
+  if (nvme_) disk_misses_ += req.keys.size() - reply.tiers.size();
   // Touch leaf-to-root so that the head of the prefix ends up most recent.
   for (size_t i = found_scratch_.size(); i-- > 0;) touch(found_scratch_[i]);
   hits_ += found_scratch_.size();
   misses_ += req.keys.size() - found_scratch_.size();
-  if (nvme_ && reply.tiers.size() < req.keys.size()) ++disk_misses_;
   return Status::Ok();
 }
 
@@ -348,7 +350,7 @@ Status CacheEngine::drop(const proto::DropRequest& req, bool every_tier, uint64_
       bool gone = false;
       const uint32_t s = index_.find(req.ns, key);
       if (s != storage::ChunkIndex::kAbsent && meta_[s].state == ChunkState::kReady) {
-        remove_ready(s, false);
+        remove_ready(s, every_tier ? Removal::kDeleted : Removal::kDropped);
         gone = true;
       }
       if (every_tier && nvme_) gone = drop_disk(disk_find(req.ns, key)) || gone;
@@ -357,7 +359,7 @@ Status CacheEngine::drop(const proto::DropRequest& req, bool every_tier, uint64_
   } else {
     for (SlotId s = 0; s < meta_.size(); ++s) {
       if (meta_[s].state == ChunkState::kReady && meta_[s].ns == req.ns) {
-        remove_ready(s, false);
+        remove_ready(s, every_tier ? Removal::kDeleted : Removal::kDropped);
         ++n;
       }
     }
@@ -520,7 +522,7 @@ bool CacheEngine::evict_one(int slot_class) {
   uint32_t coldest = host_lru_.coldest(slot_class);
   if (coldest == LeafFirstLru::kNone) coldest = host_lru_.coldest_any();
   if (coldest == LeafFirstLru::kNone) return false;
-  remove_ready(pick_victim(coldest), true);
+  remove_ready(pick_victim(coldest), Removal::kEvicted);
   ++evictions_;
   return true;
 }
@@ -537,12 +539,15 @@ void CacheEngine::unlink_host_parent(SlotId child) {
   }
 }
 
-void CacheEngine::remove_ready(SlotId s, bool evicted) {
+void CacheEngine::remove_ready(SlotId s, Removal why) {
   ChunkMeta& m = meta_[s];
-  if (is_dirty(m)) {
+  // A chunk whose write-down is in flight still reaches NVMe unless it was deleted: it stays
+  // counted as dirty until then.
+  if (is_dirty(m) && !(m.writing_down && why != Removal::kDeleted)) {
     --dirty_chunks_;
-    if (evicted) ++dropped_unwritten_;
+    if (why == Removal::kEvicted) ++dropped_unwritten_;
   }
+  m.deleted = why == Removal::kDeleted;
   (void)index_.erase(m.ns, m.key);
   unlink_host_parent(s);
   host_lru_.set_evictable(s, 0, false);
@@ -568,6 +573,7 @@ void CacheEngine::free_slot(SlotId s) {
   m.state = ChunkState::kFree;
   m.on_disk = false;
   m.writing_down = false;
+  m.deleted = false;
   m.loading_from = kNoSlot;
   ++m.gen;
   host_lru_.on_free(s);
@@ -579,6 +585,35 @@ void CacheEngine::update_evictable(SlotId s) {
   const bool evictable = m.state == ChunkState::kReady && host_lru_.children(s) == 0 &&
                          pool_.leases(s) == 0;
   host_lru_.set_evictable(s, pool_.slot_class(s), evictable);
+}
+
+// --- co-scheduled prefill ------------------------------------------------------------------------
+
+Result<Namespace> CacheEngine::find_registered(NamespaceId ns, const char* op) const {
+  auto entry = find_namespace(ns, op);
+  if (!entry.ok()) return entry.status();
+  return (*entry)->ns;
+}
+
+Result<proto::SlotRef> CacheEngine::lease_chunk(SessionId session, NamespaceId ns,
+                                                const ChunkKey& key) {
+  auto entry = find_namespace(ns, "lease chunk");
+  if (!entry.ok()) return entry.status();
+  auto sess = find_session(session);
+  if (!sess.ok()) return sess.status();
+  const uint32_t s = index_.find(ns, key);
+  if (s == storage::ChunkIndex::kAbsent || meta_[s].state != ChunkState::kReady) {
+    return Status::NotFound("chunk " + key.to_hex() + " of namespace " + ns_hex(ns) +
+                            " is not in the host tier");
+  }
+  (void)pool_.lease(s);  // s is allocated: it is ready
+  ++read_leases_;
+  update_evictable(s);
+  (*sess)->read_leases.push_back(s);
+  touch(s);
+  const uint64_t bytes = (*entry)->ns.chunk_bytes();
+  bytes_out_ += bytes;
+  return proto::SlotRef{s, 0, pool_.offset(s), bytes};
 }
 
 }  // namespace tierkv::scheduler

@@ -62,7 +62,8 @@ void CacheEngine::recover_nvme() {
                        ns.id, ns.layout.to_string(), cls.status().message());
           return;
         }
-        namespaces_.emplace(ns.id, NamespaceEntry{ns, *cls, 0, 0, true});
+        namespaces_.emplace(ns.id, NamespaceEntry{ns, *cls, 0, 0,
+                                                  wants_disk(ns.tenant, ns.layout.chunk_bytes())});
       },
       [&](const storage::ChunkRecord& r) {
         auto ns = namespaces_.find(r.ns);
@@ -232,6 +233,7 @@ SlotId CacheEngine::start_promotion(SlotId d, int host_class) {
     }
   }
   ++reads_in_flight_;
+  ++disk_hits_;
   disk_lru_->touch(d);
   issue(PendingIo{false, d, region_.data() + pool_.offset(s), dm.stored_bytes,
                   token(kHostRead, s)});
@@ -438,7 +440,9 @@ void CacheEngine::finish_writes(std::span<const IoCompletion> done) {
     const SlotId s = dm.source;
     --writes_in_flight_;
     meta_[s].writing_down = false;
-    const bool chunk_alive = meta_[s].state == ChunkState::kReady;
+    // Evicted or dropped from RAM meanwhile, the chunk still goes to NVMe; deleted, it does not.
+    const bool chunk_alive = meta_[s].state == ChunkState::kReady ||
+                             (meta_[s].state == ChunkState::kZombie && !meta_[s].deleted);
     if (c.result < static_cast<int32_t>(dm.stored_bytes) || !chunk_alive) {
       if (c.result == -ENOSPC) {
         if (!disk_full_) {
@@ -455,10 +459,14 @@ void CacheEngine::finish_writes(std::span<const IoCompletion> done) {
         spdlog::warn("nvme: write of chunk {} failed: {}; it stays in host RAM only",
                      dm.key.to_hex(), c.result < 0 ? std::strerror(-c.result) : "short write");
       }
-      // Still dirty: tried again later (after disk full, once the tier admits again).
-      if (chunk_alive) {
+      // Still dirty: tried again later (after disk full, once the tier admits again). One that
+      // left RAM meanwhile is lost now, and counted so.
+      if (meta_[s].state == ChunkState::kReady) {
         if (c.result == -ENOSPC) dirty_fifo_.emplace_front(s, meta_[s].gen);
         else dirty_fifo_.emplace_back(s, meta_[s].gen);
+      } else if (chunk_alive) {
+        --dirty_chunks_;
+        ++dropped_unwritten_;
       }
       dm = DiskMeta{};
       (void)nvme_->free(d);
@@ -490,6 +498,12 @@ void CacheEngine::finish_writes(std::span<const IoCompletion> done) {
     const SlotId s = dm.source;
     if (!committed.ok()) {
       ++write_errors_;
+      if (meta_[s].state == ChunkState::kReady) {
+        dirty_fifo_.emplace_back(s, meta_[s].gen);
+      } else {
+        --dirty_chunks_;
+        ++dropped_unwritten_;
+      }
       dm = DiskMeta{};
       (void)nvme_->free(d);
       unlease(s);
@@ -510,8 +524,8 @@ void CacheEngine::finish_writes(std::span<const IoCompletion> done) {
     disk_logical_bytes_ += dm.stored_bytes;
     disk_stored_bytes_ += dm.stored_bytes;
     if (NamespaceEntry* e = ns_entry(dm.ns)) ++e->disk_chunks;
-    meta_[s].on_disk = true;
-    --dirty_chunks_;
+    if (meta_[s].state == ChunkState::kReady) meta_[s].on_disk = true;
+    --dirty_chunks_;  // counted until now, in RAM or not
     unlease(s);
   }
 }

@@ -190,6 +190,30 @@ TEST(NvmeTierTest, OnlyListedTenantsGoToDisk) {
   EXPECT_EQ(c->lookup(*ram_only, prompt(9, 4))->cached_chunks, 0u);
 }
 
+TEST(NvmeTierTest, EvictDuringWriteDownStillLandsButDeleteDoesNot) {
+  // Every write completes 300 ms late, so the evict and the delete below come while the chunks'
+  // writes are in flight.
+  auto d = start_nvme_daemon("[nvme.fault_injection]\nslow_every = 1\nslow_ms = 300\n");
+  ASSERT_TRUE(d);
+  auto c = connect(*d);
+  auto ns = c->register_layout(kLayout, "nvme");
+  const auto kept = prompt(10, 4), gone = prompt(11, 4);
+  const auto kept_keys = store(*c, *ns, kept);
+  const auto gone_keys = store(*c, *ns, gone);
+  ASSERT_GT(nvme_stats(*c).writes_in_flight, 0u);
+  ASSERT_EQ(*c->evict(ns->id, kept_keys), 4u);   // RAM only: NVMe still gets them
+  ASSERT_EQ(*c->remove(ns->id, gone_keys), 4u);  // everywhere: their writes are void
+  flush(*c);
+  auto look = c->lookup(*ns, kept);
+  ASSERT_EQ(look->cached_chunks, 4u);
+  EXPECT_EQ(look->tiers[0], Tier::kNvme);
+  EXPECT_EQ(load_and_verify(*c, *ns, kept), 4u);
+  EXPECT_EQ(c->lookup(*ns, gone)->cached_chunks, 0u);
+  const auto n = nvme_stats(*c);
+  EXPECT_EQ(n.dirty_chunks, 0u);
+  EXPECT_EQ(n.dropped_unwritten, 0u);
+}
+
 TEST(NvmeTierTest, RestartKeepsNvmeChunks) {
   auto d = start_nvme_daemon();
   ASSERT_TRUE(d);

@@ -80,6 +80,109 @@ Result<proto::NamespaceInfo> find_namespace(Client& client, const std::string& t
                           " is not registered (tierkvctl ls lists the namespaces)");
 }
 
+// Co-scheduled prefill: totals, each tier's measured read cost, recent sessions.
+void write_prefill_fields(JsonWriter& w, const proto::StatsReply& st) {
+  const proto::PrefillStats& p = st.prefill;
+  w.key("prefill")
+      .begin_object()
+      .field("sessions_started", p.sessions_started)
+      .field("sessions_active", p.sessions_active)
+      .field("sessions_met", p.sessions_met)
+      .field("sessions_cancelled", p.sessions_cancelled)
+      .field("chunks_handed_over", p.chunks_handed_over)
+      .field("chunks_loaded", p.chunks_loaded)
+      .field("chunks_computed", p.chunks_computed)
+      .field("load_failures", p.load_failures)
+      .field("wasted_loads", p.wasted_loads)
+      .field("last_planned_meeting_point", uint64_t{p.last_planned_meeting_point})
+      .field("last_chunks", uint64_t{p.last_chunks})
+      .end_object();
+  w.key("tier_bandwidth").begin_array();
+  for (const proto::TierBandwidth& b : st.tier_bandwidth) {
+    w.begin_object()
+        .field("tier", proto::tier_name(b.tier))
+        .field("resident", b.resident != 0)
+        .field("read_GBps", b.read_GBps)
+        .field("latency_us", b.latency_us)
+        .field("samples", b.samples)
+        .end_object();
+  }
+  w.end_array();
+  w.key("recent_prefills").begin_array();
+  for (const proto::PrefillRecord& r : st.recent_prefills) {
+    w.begin_object()
+        .field("session", r.session)
+        .field("chunks", uint64_t{r.chunks})
+        .field("handed_over", uint64_t{r.handed_over})
+        .field("loaded", uint64_t{r.loaded})
+        .field("computed", uint64_t{r.computed})
+        .field("failed", uint64_t{r.failed})
+        .field("planned_meeting_point", uint64_t{r.planned_meeting_point})
+        .field("actual_meeting_point", uint64_t{r.actual_meeting_point})
+        .field("met", r.met != 0)
+        .field("predicted_compute_only_ms", r.predicted_compute_only_ms)
+        .field("predicted_load_only_ms", r.predicted_load_only_ms)
+        .field("predicted_bidir_ms", r.predicted_bidir_ms)
+        .field("actual_ms", r.actual_ms)
+        .field("saved_ms", r.saved_ms)
+        .end_object();
+  }
+  w.end_array();
+}
+
+std::string fixed(double v, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*f", decimals, v);
+  return buf;
+}
+
+std::string render_prefill(const proto::StatsReply& st) {
+  const proto::PrefillStats& p = st.prefill;
+  std::string out = "\nprefill: " + tools::group_thousands(p.sessions_started) + " sessions (" +
+                    tools::group_thousands(p.sessions_active) + " active, " +
+                    tools::group_thousands(p.sessions_met) + " met, " +
+                    tools::group_thousands(p.sessions_cancelled) + " cancelled); chunks " +
+                    tools::group_thousands(p.chunks_handed_over) + " handed over, " +
+                    tools::group_thousands(p.chunks_loaded) + " loaded, " +
+                    tools::group_thousands(p.chunks_computed) + " computed, " +
+                    tools::group_thousands(p.load_failures) + " load failures, " +
+                    tools::group_thousands(p.wasted_loads) + " wasted loads\n";
+  if (p.sessions_started > 0) {
+    out += "last plan: meet at chunk " + std::to_string(p.last_planned_meeting_point) + " of " +
+           std::to_string(p.last_chunks) + "\n";
+  }
+  if (!st.tier_bandwidth.empty()) {
+    TextTable reads({"READS", "GB/s", "LATENCY us", "SAMPLES"}, {false, true, true, true});
+    for (const proto::TierBandwidth& b : st.tier_bandwidth) {
+      if (b.resident != 0) {
+        reads.add_row({std::string(proto::tier_name(b.tier)), "resident", "-",
+                       tools::group_thousands(b.samples)});
+        continue;
+      }
+      // Until a tier is read, its figures are the configured priors.
+      reads.add_row({std::string(proto::tier_name(b.tier)),
+                     fixed(b.read_GBps, 2) + (b.samples == 0 ? " (prior)" : ""),
+                     fixed(b.latency_us, 0), tools::group_thousands(b.samples)});
+    }
+    out += "\n" + reads.render();
+  }
+  if (!st.recent_prefills.empty()) {
+    TextTable recent({"SESSION", "CHUNKS", "MEET PLANNED", "MEET ACTUAL", "LOADED", "COMPUTED",
+                      "FAILED", "PREDICTED ms", "ACTUAL ms", "SAVED ms"},
+                     {true, true, true, true, true, true, true, true, true, true});
+    for (const proto::PrefillRecord& r : st.recent_prefills) {
+      recent.add_row({std::to_string(r.session), std::to_string(r.chunks),
+                      std::to_string(r.planned_meeting_point),
+                      r.met != 0 ? std::to_string(r.actual_meeting_point) : "cancelled",
+                      std::to_string(r.loaded), std::to_string(r.computed),
+                      std::to_string(r.failed), fixed(r.predicted_bidir_ms, 1),
+                      fixed(r.actual_ms, 1), r.met != 0 ? fixed(r.saved_ms, 1) : "-"});
+    }
+    out += "\n" + recent.render();
+  }
+  return out;
+}
+
 }  // namespace
 
 Status run_status(const GlobalOptions& g) {
@@ -162,6 +265,7 @@ Status run_stats(const GlobalOptions& g) {
         .field("logical_bytes", n.logical_bytes)
         .field("stored_bytes", n.stored_bytes)
         .end_object();
+    write_prefill_fields(w, *st);
     w.end_object();
     print_json(w);
     return Status::Ok();
@@ -207,6 +311,7 @@ Status run_stats(const GlobalOptions& g) {
            tools::human_size(n.logical_bytes) + " of chunks in " +
            tools::human_size(n.stored_bytes) + "\n";
   }
+  out += render_prefill(*st);
   print(out);
   return Status::Ok();
 }

@@ -44,6 +44,7 @@ struct ClientOptions {
 };
 
 class Client;
+struct PrefillWire;  // co-scheduled prefill's requests (prefill.h, prefill.cc)
 
 struct LookupResult {
   size_t total_chunks = 0;   // full chunks in the prompt
@@ -170,6 +171,7 @@ class Client : public std::enable_shared_from_this<Client> {
  private:
   friend class PutLease;
   friend class LoadLease;
+  friend struct PrefillWire;
   Client() = default;
 
   // One request/reply round trip under the connection's lock (defined in client.cc).
@@ -179,6 +181,10 @@ class Client : public std::enable_shared_from_this<Client> {
   Result<uint64_t> drop(proto::Op op, NamespaceId ns, proto::Scope scope,
                         std::span<const ChunkKey> keys);
   std::byte* at(uint64_t offset) const { return base_ + offset; }
+  // call() for messages encoded and decoded in another file: one round trip, no allocation.
+  using EncodeFn = void (*)(wire::ByteWriter&, const void*);
+  using DecodeFn = Status (*)(wire::ByteReader&, void*);
+  Status call_erased(proto::Op op, const void* req, EncodeFn encode, void* reply, DecodeFn decode);
 
   struct Connection;
   std::unique_ptr<Connection> conn_;

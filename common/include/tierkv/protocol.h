@@ -46,13 +46,19 @@ enum class Op : uint16_t {
   kDelete = 10,
   kStats = 11,
   kListNamespaces = 12,
-  // NVMe tier (13..19)
+  // 13..19: NVMe tier. 20..29: co-scheduled prefill (prefill_protocol.h).
   kPrefetch = 13,
   kFlush = 14,
   kVerify = 15,
+  kPrefillBegin = 20,
+  kPrefillProfile = 21,
+  kPrefillComputed = 22,
+  kPrefillPoll = 23,
+  kPrefillEnd = 24,
 };
 std::string_view op_name(Op op);  // "lookup", ...; "unknown" otherwise
 bool is_known_op(uint16_t op);
+bool is_prefill_op(uint16_t op);
 
 struct FrameHeader {
   uint32_t payload_bytes = 0;
@@ -226,6 +232,50 @@ struct NvmeStats {
   uint64_t stored_bytes = 0;    // bytes those chunks take on disk
 };
 static_assert(sizeof(NvmeStats) == 96);
+// Co-scheduled prefill, since the daemon started.
+struct PrefillStats {
+  uint64_t sessions_started = 0;
+  uint64_t sessions_active = 0;
+  uint64_t sessions_met = 0;        // ended with every prefix chunk covered
+  uint64_t sessions_cancelled = 0;  // ended early, by the engine or its death
+  uint64_t chunks_handed_over = 0;  // resident in host RAM
+  uint64_t chunks_loaded = 0;       // read from a slower tier
+  uint64_t chunks_computed = 0;     // reported by engines
+  uint64_t load_failures = 0;       // reads that failed (the engine computed those chunks)
+  uint64_t wasted_loads = 0;        // chunks both loaded and computed: 0 by design
+  uint32_t last_planned_meeting_point = 0;
+  uint32_t last_chunks = 0;  // n of the last session begun
+};
+static_assert(sizeof(PrefillStats) == 80);
+// A tier's read cost as the co-scheduler measures it (moving averages; priors until measured).
+struct TierBandwidth {
+  Tier tier = Tier::kNone;
+  uint8_t resident = 0;  // handed over without I/O
+  uint8_t pad[6] = {};
+  double read_GBps = 0;
+  double latency_us = 0;
+  uint64_t samples = 0;
+};
+static_assert(sizeof(TierBandwidth) == 32);
+// One recent prefill session.
+struct PrefillRecord {
+  uint64_t session = 0;
+  uint32_t chunks = 0;
+  uint32_t handed_over = 0;
+  uint32_t loaded = 0;
+  uint32_t computed = 0;
+  uint32_t failed = 0;
+  uint32_t planned_meeting_point = 0;
+  uint32_t actual_meeting_point = 0;
+  uint8_t met = 0;
+  uint8_t pad[3] = {};
+  double predicted_compute_only_ms = 0;
+  double predicted_load_only_ms = 0;
+  double predicted_bidir_ms = 0;
+  double actual_ms = 0;  // begin to every prefix chunk covered (or to the end, if cancelled)
+  double saved_ms = 0;   // predicted compute-only prefix time minus actual_ms
+};
+static_assert(sizeof(PrefillRecord) == 80);
 struct StatsReply {
   std::string daemon_version;
   uint32_t pid = 0;
@@ -238,6 +288,9 @@ struct StatsReply {
   uint64_t request_errors = 0;
   std::vector<TierStats> tiers;  // gpu, host, nvme, remote
   NvmeStats nvme;
+  PrefillStats prefill;
+  std::vector<TierBandwidth> tier_bandwidth;   // gpu, host, nvme, remote
+  std::vector<PrefillRecord> recent_prefills;  // oldest first
 };
 struct NamespaceInfo {
   Namespace ns;

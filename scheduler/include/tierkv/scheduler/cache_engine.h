@@ -134,6 +134,14 @@ class CacheEngine {
   void fill_stats(proto::StatsReply& stats) const;
   void list_namespaces(proto::ListNamespacesReply& reply) const;
 
+  // --- for co-scheduled prefill (PrefillService) ---
+  // The registered namespace `ns`, or NotFound naming `op`.
+  Result<Namespace> find_registered(NamespaceId ns, const char* op) const;
+  // Leases the ready chunk `key` of `ns` for reading by `session` (counted as bytes out; the
+  // lookup that found it counted the hit), or NotFound when it is not (or no longer) in the host
+  // tier. Release it with release().
+  Result<proto::SlotRef> lease_chunk(SessionId session, NamespaceId ns, const ChunkKey& key);
+
  private:
   enum class ChunkState : uint8_t { kFree, kPending, kReady, kZombie, kLoading };
   struct ChunkMeta {  // per host slot
@@ -146,6 +154,7 @@ class CacheEngine {
     ChunkState state = ChunkState::kFree;
     bool on_disk = false;       // ready: an NVMe copy exists
     bool writing_down = false;  // ready: being written to NVMe (the engine holds a lease)
+    bool deleted = false;       // zombie: removed from every tier, so its write-down is void
   };
   enum class DiskState : uint8_t { kFree, kWriting, kReady };
   struct DiskMeta {  // per NVMe slot
@@ -208,7 +217,11 @@ class CacheEngine {
   SlotId pick_victim(uint32_t coldest) const;
   void link_host_parent(SlotId child, SlotId parent);
   void unlink_host_parent(SlotId child);
-  void remove_ready(SlotId slot, bool evicted);
+  enum class Removal : uint8_t { kEvicted, kDropped, kDeleted };
+  // kEvicted: to make room; kDropped: from RAM on request (a write-down in flight still lands);
+  // kDeleted: from every tier.
+  void remove_ready(SlotId slot, Removal why);
+  bool wants_disk(std::string_view tenant, uint64_t chunk_bytes) const;
   void discard_pending(SlotId slot);
   void free_slot(SlotId slot);
   void unlease(SlotId slot);
