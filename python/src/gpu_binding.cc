@@ -32,7 +32,7 @@ namespace tierkv::python {
 
 namespace {
 
-[[noreturn]] void no_gpu_path(const char* what) {
+[[noreturn, maybe_unused]] void no_gpu_path(const char* what) {
   throw StatusError(Status::FailedPrecondition(
       std::string(what) +
 #if TIERKV_PYTHON_GPU_TRANSFER

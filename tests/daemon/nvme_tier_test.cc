@@ -31,9 +31,10 @@ std::string test_client() {
 
 // A daemon with a 16 MiB host tier and a 64 MiB NVMe tier in ${DIR}/nvme; `extra` adds to [nvme].
 std::unique_ptr<TestDaemon> start_nvme_daemon(const std::string& extra = "",
-                                              const std::string& mode = "write-through") {
+                                              const std::string& mode = "write-through",
+                                              const std::string& host_capacity = "16MiB") {
   testing::TestDaemonOptions o;
-  o.host_capacity = "16MiB";
+  o.host_capacity = host_capacity;
   o.extra_toml = "slab_size = \"4MiB\"\nprefault = false\n[nvme]\ndirectories = [\"${DIR}/nvme\"]\n"
                  "capacity = \"64MiB\"\nslab_size = \"4MiB\"\nqueue_depth = 16\nmode = \"" +
                  mode + "\"\n" + extra;
@@ -361,7 +362,9 @@ struct FaultRun {
 };
 FaultRun run_with_faults(const std::string& faults, bool expect_flush = true) {
   FaultRun out;
-  auto d = start_nvme_daemon("[nvme.fault_injection]\n" + faults);
+  // Host RAM holds both clients' chunks, so what reaches NVMe is decided by the faults alone,
+  // not by evictions racing the retried writes.
+  auto d = start_nvme_daemon("[nvme.fault_injection]\n" + faults, "write-through", "64MiB");
   EXPECT_TRUE(d);
   if (!d) return out;
   auto stress = testing::Subprocess::spawn(
