@@ -1,0 +1,36 @@
+// Batched cosine-similarity search: for each query vector, the candidate of greatest cosine
+// similarity. The CPU reference of the search the fused codec runs to match a chunk's blocks
+// against the representatives of the same (layer, head, K/V).
+//
+// Vectors are fp32, row-major: queries[num_queries][dim], candidates[num_candidates][dim]. (The
+// codec flattens a block — a run of tokens of one head — into one vector of tokens * head_dim.)
+// cos(a, b) = dot(a, b) / (|a| |b|), accumulated in fp32 in index order; a zero vector has
+// similarity 1 to another zero vector and 0 to anything else. Ties go to the lowest candidate
+// index. With no candidates, every best_index is -1 and best_similarity is -infinity.
+// Results of a CUDA port may differ in the last bits (a different summation order); callers
+// compare similarities to a threshold, so they must not depend on bit-exact values.
+//
+// Thread safety: pure functions; concurrent calls may share inputs but not outputs.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "tierkv/status.h"
+
+namespace tierkv::kernels {
+
+// Euclidean norms of `count` vectors of `dim` floats: norms[i] = sqrt(sum_j v[i][j]^2).
+void vector_norms(const float* vectors, uint32_t count, uint32_t dim, float* norms);
+
+// For each query i: best_index[i] in [0, num_candidates) and best_similarity[i], the cosine
+// similarity of query i to that candidate. candidate_norms (num_candidates floats, as
+// vector_norms computes them) may be null, in which case they are computed here; passing them
+// lets a caller that keeps its candidates across calls compute each norm once.
+// Returns InvalidArgument when a span is shorter than the sizes require.
+Status best_cosine_match(std::span<const float> queries, uint32_t num_queries,
+                         std::span<const float> candidates, uint32_t num_candidates,
+                         uint32_t dim, const float* candidate_norms,
+                         std::span<int32_t> best_index, std::span<float> best_similarity);
+
+}  // namespace tierkv::kernels

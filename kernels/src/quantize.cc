@@ -1,0 +1,497 @@
+// CPU reference of the slab quantizers (tierkv/kernels/quantize.h). Built with -ffp-contract=off
+// so no product-then-sum is fused: the CUDA port must round each step the same way.
+#include "tierkv/kernels/quantize.h"
+
+#include <array>
+#include <bit>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+#include <algorithm>
+
+#include "tierkv/kernels/half.h"
+
+namespace tierkv::kernels {
+
+namespace {
+
+constexpr float kE4m3Max = 448.0f;
+constexpr int kFp8MinExp = -127;
+// 448 * 2^119 < FLT_MAX < 448 * 2^120: a larger exponent could decode to infinity.
+constexpr int kFp8MaxExp = 119;
+
+// Rounds |v| <= 2^22 to the nearest integer, ties to even, with the FPU's own rounding: adding
+// and subtracting 1.5 * 2^23 leaves no fraction bits. Exact IEEE semantics, vectorizes.
+inline float round_even(float v) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  return (v + kMagic) - kMagic;
+}
+
+inline bool is_finite_value(float x) { return std::fabs(x) <= FLT_MAX; }
+
+constexpr float e4m3_value(uint8_t q) {
+  const uint32_t sign = uint32_t{q & 0x80u} << 24;
+  const uint32_t e = (q >> 3) & 0xfu;
+  const uint32_t m = q & 0x7u;
+  if (e == 0xf && m == 0x7) return std::bit_cast<float>(sign | 0x7fc00000u);
+  if (e == 0) {
+    // m * 2^-9, exact: m < 8.
+    const float v = static_cast<float>(m) * 0.001953125f;
+    return sign != 0 ? -v : v;
+  }
+  return std::bit_cast<float>(sign | ((e + 120u) << 23) | (m << 20));
+}
+
+constexpr std::array<float, 256> make_e4m3_table() {
+  std::array<float, 256> t{};
+  for (uint32_t i = 0; i < 256; ++i) t[i] = e4m3_value(static_cast<uint8_t>(i));
+  return t;
+}
+
+constexpr std::array<float, 256> kE4m3Table = make_e4m3_table();
+
+// 2^k as a float for k in [-127, 127] (2^-127 is a subnormal, still exact).
+inline float pow2(int k) {
+  if (k >= -126) return std::bit_cast<float>(static_cast<uint32_t>(k + 127) << 23);
+  return std::bit_cast<float>(uint32_t{1} << (k + 149));
+}
+
+inline float load_f32(const std::byte* p) {
+  float f;
+  std::memcpy(&f, p, 4);
+  return f;
+}
+inline void store_f32(std::byte* p, float f) { std::memcpy(p, &f, 4); }
+
+// Reads `n` input elements starting at element `first` into fp32.
+inline void load_row(DType dtype, const std::byte* in, uint64_t first, uint32_t n, float* row) {
+  const size_t eb = dtype_bytes(dtype);
+  convert_to_f32(dtype, in + first * eb, n, row);
+}
+
+// Writes fp32 values to the output dtype. Templated so each dequantize loop compiles to a
+// straight-line conversion for its dtype.
+template <DType kOut>
+inline void store_out(std::byte* out, uint64_t i, float v) {
+  if constexpr (kOut == DType::kFloat32) {
+    std::memcpy(out + 4 * i, &v, 4);
+  } else if constexpr (kOut == DType::kFloat16) {
+    const uint16_t h = f32_to_fp16(v);
+    std::memcpy(out + 2 * i, &h, 2);
+  } else {
+    const uint16_t h = f32_to_bf16(v);
+    std::memcpy(out + 2 * i, &h, 2);
+  }
+}
+
+// ---- fp8 ----------------------------------------------------------------------------------
+
+void quantize_fp8(const SlabShape& s, DType dtype, const std::byte* in, std::byte* out,
+                  float* row) {
+  const uint64_t rows = uint64_t{s.tokens} * s.heads;
+  std::byte* exps = out;
+  std::byte* payload = out + rows;
+  for (uint64_t r = 0; r < rows; ++r) {
+    load_row(dtype, in, r * s.head_dim, s.head_dim, row);
+    float amax = 0.0f;
+    for (uint32_t d = 0; d < s.head_dim; ++d) {
+      const float a = std::fabs(row[d]);
+      if (a <= FLT_MAX && a > amax) amax = a;
+    }
+    const int k = fp8_scale_exponent(amax);
+    exps[r] = static_cast<std::byte>(k + 127);
+    const float inv = pow2(-k);
+    std::byte* q = payload + r * s.head_dim;
+    for (uint32_t d = 0; d < s.head_dim; ++d) {
+      q[d] = static_cast<std::byte>(f32_to_e4m3(row[d] * inv));
+    }
+  }
+}
+
+template <DType kOut>
+void dequantize_fp8(const SlabShape& s, const std::byte* in, std::byte* out) {
+  const uint64_t rows = uint64_t{s.tokens} * s.heads;
+  const auto* exps = reinterpret_cast<const uint8_t*>(in);
+  const auto* payload = reinterpret_cast<const uint8_t*>(in + rows);
+  for (uint64_t r = 0; r < rows; ++r) {
+    // Any byte decodes: exponents outside [-127, 127] are clamped rather than trusted.
+    int k = static_cast<int>(exps[r]) - 127;
+    if (k > 127) k = 127;
+    const float scale = pow2(k);
+    const uint8_t* q = payload + r * s.head_dim;
+    const uint64_t base = r * s.head_dim;
+    for (uint32_t d = 0; d < s.head_dim; ++d) {
+      store_out<kOut>(out, base + d, kE4m3Table[q[d]] * scale);
+    }
+  }
+}
+
+// ---- int8 ---------------------------------------------------------------------------------
+
+void quantize_int8(const SlabShape& s, DType dtype, const std::byte* in, std::byte* out,
+                   float* row) {
+  const uint64_t rows = uint64_t{s.tokens} * s.heads;
+  std::byte* scales = out;
+  auto* payload = reinterpret_cast<int8_t*>(out + 4 * rows);
+  for (uint64_t r = 0; r < rows; ++r) {
+    load_row(dtype, in, r * s.head_dim, s.head_dim, row);
+    float amax = 0.0f;
+    for (uint32_t d = 0; d < s.head_dim; ++d) {
+      const float a = std::fabs(row[d]);
+      if (a <= FLT_MAX && a > amax) amax = a;
+    }
+    const float scale = amax / 127.0f;
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    store_f32(scales + 4 * r, scale);
+    int8_t* q = payload + r * s.head_dim;
+    for (uint32_t d = 0; d < s.head_dim; ++d) {
+      float v = row[d] * inv;
+      if (v != v) v = 0.0f;  // NaN (including inf * 0)
+      v = v > 127.0f ? 127.0f : v;
+      v = v < -127.0f ? -127.0f : v;
+      q[d] = static_cast<int8_t>(round_even(v));
+    }
+  }
+}
+
+template <DType kOut>
+void dequantize_int8(const SlabShape& s, const std::byte* in, std::byte* out) {
+  const uint64_t rows = uint64_t{s.tokens} * s.heads;
+  const auto* payload = reinterpret_cast<const int8_t*>(in + 4 * rows);
+  for (uint64_t r = 0; r < rows; ++r) {
+    const float scale = load_f32(in + 4 * r);
+    const int8_t* q = payload + r * s.head_dim;
+    const uint64_t base = r * s.head_dim;
+    for (uint32_t d = 0; d < s.head_dim; ++d) {
+      store_out<kOut>(out, base + d, static_cast<float>(q[d]) * scale);
+    }
+  }
+}
+
+// ---- int4 ---------------------------------------------------------------------------------
+
+inline uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
+
+inline uint8_t quantize_nibble(float x, float min, float inv) {
+  float v = (x - min) * inv;
+  if (v != v) v = 0.0f;
+  v = v > 15.0f ? 15.0f : v;
+  v = v < 0.0f ? 0.0f : v;
+  return static_cast<uint8_t>(round_even(v));
+}
+
+inline void put_nibble(uint8_t* packed, uint64_t e, uint8_t q) {
+  if ((e & 1) == 0) {
+    packed[e >> 1] = q;  // low nibble first; the high nibble is written next (or stays 0)
+  } else {
+    packed[e >> 1] = static_cast<uint8_t>(packed[e >> 1] | (q << 4));
+  }
+}
+
+inline uint32_t get_nibble(const uint8_t* packed, uint64_t e) {
+  return (packed[e >> 1] >> ((e & 1) * 4)) & 0xfu;
+}
+
+// Keys: a group is G consecutive tokens of one (head, channel). `mm` holds 2 * H * D floats.
+void quantize_int4_key(const SlabShape& s, uint32_t g, DType dtype, const std::byte* in,
+                       std::byte* out, float* row, float* mm) {
+  const uint64_t hd = uint64_t{s.heads} * s.head_dim;
+  const uint64_t ngroups = ceil_div(s.tokens, g) * hd;
+  std::byte* scales = out;
+  std::byte* mins = out + 4 * ngroups;
+  auto* packed = reinterpret_cast<uint8_t*>(out + 8 * ngroups);
+  float* lo = mm;
+  float* hi = mm + hd;
+  for (uint32_t t0 = 0; t0 < s.tokens; t0 += g) {
+    const uint32_t t1 = std::min(s.tokens, t0 + g);
+    for (uint64_t c = 0; c < hd; ++c) {
+      lo[c] = FLT_MAX;
+      hi[c] = -FLT_MAX;
+    }
+    for (uint32_t t = t0; t < t1; ++t) {
+      load_row(dtype, in, t * hd, static_cast<uint32_t>(hd), row);
+      for (uint64_t c = 0; c < hd; ++c) {
+        const float x = row[c];
+        if (!is_finite_value(x)) continue;
+        lo[c] = x < lo[c] ? x : lo[c];
+        hi[c] = x > hi[c] ? x : hi[c];
+      }
+    }
+    const uint64_t gbase = uint64_t{t0 / g} * hd;
+    for (uint64_t c = 0; c < hd; ++c) {
+      if (lo[c] > hi[c]) lo[c] = hi[c] = 0.0f;  // no finite element
+      store_f32(scales + 4 * (gbase + c), (hi[c] - lo[c]) / 15.0f);
+      store_f32(mins + 4 * (gbase + c), lo[c]);
+      // Reuse hi[] for the inverse step.
+      hi[c] = hi[c] > lo[c] ? 15.0f / (hi[c] - lo[c]) : 0.0f;
+    }
+    for (uint32_t t = t0; t < t1; ++t) {
+      load_row(dtype, in, t * hd, static_cast<uint32_t>(hd), row);
+      const uint64_t ebase = t * hd;
+      for (uint64_t c = 0; c < hd; ++c) {
+        put_nibble(packed, ebase + c, quantize_nibble(row[c], lo[c], hi[c]));
+      }
+    }
+  }
+}
+
+template <DType kOut>
+void dequantize_int4_key(const SlabShape& s, uint32_t g, const std::byte* in, std::byte* out) {
+  const uint64_t hd = uint64_t{s.heads} * s.head_dim;
+  const uint64_t ngroups = ceil_div(s.tokens, g) * hd;
+  const std::byte* scales = in;
+  const std::byte* mins = in + 4 * ngroups;
+  const auto* packed = reinterpret_cast<const uint8_t*>(in + 8 * ngroups);
+  for (uint32_t t = 0; t < s.tokens; ++t) {
+    const uint64_t gbase = uint64_t{t / g} * hd;
+    const uint64_t ebase = t * hd;
+    for (uint64_t c = 0; c < hd; ++c) {
+      const float q = static_cast<float>(get_nibble(packed, ebase + c));
+      const float v = q * load_f32(scales + 4 * (gbase + c)) + load_f32(mins + 4 * (gbase + c));
+      store_out<kOut>(out, ebase + c, v);
+    }
+  }
+}
+
+// Values: a group is G consecutive channels of one (token, head).
+void quantize_int4_value(const SlabShape& s, uint32_t g, DType dtype, const std::byte* in,
+                         std::byte* out, float* row) {
+  const uint64_t rows = uint64_t{s.tokens} * s.heads;
+  const uint32_t gpr = static_cast<uint32_t>(ceil_div(s.head_dim, g));  // groups per row
+  const uint64_t ngroups = rows * gpr;
+  std::byte* scales = out;
+  std::byte* mins = out + 4 * ngroups;
+  auto* packed = reinterpret_cast<uint8_t*>(out + 8 * ngroups);
+  for (uint64_t r = 0; r < rows; ++r) {
+    load_row(dtype, in, r * s.head_dim, s.head_dim, row);
+    for (uint32_t j = 0; j < gpr; ++j) {
+      const uint32_t d0 = j * g;
+      const uint32_t d1 = std::min(s.head_dim, d0 + g);
+      float lo = FLT_MAX;
+      float hi = -FLT_MAX;
+      for (uint32_t d = d0; d < d1; ++d) {
+        const float x = row[d];
+        if (!is_finite_value(x)) continue;
+        lo = x < lo ? x : lo;
+        hi = x > hi ? x : hi;
+      }
+      if (lo > hi) lo = hi = 0.0f;
+      store_f32(scales + 4 * (r * gpr + j), (hi - lo) / 15.0f);
+      store_f32(mins + 4 * (r * gpr + j), lo);
+      const float inv = hi > lo ? 15.0f / (hi - lo) : 0.0f;
+      const uint64_t ebase = r * s.head_dim;
+      for (uint32_t d = d0; d < d1; ++d) {
+        put_nibble(packed, ebase + d, quantize_nibble(row[d], lo, inv));
+      }
+    }
+  }
+}
+
+template <DType kOut>
+void dequantize_int4_value(const SlabShape& s, uint32_t g, const std::byte* in, std::byte* out) {
+  const uint64_t rows = uint64_t{s.tokens} * s.heads;
+  const uint32_t gpr = static_cast<uint32_t>(ceil_div(s.head_dim, g));
+  const uint64_t ngroups = rows * gpr;
+  const std::byte* scales = in;
+  const std::byte* mins = in + 4 * ngroups;
+  const auto* packed = reinterpret_cast<const uint8_t*>(in + 8 * ngroups);
+  for (uint64_t r = 0; r < rows; ++r) {
+    const uint64_t ebase = r * s.head_dim;
+    for (uint32_t j = 0; j < gpr; ++j) {
+      const float scale = load_f32(scales + 4 * (r * gpr + j));
+      const float min = load_f32(mins + 4 * (r * gpr + j));
+      const uint32_t d0 = j * g;
+      const uint32_t d1 = std::min(s.head_dim, d0 + g);
+      for (uint32_t d = d0; d < d1; ++d) {
+        const float q = static_cast<float>(get_nibble(packed, ebase + d));
+        store_out<kOut>(out, ebase + d, q * scale + min);
+      }
+    }
+  }
+}
+
+template <DType kOut>
+void dequantize_dispatch(const QuantSpec& spec, const SlabShape& shape, const std::byte* in,
+                         std::byte* out) {
+  switch (spec.scheme) {
+    case QuantScheme::kFp8E4M3: return dequantize_fp8<kOut>(shape, in, out);
+    case QuantScheme::kInt8: return dequantize_int8<kOut>(shape, in, out);
+    case QuantScheme::kInt4Key: return dequantize_int4_key<kOut>(shape, spec.group_size, in, out);
+    case QuantScheme::kInt4Value:
+      return dequantize_int4_value<kOut>(shape, spec.group_size, in, out);
+  }
+}
+
+Status check_dtype(DType dtype) {
+  if (!is_float_kv_dtype(dtype)) {
+    return Status::InvalidArgument("dtype " + std::string(dtype_name(dtype)) +
+                                   " cannot be quantized: only fp16, bf16 and fp32 can");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+uint8_t f32_to_e4m3(float x) {
+  uint32_t u = std::bit_cast<uint32_t>(x);
+  const auto sign = static_cast<uint8_t>((u >> 24) & 0x80u);
+  u &= 0x7fffffffu;
+  if (u > 0x7f800000u) return sign | 0x7fu;   // NaN
+  if (u >= 0x43e00000u) return sign | 0x7eu;  // >= 448, infinities included: saturate
+  if (u < 0x3c800000u) {                      // below 2^-6: subnormal e4m3 (m * 2^-9)
+    const float m = round_even(std::bit_cast<float>(u) * 512.0f);  // exact scaling; m in [0, 8]
+    return sign | static_cast<uint8_t>(m);  // m == 8 is 0x08, the smallest normal: correct
+  }
+  u += 0x7ffffu + ((u >> 20) & 1u);  // round the mantissa to 3 bits, ties to even
+  return sign | static_cast<uint8_t>((u >> 20) - (120u << 3));  // rebias exponent 127 -> 7
+}
+
+float e4m3_to_f32(uint8_t q) { return kE4m3Table[q]; }
+
+int fp8_scale_exponent(float amax) {
+  if (!(amax > 0.0f)) return 0;
+  if (!(amax <= FLT_MAX)) return kFp8MaxExp;
+  int p = 0;
+  const float m = std::frexp(amax, &p);  // amax = m * 2^p, m in [0.5, 1)
+  // amax <= 448 * 2^k = 0.875 * 2^(9 + k)
+  int k = m <= 0.875f ? p - 9 : p - 8;
+  if (k < kFp8MinExp) k = kFp8MinExp;
+  if (k > kFp8MaxExp) k = kFp8MaxExp;
+  return k;
+}
+
+Status validate_quant(const QuantSpec& spec, const SlabShape& shape) {
+  switch (spec.scheme) {
+    case QuantScheme::kFp8E4M3:
+    case QuantScheme::kInt8:
+      break;
+    case QuantScheme::kInt4Key:
+    case QuantScheme::kInt4Value:
+      if (spec.group_size == 0 || spec.group_size > 65536) {
+        return Status::InvalidArgument("int4 group_size = " + std::to_string(spec.group_size) +
+                                       " is out of range [1, 65536]");
+      }
+      break;
+    default:
+      return Status::InvalidArgument("quant scheme " +
+                                     std::to_string(static_cast<int>(spec.scheme)) +
+                                     " is not a known scheme");
+  }
+  if (shape.tokens == 0 || shape.heads == 0 || shape.head_dim == 0) {
+    return Status::InvalidArgument("slab shape " + std::to_string(shape.tokens) + "x" +
+                                   std::to_string(shape.heads) + "x" +
+                                   std::to_string(shape.head_dim) + " has a zero dimension");
+  }
+  // Bound each dimension so every size below fits in 64 bits with room to spare.
+  if (shape.tokens > 1u << 24 || shape.heads > 1u << 16 || shape.head_dim > 1u << 16) {
+    return Status::InvalidArgument("slab shape " + std::to_string(shape.tokens) + "x" +
+                                   std::to_string(shape.heads) + "x" +
+                                   std::to_string(shape.head_dim) + " is too large");
+  }
+  return Status::Ok();
+}
+
+QuantSizes quant_sizes(const QuantSpec& spec, const SlabShape& shape) {
+  const uint64_t rows = uint64_t{shape.tokens} * shape.heads;
+  const uint64_t n = shape.elements();
+  switch (spec.scheme) {
+    case QuantScheme::kFp8E4M3: return {rows, n};
+    case QuantScheme::kInt8: return {4 * rows, n};
+    case QuantScheme::kInt4Key: {
+      const uint64_t groups =
+          ceil_div(shape.tokens, spec.group_size) * shape.heads * shape.head_dim;
+      return {8 * groups, ceil_div(n, 2)};
+    }
+    case QuantScheme::kInt4Value: {
+      const uint64_t groups = rows * ceil_div(shape.head_dim, spec.group_size);
+      return {8 * groups, ceil_div(n, 2)};
+    }
+  }
+  return {};
+}
+
+uint64_t quant_scratch_floats(const QuantSpec& spec, const SlabShape& shape) {
+  if (spec.scheme == QuantScheme::kInt4Key) return 3 * uint64_t{shape.heads} * shape.head_dim;
+  return shape.head_dim;
+}
+
+Status quantize_slab(const QuantSpec& spec, const SlabShape& shape, DType dtype,
+                     std::span<const std::byte> in, std::span<std::byte> out,
+                     std::span<float> scratch) {
+  TIERKV_RETURN_IF_ERROR(validate_quant(spec, shape));
+  TIERKV_RETURN_IF_ERROR(check_dtype(dtype));
+  const uint64_t in_bytes = shape.elements() * dtype_bytes(dtype);
+  if (in.size() != in_bytes) {
+    return Status::InvalidArgument("quantize input is " + std::to_string(in.size()) +
+                                   " bytes, expected " + std::to_string(in_bytes));
+  }
+  const uint64_t out_bytes = quant_sizes(spec, shape).total();
+  if (out.size() != out_bytes) {
+    return Status::InvalidArgument("quantize output is " + std::to_string(out.size()) +
+                                   " bytes, expected " + std::to_string(out_bytes));
+  }
+  const uint64_t need = quant_scratch_floats(spec, shape);
+  if (scratch.size() < need) {
+    return Status::InvalidArgument("quantize scratch is " + std::to_string(scratch.size()) +
+                                   " floats, need " + std::to_string(need));
+  }
+  const uint64_t hd = uint64_t{shape.heads} * shape.head_dim;
+  switch (spec.scheme) {
+    case QuantScheme::kFp8E4M3:
+      quantize_fp8(shape, dtype, in.data(), out.data(), scratch.data());
+      break;
+    case QuantScheme::kInt8:
+      quantize_int8(shape, dtype, in.data(), out.data(), scratch.data());
+      break;
+    case QuantScheme::kInt4Key:
+      // The payload is built by or-ing nibbles in: start from zeros.
+      std::memset(out.data(), 0, out.size());
+      quantize_int4_key(shape, spec.group_size, dtype, in.data(), out.data(), scratch.data(),
+                        scratch.data() + hd);
+      break;
+    case QuantScheme::kInt4Value:
+      std::memset(out.data(), 0, out.size());
+      quantize_int4_value(shape, spec.group_size, dtype, in.data(), out.data(), scratch.data());
+      break;
+  }
+  return Status::Ok();
+}
+
+Status quantize_slab(const QuantSpec& spec, const SlabShape& shape, DType dtype,
+                     std::span<const std::byte> in, std::span<std::byte> out) {
+  TIERKV_RETURN_IF_ERROR(validate_quant(spec, shape));
+  std::vector<float> scratch(quant_scratch_floats(spec, shape));
+  return quantize_slab(spec, shape, dtype, in, out, scratch);
+}
+
+Status dequantize_slab(const QuantSpec& spec, const SlabShape& shape,
+                       std::span<const std::byte> in, DType dtype, std::span<std::byte> out) {
+  TIERKV_RETURN_IF_ERROR(validate_quant(spec, shape));
+  TIERKV_RETURN_IF_ERROR(check_dtype(dtype));
+  const uint64_t in_bytes = quant_sizes(spec, shape).total();
+  if (in.size() != in_bytes) {
+    return Status::InvalidArgument("dequantize input is " + std::to_string(in.size()) +
+                                   " bytes, expected " + std::to_string(in_bytes));
+  }
+  const uint64_t out_bytes = shape.elements() * dtype_bytes(dtype);
+  if (out.size() != out_bytes) {
+    return Status::InvalidArgument("dequantize output is " + std::to_string(out.size()) +
+                                   " bytes, expected " + std::to_string(out_bytes));
+  }
+  switch (dtype) {
+    case DType::kFloat16:
+      dequantize_dispatch<DType::kFloat16>(spec, shape, in.data(), out.data());
+      break;
+    case DType::kBFloat16:
+      dequantize_dispatch<DType::kBFloat16>(spec, shape, in.data(), out.data());
+      break;
+    default:
+      dequantize_dispatch<DType::kFloat32>(spec, shape, in.data(), out.data());
+      break;
+  }
+  return Status::Ok();
+}
+
+}  // namespace tierkv::kernels
