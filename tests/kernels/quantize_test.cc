@@ -79,6 +79,21 @@ TEST(E4m3, DecodesKnownValues) {
   EXPECT_TRUE(std::isnan(e4m3_to_f32(0xff)));
 }
 
+TEST(E4m3, DecodesEveryCodeByTheFormula) {
+  for (int q = 0; q < 256; ++q) {
+    const int e = (q >> 3) & 15, m = q & 7;
+    const double mag = e == 0 ? std::ldexp(m, -9) : std::ldexp(8 + m, e - 10);
+    const float f = e4m3_to_f32(static_cast<uint8_t>(q));
+    if (e == 15 && m == 7) {
+      EXPECT_TRUE(std::isnan(f)) << q;
+      EXPECT_EQ(std::signbit(f), (q & 0x80) != 0) << q;
+    } else {
+      EXPECT_EQ(double{f}, (q & 0x80) ? -mag : mag) << q;
+      EXPECT_EQ(std::signbit(f), (q & 0x80) != 0) << q;
+    }
+  }
+}
+
 TEST(E4m3, EveryCodeRoundTrips) {
   for (int q = 0; q < 256; ++q) {
     const float f = e4m3_to_f32(static_cast<uint8_t>(q));

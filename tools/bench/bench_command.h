@@ -34,6 +34,7 @@ class BenchCommand {
 };
 
 std::unique_ptr<BenchCommand> make_host_bench();
+std::unique_ptr<BenchCommand> make_codec_bench();
 
 // Every subcommand, in the order --help lists them.
 std::vector<std::unique_ptr<BenchCommand>> all_bench_commands();

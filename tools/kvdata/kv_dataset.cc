@@ -56,10 +56,11 @@ Result<KvDataset> KvDataset::load(const std::string& path) {
   ds.head_dim = h[4];
   ds.dtype = static_cast<DType>(h[5]);
   const uint32_t num_prompts = h[6];
+  std::memcpy(&ds.rope_theta, &h[7], 4);
   if (ds.num_layers == 0 || ds.num_layers > 1024 || ds.num_kv_heads == 0 ||
       ds.num_kv_heads > 1024 || ds.num_q_heads == 0 || ds.num_q_heads > 4096 ||
       ds.num_q_heads % ds.num_kv_heads != 0 || ds.head_dim == 0 || ds.head_dim > 16384 ||
-      dtype_bytes(ds.dtype) == 0 || num_prompts > 100000) {
+      dtype_bytes(ds.dtype) == 0 || num_prompts > 100000 || !(ds.rope_theta >= 0)) {
     return Status::InvalidArgument(path + ": implausible dataset header");
   }
   const uint64_t eb = dtype_bytes(ds.dtype);

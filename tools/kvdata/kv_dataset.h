@@ -36,6 +36,7 @@ class KvDataset {
   uint32_t num_q_heads = 0;
   uint32_t head_dim = 0;
   DType dtype = DType::kBFloat16;
+  float rope_theta = 0;  // the model's RoPE base (keys are stored rotated), 0 if none
   std::vector<KvPrompt> prompts;
 
   [[nodiscard]] Layout layout(uint32_t chunk_tokens) const;

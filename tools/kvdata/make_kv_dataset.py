@@ -298,7 +298,7 @@ def write_workload(path, model, prompts, layers, n_queries, log):
         f.write(MAGIC)
         f.write(
             struct.pack(
-                "<8I",
+                "<7If",
                 VERSION,
                 len(layers),
                 model.n_kv,
@@ -306,7 +306,7 @@ def write_workload(path, model, prompts, layers, n_queries, log):
                 model.head_dim,
                 DTYPE_BF16,
                 len(prompts),
-                0,
+                model.rope_base,
             )
         )
         for i, ids in enumerate(prompts):
