@@ -71,11 +71,20 @@ TIERKV_TILE_CLONES void tile_to_fp16(const float* __restrict v, uint32_t n,
   for (uint32_t j = 0; j < n; ++j) h[j] = f32_to_fp16(v[j]);
 }
 
+// Copies n bytes in fixed-size 32-byte pieces (vector moves), then the tail byte by byte: a
+// variable-length memcpy of a few hundred bytes would become a slow `rep movs`.
+inline void copy_short(std::byte* __restrict dst, const void* __restrict src, size_t n) {
+  const auto* s = static_cast<const std::byte*>(src);
+  size_t k = 0;
+  for (; k + 32 <= n; k += 32) std::memcpy(dst + k, s + k, 32);
+  for (; k < n; ++k) dst[k] = s[k];
+}
+
 // Writes `n` fp32 values to elements [i, i + n) of the output, in its dtype.
 template <DType kOut>
 inline void store_tile(std::byte* out, uint64_t i, const float* v, uint32_t n) {
   if constexpr (kOut == DType::kFloat32) {
-    std::memcpy(out + 4 * i, v, 4 * size_t{n});
+    copy_short(out + 4 * i, v, 4 * size_t{n});
   } else {
     uint16_t h[kTile];
     if constexpr (kOut == DType::kFloat16) {
@@ -83,7 +92,7 @@ inline void store_tile(std::byte* out, uint64_t i, const float* v, uint32_t n) {
     } else {
       tile_to_bf16(v, n, h);
     }
-    std::memcpy(out + 2 * i, h, 2 * size_t{n});
+    copy_short(out + 2 * i, h, 2 * size_t{n});
   }
 }
 
@@ -304,8 +313,10 @@ void dequantize_int4_key(const SlabShape& s, uint32_t g, const std::byte* in, st
     for (uint64_t c0 = 0; c0 < hd; c0 += kTile) {
       const auto n = static_cast<uint32_t>(std::min<uint64_t>(kTile, hd - c0));
       unpack_nibbles(packed, ebase + c0, n, tile);
-      std::memcpy(sc, scales + 4 * (gbase + c0), 4 * size_t{n});
-      std::memcpy(mn, mins + 4 * (gbase + c0), 4 * size_t{n});
+      for (uint32_t j = 0; j < n; ++j) {
+        sc[j] = load_f32(scales + 4 * (gbase + c0 + j));
+        mn[j] = load_f32(mins + 4 * (gbase + c0 + j));
+      }
       affine_tile(tile, sc, mn, n);
       store_tile<kOut>(out, ebase + c0, tile, n);
     }

@@ -37,7 +37,7 @@ TEST(CodecConfig, ParsesAndPrintsCanonically) {
     const char* spec;
     const char* canonical;
   };
-  for (const Case& c : {Case{"raw", "raw"}, Case{"zstd", "zstd:3:bytes"},
+  for (const Case& c : {Case{"raw", "raw"}, Case{"zstd", "zstd:1:bytes"},
                         Case{"zstd:7", "zstd:7:bytes"}, Case{"zstd:bits:-2", "zstd:-2:bits"},
                         Case{"fp8", "fp8"}, Case{"int8", "int8"}, Case{"int4", "int4:g32"},
                         Case{"int4:g64", "int4:g64"},

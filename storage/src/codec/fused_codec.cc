@@ -29,6 +29,7 @@
 // residual, the residual format's error on a residual that small. The threshold is the
 // size/error knob; tierkv-bench codec prints the curve.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -145,6 +146,101 @@ void rotate_rows(float* x, uint32_t rows, uint32_t dim, const float* table) {
   }
 }
 
+// The decoder's per-element loops, built for baseline x86-64 and for AVX2 and chosen at load time
+// (same operations, no FMA: the same results either way).
+#if defined(__x86_64__) && !defined(__clang__)
+#define TIERKV_FUSED_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define TIERKV_FUSED_CLONES
+#endif
+
+// y = alpha * y (if alpha != 1), then y += resid (if resid): the decoder's prediction plus
+// residual, in the order the encoder computed the residual against.
+TIERKV_FUSED_CLONES void scale_add(float* __restrict y, float alpha, const float* __restrict resid,
+                                   uint32_t n) {
+  if (alpha != 1.0f) {
+    for (uint32_t k = 0; k < n; ++k) y[k] *= alpha;
+  }
+  if (resid != nullptr) {
+    for (uint32_t k = 0; k < n; ++k) y[k] += resid[k];
+  }
+}
+
+TIERKV_FUSED_CLONES void row_to_bf16(const float* __restrict src, uint32_t n,
+                                      uint16_t* __restrict dst) {
+  for (uint32_t d = 0; d < n; ++d) dst[d] = kernels::f32_to_bf16(src[d]);
+}
+
+TIERKV_FUSED_CLONES void row_to_fp16(const float* __restrict src, uint32_t n,
+                                      uint16_t* __restrict dst) {
+  for (uint32_t d = 0; d < n; ++d) dst[d] = kernels::f32_to_fp16(src[d]);
+}
+
+TIERKV_FUSED_CLONES void int8_row(const int8_t* __restrict q, float scale, uint32_t n,
+                                  float* __restrict y) {
+  for (uint32_t d = 0; d < n; ++d) y[d] = static_cast<float>(q[d]) * scale;
+}
+
+// Both nibbles of every byte value as floats, low nibble first.
+const std::array<std::array<float, 2>, 256> kNibblePairs = [] {
+  std::array<std::array<float, 2>, 256> t{};
+  for (uint32_t b = 0; b < 256; ++b) {
+    t[b] = {static_cast<float>(b & 0xfu), static_cast<float>(b >> 4)};
+  }
+  return t;
+}();
+
+TIERKV_FUSED_CLONES void axpb_add(float* __restrict y, const float* __restrict q, float s, float m,
+                                  uint32_t n) {
+  for (uint32_t d = 0; d < n; ++d) y[d] += q[d] * s + m;
+}
+
+// y += the int4 residual `res` (kernels kInt4Value slab [rows][1][dim] with one group per row,
+// dim even): element by element exactly kernels::dequantize_slab's q * scale + min, added.
+void add_int4_residual(float* y, const std::byte* res, uint32_t rows, uint32_t dim) {
+  const std::byte* scales = res;
+  const std::byte* mins = res + 4 * uint64_t{rows};
+  const auto* packed = reinterpret_cast<const uint8_t*>(res + 8 * uint64_t{rows});
+  float q[512];
+  for (uint32_t r = 0; r < rows; ++r) {
+    const uint8_t* p = packed + uint64_t{r} * dim / 2;
+    for (uint32_t k = 0; k < dim / 2; ++k) std::memcpy(q + 2 * k, kNibblePairs[p[k]].data(), 8);
+    axpb_add(y + uint64_t{r} * dim, q, load_le<float>(scales + 4 * r), load_le<float>(mins + 4 * r),
+             dim);
+  }
+}
+
+// Writes a slab staged head-major in fp32 ([head][token][dim]) to the chunk's [token][head][dim]
+// layout in `dtype`, rounding to nearest even and saturating (tierkv/kernels/half.h).
+void unstage(const Geometry& g, DType dtype, const float* stage, std::byte* slab) {
+  const uint32_t eb = dtype_bytes(dtype);
+  constexpr uint32_t kRow = 512;
+  uint16_t row[kRow];
+  for (uint32_t t = 0; t < g.tokens; ++t) {
+    for (uint32_t h = 0; h < g.heads; ++h) {
+      const float* src = stage + (uint64_t{h} * g.tokens + t) * g.dim;
+      std::byte* dst = slab + (uint64_t{t} * g.heads + h) * g.dim * eb;
+      if (dtype == DType::kFloat32) {
+        std::memcpy(dst, src, 4 * uint64_t{g.dim});
+        continue;
+      }
+      for (uint32_t d0 = 0; d0 < g.dim; d0 += kRow) {
+        const uint32_t n = std::min(kRow, g.dim - d0);
+        if (dtype == DType::kFloat16) {
+          row_to_fp16(src + d0, n, row);
+        } else {
+          row_to_bf16(src + d0, n, row);
+        }
+        // Fixed-size copies compile to vector moves; the tail goes element by element.
+        std::byte* out = dst + 2 * uint64_t{d0};
+        uint32_t d = 0;
+        for (; d + 16 <= n; d += 16) std::memcpy(out + 2 * d, row + d, 32);
+        for (; d < n; ++d) std::memcpy(out + 2 * d, row + d, 2);
+      }
+    }
+  }
+}
+
 class FusedCodec final : public ChunkCodec {
  public:
   FusedCodec(const CodecConfig& config, RepresentativeStore* reps) : config_(config), reps_(reps) {}
@@ -166,10 +262,21 @@ class FusedCodec final : public ChunkCodec {
   // de-rotated when rope is on), one row per representative.
   struct GroupIndex {
     std::vector<RepId> ids;
-    std::vector<int64_t> positions;
-    std::vector<float> vectors;
-    std::vector<float> norms;  // 1 (or 0 for a zero block); -1 marks a dead entry
+    std::vector<float> vectors;   // unit search vectors, block_elems() floats each
+    std::vector<float> norms;     // 1, or 0 for a zero block
+    std::vector<float> sketches;  // unit mean-over-tokens of the search vector, head_dim each
+    std::vector<float> sketch_norms;
+    void erase(size_t first, size_t count, uint32_t n, uint32_t dim) {
+      auto at = [](auto& v, size_t i) { return v.begin() + static_cast<ptrdiff_t>(i); };
+      ids.erase(at(ids, first), at(ids, first + count));
+      norms.erase(at(norms, first), at(norms, first + count));
+      sketch_norms.erase(at(sketch_norms, first), at(sketch_norms, first + count));
+      vectors.erase(at(vectors, first * n), at(vectors, (first + count) * n));
+      sketches.erase(at(sketches, first * dim), at(sketches, (first + count) * dim));
+    }
   };
+  // The best match for search_/sketch_ in `gi`: (index, similarity), (-1, -inf) if none.
+  std::pair<int32_t, float> search(const GroupIndex& gi, uint32_t n, uint32_t dim);
 
   struct ParsedChunk {
     EncodedChunkInfo info;
@@ -194,7 +301,7 @@ class FusedCodec final : public ChunkCodec {
   std::vector<GroupIndex> index_;
   RotationCache rotations_;
   // Scratch, grown to the largest block and reused.
-  std::vector<float> block_, search_, pred_, resid_, quant_scratch_;
+  std::vector<float> block_, search_, sketch_, pred_, resid_, quant_scratch_, stage_;
   std::vector<std::byte> bytes_;
   std::vector<RepId> ids_;
   std::vector<std::shared_ptr<const Representative>> pinned_;
@@ -207,15 +314,45 @@ void FusedCodec::start_batch(const Layout& layout, const Geometry& g) {
     index_layout_ = fp;
   }
   // Keep the last `window` representatives of earlier batches searchable.
-  const uint32_t dim = g.block_elems();
   for (auto& gi : index_) {
-    if (gi.ids.size() <= config_.fused_window) continue;
-    const size_t drop = gi.ids.size() - config_.fused_window;
-    gi.ids.erase(gi.ids.begin(), gi.ids.begin() + static_cast<ptrdiff_t>(drop));
-    gi.positions.erase(gi.positions.begin(), gi.positions.begin() + static_cast<ptrdiff_t>(drop));
-    gi.norms.erase(gi.norms.begin(), gi.norms.begin() + static_cast<ptrdiff_t>(drop));
-    gi.vectors.erase(gi.vectors.begin(), gi.vectors.begin() + static_cast<ptrdiff_t>(drop * dim));
+    if (gi.ids.size() > config_.fused_window) {
+      gi.erase(0, gi.ids.size() - config_.fused_window, g.block_elems(), g.dim);
+    }
   }
+}
+
+std::pair<int32_t, float> FusedCodec::search(const GroupIndex& gi, uint32_t n, uint32_t dim) {
+  const auto count = static_cast<uint32_t>(gi.ids.size());
+  int32_t best = -1;
+  float sim = -INFINITY;
+  if (count == 0) return {best, sim};
+  // Few candidates: compare them all in full. Many: shortlist on the sketches (head_dim floats
+  // instead of tokens * head_dim), then compare the shortlist in full.
+  constexpr uint32_t kShortlist = 8;
+  int32_t picks[kShortlist];
+  float sims[kShortlist];
+  uint32_t npicks = 0;
+  if (count <= 2 * kShortlist) {
+    (void)kernels::best_cosine_match(search_, 1, gi.vectors, count, n, gi.norms.data(),
+                                     {&best, 1}, {&sim, 1});
+    return {best, sim};
+  }
+  auto top = kernels::top_cosine_matches(sketch_, gi.sketches, count, dim, gi.sketch_norms.data(),
+                                         kShortlist, picks, sims);
+  if (!top.ok()) return {best, sim};
+  npicks = *top;
+  for (uint32_t i = 0; i < npicks; ++i) {
+    const auto c = static_cast<uint32_t>(picks[i]);
+    int32_t one = 0;
+    float s = 0;
+    (void)kernels::best_cosine_match(search_, 1, {gi.vectors.data() + uint64_t{c} * n, n}, 1, n,
+                                     &gi.norms[c], {&one, 1}, {&s, 1});
+    if (s > sim || (s == sim && static_cast<int32_t>(c) < best)) {
+      sim = s;
+      best = static_cast<int32_t>(c);
+    }
+  }
+  return {best, sim};
 }
 
 Status FusedCodec::load_rep(const Representative& rep, int64_t position, float rope,
@@ -228,6 +365,17 @@ Status FusedCodec::load_rep(const Representative& rep, int64_t position, float r
                               " bytes, expected " + std::to_string(n * dtype_bytes(ri.dtype)));
     }
     kernels::convert_to_f32(ri.dtype, rep.bytes.data(), n, rows);
+  } else if (ri.format == BlockFormat::kInt8) {
+    // kernels kInt8 slab [tokens][1][dim]: fp32 scale per row, then int8 q; value q * scale.
+    if (rep.bytes.size() != 4ull * ri.tokens + n) {
+      return Status::Internal("int8 representative holds " + std::to_string(rep.bytes.size()) +
+                              " bytes, expected " + std::to_string(4ull * ri.tokens + n));
+    }
+    const auto* q = reinterpret_cast<const int8_t*>(rep.bytes.data() + 4ull * ri.tokens);
+    for (uint32_t r = 0; r < ri.tokens; ++r) {
+      int8_row(q + uint64_t{r} * ri.head_dim, load_le<float>(rep.bytes.data() + 4ull * r),
+               ri.head_dim, rows + uint64_t{r} * ri.head_dim);
+    }
   } else {
     TIERKV_RETURN_IF_ERROR(kernels::dequantize_slab(
         spec_for(ri.format, ri.head_dim), {ri.tokens, 1, ri.head_dim}, rep.bytes,
@@ -269,6 +417,7 @@ Status FusedCodec::encode_batch(const Layout& layout, std::span<const ChunkInput
   const auto rep_spec = spec_for(config_.fused_rep, g.dim);
   block_.resize(n);
   search_.resize(n);
+  sketch_.resize(g.dim);
   pred_.resize(n);
   resid_.resize(n);
   quant_scratch_.resize(3 * uint64_t{g.dim});
@@ -314,13 +463,15 @@ Status FusedCodec::encode_batch(const Layout& layout, std::span<const ChunkInput
             if (norm > 0) {
               for (auto& v : search_) v = static_cast<float>(v / norm);
             }
-            int32_t best = -1;
-            float sim = -INFINITY;
-            if (!gi.ids.empty()) {
-              TIERKV_RETURN_IF_ERROR(kernels::best_cosine_match(
-                  search_, 1, gi.vectors, static_cast<uint32_t>(gi.ids.size()), n,
-                  gi.norms.data(), {&best, 1}, {&sim, 1}));
+            std::fill(sketch_.begin(), sketch_.end(), 0.0f);
+            for (uint32_t t = 0; t < g.block; ++t) {
+              for (uint32_t d = 0; d < g.dim; ++d) sketch_[d] += search_[uint64_t{t} * g.dim + d];
             }
+            const double sketch_norm = std::sqrt(dot(sketch_.data(), sketch_.data(), g.dim));
+            if (sketch_norm > 0) {
+              for (auto& v : sketch_) v = static_cast<float>(v / sketch_norm);
+            }
+            const auto [best, sim] = search(gi, n, g.dim);
             RepId id = kNoRep;
             float alpha = 1.0f;
             uint8_t flags = 0;
@@ -343,7 +494,9 @@ Status FusedCodec::encode_batch(const Layout& layout, std::span<const ChunkInput
                 flags |= kHasResidual;
               }
             } else {
-              if (best >= 0 && sim >= config_.fused_threshold) gi.norms[best] = -1;  // dead rep
+              if (best >= 0 && sim >= config_.fused_threshold) {
+                gi.erase(static_cast<size_t>(best), 1, n, g.dim);  // freed meanwhile: forget it
+              }
               // A new representative.
               std::span<std::byte> rb(bytes_.data(), rep_bytes);
               if (config_.fused_rep == BlockFormat::kRaw) {
@@ -366,9 +519,10 @@ Status FusedCodec::encode_batch(const Layout& layout, std::span<const ChunkInput
               id = reps_->add(ri, rb);
               taken.push_back(id);
               gi.ids.push_back(id);
-              gi.positions.push_back(position);
               gi.vectors.insert(gi.vectors.end(), search_.begin(), search_.end());
               gi.norms.push_back(norm > 0 ? 1.0f : 0.0f);
+              gi.sketches.insert(gi.sketches.end(), sketch_.begin(), sketch_.end());
+              gi.sketch_norms.push_back(sketch_norm > 0 ? 1.0f : 0.0f);
             }
             std::byte* e = out.mutable_bytes().data() + kChunkHeaderBytes + kPayloadHeadBytes +
                            entry * kEntryBytes;
@@ -482,10 +636,15 @@ Status FusedCodec::decode(std::span<const std::byte> encoded, std::span<std::byt
   pinned_.resize(nblocks);
   for (uint64_t i = 0; i < nblocks; ++i) ids_[i] = load_le<uint64_t>(p.entries + i * kEntryBytes);
   reps_->get_many(ids_, pinned_);
-  pred_.resize(n);
   resid_.resize(n);
+  // One (layer, K/V) slab at a time, staged head-major in fp32 ([head][token][dim]) so each
+  // block is contiguous, then converted to the chunk's [token][head][dim] in one pass.
+  stage_.resize(uint64_t{g.heads} * g.tokens * g.dim);
   const auto res_spec = spec_for(p.residual, g.dim);
+  // The default residual (int4, one group per row) is added in place, without a scratch pass.
+  const bool fast_int4 = p.residual == BlockFormat::kInt4 && g.dim % 2 == 0 && g.dim <= 512;
   const std::byte* residual = p.residuals;
+  const uint64_t slab_bytes = uint64_t{g.tokens} * g.heads * g.dim * eb;
   uint64_t i = 0;
   Status status;
   for (uint32_t l = 0; l < g.layers && status.ok(); ++l) {
@@ -507,27 +666,32 @@ Status FusedCodec::decode(std::span<const std::byte> encoded, std::span<std::byt
             break;
           }
           const uint32_t t0 = b * g.block;
-          status = load_rep(*rep, int64_t{p.first_token} + t0, p.rope, pred_.data());
+          float* y = stage_.data() + (uint64_t{h} * g.tokens + t0) * g.dim;
+          status = load_rep(*rep, int64_t{p.first_token} + t0, p.rope, y);
           if (!status.ok()) break;
           const std::byte* e = p.entries + i * kEntryBytes;
-          const float alpha = load_le<float>(e + 8);
-          if (alpha != 1.0f) {
-            for (uint32_t k = 0; k < n; ++k) pred_[k] *= alpha;
+          const bool has_residual = (load_le<uint32_t>(e + 12) & kHasResidual) != 0;
+          if (has_residual && fast_int4) {
+            scale_add(y, load_le<float>(e + 8), nullptr, n);
+            add_int4_residual(y, residual, g.block, g.dim);
+            residual += p.residual_bytes;
+            continue;
           }
-          if (load_le<uint32_t>(e + 12) & kHasResidual) {
+          const float* resid = nullptr;
+          if (has_residual) {
             status = kernels::dequantize_slab(res_spec, {g.block, 1, g.dim},
                                               {residual, p.residual_bytes}, DType::kFloat32,
                                               std::as_writable_bytes(std::span(resid_)));
             if (!status.ok()) break;
             residual += p.residual_bytes;
-            for (uint32_t k = 0; k < n; ++k) pred_[k] += resid_[k];
+            resid = resid_.data();
           }
-          for (uint32_t t = 0; t < g.block; ++t) {
-            kernels::convert_from_f32(dtype, pred_.data() + uint64_t{t} * g.dim, g.dim,
-                                      out.data() + row_offset(g, l, kind, h, t0 + t, eb));
-          }
+          scale_add(y, load_le<float>(e + 8), resid, n);
         }
       }
+      if (!status.ok()) break;
+      std::byte* slab = out.data() + (2 * uint64_t{l} + kind) * slab_bytes;
+      unstage(g, dtype, stage_.data(), slab);
     }
   }
   for (auto& r : pinned_) r.reset();
