@@ -10,9 +10,16 @@ namespace tierkv::kernels {
 
 namespace {
 
+// Built for baseline x86-64 and for AVX2, chosen at load time.
+#if defined(__x86_64__) && !defined(__clang__)
+#define TIERKV_DOT_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define TIERKV_DOT_CLONES
+#endif
+
 // Eight independent partial sums keep the loop vectorizable without -ffast-math (the order of
 // additions is fixed, so the compiler may not reassociate one running sum).
-inline float dot(const float* a, const float* b, uint32_t n) {
+TIERKV_DOT_CLONES float dot(const float* a, const float* b, uint32_t n) {
   float acc[8] = {};
   uint32_t i = 0;
   for (; i + 8 <= n; i += 8) {

@@ -88,7 +88,8 @@ enum class BlockFormat : uint8_t {
 //   int4[:gGROUP]                             group size in [1, 4096], default 32
 //   fused[:THRESHOLD][:bBLOCK][:rep=FMT][:res=FMT][:rope=BASE][:window=N]
 //        THRESHOLD: cosine similarity in [-1, 1] a block needs to become a reference (default
-//        0.95); BLOCK: tokens per block (default 16); rep: raw|fp8|int8 (default fp8); res:
+//        0.95); BLOCK: tokens per block (default 16); rep: raw|fp8|int8 (default int8: fp8
+//        keys cost too much attention accuracy, see tierkv-bench codec); res:
 //        none|fp8|int8|int4 (default int4); rope: the model's RoPE base (theta) if its keys are
 //        stored rotated (rotate-half style), so keys are compared position-free; 0 (default)
 //        compares keys as stored; window: representatives of earlier batches each encoder keeps
@@ -101,7 +102,7 @@ struct CodecConfig {
   uint32_t int4_group = 32;
   float fused_threshold = 0.95f;
   uint32_t fused_block_tokens = 16;
-  BlockFormat fused_rep = BlockFormat::kFp8;
+  BlockFormat fused_rep = BlockFormat::kInt8;
   BlockFormat fused_residual = BlockFormat::kInt4;
   float fused_rope_theta = 0.0f;
   uint32_t fused_window = 64;
