@@ -41,7 +41,7 @@ TEST(CodecConfig, ParsesAndPrintsCanonically) {
                         Case{"zstd:7", "zstd:7:bytes"}, Case{"zstd:bits:-2", "zstd:-2:bits"},
                         Case{"fp8", "fp8"}, Case{"int8", "int8"}, Case{"int4", "int4:g32"},
                         Case{"int4:g64", "int4:g64"},
-                        Case{"fused", "fused:0.95:b16:rep=int8:res=int4:rope=0:window=64"},
+                        Case{"fused", "fused:0.95:b16:rep=int8:res=int4:rope=0:window=16"},
                         Case{"fused:0.9:b8:rep=raw:res=none:rope=10000:window=4",
                              "fused:0.9:b8:rep=raw:res=none:rope=10000:window=4"}}) {
     auto parsed = CodecConfig::parse(c.spec);
