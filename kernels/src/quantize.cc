@@ -2,6 +2,7 @@
 // so no product-then-sum is fused: the CUDA port must round each step the same way.
 #include "tierkv/kernels/quantize.h"
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cfloat>
@@ -9,7 +10,6 @@
 #include <cstring>
 #include <string>
 #include <vector>
-#include <algorithm>
 
 #include "tierkv/kernels/half.h"
 
@@ -17,7 +17,6 @@ namespace tierkv::kernels {
 
 namespace {
 
-constexpr float kE4m3Max = 448.0f;
 // Dequantize loops work on tiles of this many elements: fp32 values first, then one conversion
 // pass to the output dtype.
 constexpr uint32_t kTile = 256;
@@ -107,11 +106,13 @@ inline float e4m3_decode(uint32_t q) {
   return std::bit_cast<float>(bits | ((q & 0x80u) << 24));
 }
 
-TIERKV_TILE_CLONES void fp8_tile(const uint8_t* __restrict q, float scale, uint32_t n, float* __restrict out) {
+TIERKV_TILE_CLONES void fp8_tile(const uint8_t* __restrict q, float scale, uint32_t n,
+                                 float* __restrict out) {
   for (uint32_t j = 0; j < n; ++j) out[j] = e4m3_decode(q[j]) * scale;
 }
 
-TIERKV_TILE_CLONES void int8_tile(const int8_t* __restrict q, float scale, uint32_t n, float* __restrict out) {
+TIERKV_TILE_CLONES void int8_tile(const int8_t* __restrict q, float scale, uint32_t n,
+                                  float* __restrict out) {
   for (uint32_t j = 0; j < n; ++j) out[j] = static_cast<float>(q[j]) * scale;
 }
 
@@ -389,9 +390,12 @@ template <DType kOut>
 void dequantize_dispatch(const QuantSpec& spec, const SlabShape& shape, const std::byte* in,
                          std::byte* out) {
   switch (spec.scheme) {
-    case QuantScheme::kFp8E4M3: return dequantize_fp8<kOut>(shape, in, out);
-    case QuantScheme::kInt8: return dequantize_int8<kOut>(shape, in, out);
-    case QuantScheme::kInt4Key: return dequantize_int4_key<kOut>(shape, spec.group_size, in, out);
+    case QuantScheme::kFp8E4M3:
+      return dequantize_fp8<kOut>(shape, in, out);
+    case QuantScheme::kInt8:
+      return dequantize_int8<kOut>(shape, in, out);
+    case QuantScheme::kInt4Key:
+      return dequantize_int4_key<kOut>(shape, spec.group_size, in, out);
     case QuantScheme::kInt4Value:
       return dequantize_int4_value<kOut>(shape, spec.group_size, in, out);
   }
@@ -470,8 +474,10 @@ QuantSizes quant_sizes(const QuantSpec& spec, const SlabShape& shape) {
   const uint64_t rows = uint64_t{shape.tokens} * shape.heads;
   const uint64_t n = shape.elements();
   switch (spec.scheme) {
-    case QuantScheme::kFp8E4M3: return {rows, n};
-    case QuantScheme::kInt8: return {4 * rows, n};
+    case QuantScheme::kFp8E4M3:
+      return {rows, n};
+    case QuantScheme::kInt8:
+      return {4 * rows, n};
     case QuantScheme::kInt4Key: {
       const uint64_t groups =
           ceil_div(shape.tokens, spec.group_size) * shape.heads * shape.head_dim;
@@ -539,8 +545,8 @@ Status quantize_slab(const QuantSpec& spec, const SlabShape& shape, DType dtype,
   return quantize_slab(spec, shape, dtype, in, out, scratch);
 }
 
-Status dequantize_slab(const QuantSpec& spec, const SlabShape& shape,
-                       std::span<const std::byte> in, DType dtype, std::span<std::byte> out) {
+Status dequantize_slab(const QuantSpec& spec, const SlabShape& shape, std::span<const std::byte> in,
+                       DType dtype, std::span<std::byte> out) {
   TIERKV_RETURN_IF_ERROR(validate_quant(spec, shape));
   TIERKV_RETURN_IF_ERROR(check_dtype(dtype));
   const uint64_t in_bytes = quant_sizes(spec, shape).total();

@@ -45,9 +45,9 @@ void vector_norms(const float* vectors, uint32_t count, uint32_t dim, float* nor
 }
 
 Status best_cosine_match(std::span<const float> queries, uint32_t num_queries,
-                         std::span<const float> candidates, uint32_t num_candidates,
-                         uint32_t dim, const float* candidate_norms,
-                         std::span<int32_t> best_index, std::span<float> best_similarity) {
+                         std::span<const float> candidates, uint32_t num_candidates, uint32_t dim,
+                         const float* candidate_norms, std::span<int32_t> best_index,
+                         std::span<float> best_similarity) {
   if (queries.size() < uint64_t{num_queries} * dim) {
     return Status::InvalidArgument("queries hold " + std::to_string(queries.size()) +
                                    " floats, need " + std::to_string(uint64_t{num_queries} * dim));
@@ -96,18 +96,16 @@ Result<uint32_t> top_cosine_matches(std::span<const float> query, std::span<cons
                                     const float* candidate_norms, uint32_t k,
                                     std::span<int32_t> index, std::span<float> similarity) {
   if (query.size() < dim || candidates.size() < uint64_t{num_candidates} * dim) {
-    return Status::InvalidArgument("top_cosine_matches: query holds " +
-                                   std::to_string(query.size()) + " floats, candidates " +
-                                   std::to_string(candidates.size()) + "; need " +
-                                   std::to_string(dim) + " and " +
-                                   std::to_string(uint64_t{num_candidates} * dim));
+    return Status::InvalidArgument(
+        "top_cosine_matches: query holds " + std::to_string(query.size()) + " floats, candidates " +
+        std::to_string(candidates.size()) + "; need " + std::to_string(dim) + " and " +
+        std::to_string(uint64_t{num_candidates} * dim));
   }
   const uint32_t n = std::min(k, num_candidates);
   if (index.size() < n || similarity.size() < n) {
-    return Status::InvalidArgument("top_cosine_matches: result spans hold " +
-                                   std::to_string(index.size()) + " and " +
-                                   std::to_string(similarity.size()) + " entries, need " +
-                                   std::to_string(n));
+    return Status::InvalidArgument(
+        "top_cosine_matches: result spans hold " + std::to_string(index.size()) + " and " +
+        std::to_string(similarity.size()) + " entries, need " + std::to_string(n));
   }
   const float qn = std::sqrt(dot(query.data(), query.data(), dim));
   uint32_t filled = 0;

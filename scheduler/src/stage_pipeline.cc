@@ -17,7 +17,8 @@ Status BatchPolicy::validate() const {
 }
 
 BatchSizer::BatchSizer(const BatchPolicy& policy)
-    : policy_(policy), size_(std::clamp(policy.initial_batch, policy.min_batch, policy.max_batch)) {}
+    : policy_(policy),
+      size_(std::clamp(policy.initial_batch, policy.min_batch, policy.max_batch)) {}
 
 void BatchSizer::observe(uint32_t taken, uint64_t queued, std::chrono::nanoseconds latency) {
   if (latency > policy_.target_latency) {

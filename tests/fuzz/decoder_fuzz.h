@@ -114,10 +114,10 @@ inline int test_one_input(const char* spec, const uint8_t* data, size_t size) {
 // Seeds for the deterministic driver (fuzz_driver.cc).
 std::vector<std::vector<uint8_t>> tierkv_fuzz_seeds();
 
-#define TIERKV_DECODER_FUZZ_TARGET(spec)                                        \
-  extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {     \
-    return ::tierkv::fuzz::test_one_input(spec, data, size);                    \
-  }                                                                             \
-  std::vector<std::vector<uint8_t>> tierkv_fuzz_seeds() {                       \
-    return ::tierkv::fuzz::state(spec).seeds;                                   \
+#define TIERKV_DECODER_FUZZ_TARGET(spec)                                    \
+  extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) { \
+    return ::tierkv::fuzz::test_one_input(spec, data, size);                \
+  }                                                                         \
+  std::vector<std::vector<uint8_t>> tierkv_fuzz_seeds() {                   \
+    return ::tierkv::fuzz::state(spec).seeds;                               \
   }

@@ -57,8 +57,8 @@ void mutate(std::vector<uint8_t>& b, std::mt19937_64& rng) {
                  // truncation or extension would
         if (b.size() < 80) break;
         const size_t payload = b.size() - 80;
-        const size_t n = rng() % 2 ? payload - payload * (rng() % 100) / 100
-                                   : payload + rng() % 256;
+        const size_t n =
+            rng() % 2 ? payload - payload * (rng() % 100) / 100 : payload + rng() % 256;
         b.resize(80 + n, static_cast<uint8_t>(rng()));
         const uint64_t n64 = n;
         std::memcpy(b.data() + 40, &n64, 8);

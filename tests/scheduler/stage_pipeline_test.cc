@@ -71,18 +71,18 @@ TEST(StagePipeline, BatchesGrowUnderLoadAndShrinkWhenLatencyRises) {
   std::vector<int> sunk;
   using P = StagePipeline<Item>;
   std::vector<P::Stage> stages;
-  stages.push_back({{"encode", 1000, 1, policy(1, 64, 1, microseconds(200))},
-                    [&](std::vector<Item>& b) {
-                      encode_batches.push_back(b.size());
-                      for (auto& it : b) {
-                        it.visited.push_back(0);
-                        clock.t += cost;
-                      }
-                    }});
-  stages.push_back({{"write", 1000, 1, policy(1, 8, 1, microseconds(200))},
-                    [](std::vector<Item>& b) {
-                      for (auto& it : b) it.visited.push_back(1);
-                    }});
+  stages.push_back(
+      {{"encode", 1000, 1, policy(1, 64, 1, microseconds(200))}, [&](std::vector<Item>& b) {
+         encode_batches.push_back(b.size());
+         for (auto& it : b) {
+           it.visited.push_back(0);
+           clock.t += cost;
+         }
+       }});
+  stages.push_back(
+      {{"write", 1000, 1, policy(1, 8, 1, microseconds(200))}, [](std::vector<Item>& b) {
+         for (auto& it : b) it.visited.push_back(1);
+       }});
   auto p = P::create(
       std::move(stages),
       [&](std::vector<Item>& b) {
@@ -149,11 +149,11 @@ TEST(StagePipeline, WorkerThreadsProcessEveryItemOnceAndDrainOnStop) {
   using P = StagePipeline<Item>;
   std::vector<P::Stage> stages;
   for (int k = 0; k < 3; ++k) {
-    stages.push_back({{"s" + std::to_string(k), 16, k == 1 ? 2u : 1u,
-                       policy(1, 32, 1, milliseconds(50))},
-                      [k](std::vector<Item>& b) {
-                        for (auto& it : b) it.visited.push_back(k);
-                      }});
+    stages.push_back(
+        {{"s" + std::to_string(k), 16, k == 1 ? 2u : 1u, policy(1, 32, 1, milliseconds(50))},
+         [k](std::vector<Item>& b) {
+           for (auto& it : b) it.visited.push_back(k);
+         }});
   }
   std::mutex mu;
   std::vector<int> sunk;

@@ -37,13 +37,13 @@ TEST(CodecConfig, ParsesAndPrintsCanonically) {
     const char* spec;
     const char* canonical;
   };
-  for (const Case& c : {Case{"raw", "raw"}, Case{"zstd", "zstd:1:bytes"},
-                        Case{"zstd:7", "zstd:7:bytes"}, Case{"zstd:bits:-2", "zstd:-2:bits"},
-                        Case{"fp8", "fp8"}, Case{"int8", "int8"}, Case{"int4", "int4:g32"},
-                        Case{"int4:g64", "int4:g64"},
-                        Case{"fused", "fused:0.95:b16:rep=int8:res=int4:rope=0:window=16"},
-                        Case{"fused:0.9:b8:rep=raw:res=none:rope=10000:window=4",
-                             "fused:0.9:b8:rep=raw:res=none:rope=10000:window=4"}}) {
+  for (const Case& c :
+       {Case{"raw", "raw"}, Case{"zstd", "zstd:1:bytes"}, Case{"zstd:7", "zstd:7:bytes"},
+        Case{"zstd:bits:-2", "zstd:-2:bits"}, Case{"fp8", "fp8"}, Case{"int8", "int8"},
+        Case{"int4", "int4:g32"}, Case{"int4:g64", "int4:g64"},
+        Case{"fused", "fused:0.95:b16:rep=int8:res=int4:rope=0:window=16"},
+        Case{"fused:0.9:b8:rep=raw:res=none:rope=10000:window=4",
+             "fused:0.9:b8:rep=raw:res=none:rope=10000:window=4"}}) {
     auto parsed = CodecConfig::parse(c.spec);
     ASSERT_TRUE(parsed.ok()) << c.spec << ": " << parsed.status().to_string();
     EXPECT_EQ(parsed->to_string(), c.canonical);
@@ -54,9 +54,9 @@ TEST(CodecConfig, ParsesAndPrintsCanonically) {
 }
 
 TEST(CodecConfig, RejectsBadSpecsNamingTheProblem) {
-  for (const char* spec : {"", "lz4", "raw:1", "zstd:99", "zstd:fast", "int4:32", "int4:g0",
-                           "fused:1.5", "fused:b0", "fused:rep=int4", "fused:res=raw",
-                           "fused:rope=-1", "fused:foo=1", "fp8:x"}) {
+  for (const char* spec :
+       {"", "lz4", "raw:1", "zstd:99", "zstd:fast", "int4:32", "int4:g0", "fused:1.5", "fused:b0",
+        "fused:rep=int4", "fused:res=raw", "fused:rope=-1", "fused:foo=1", "fp8:x"}) {
     auto parsed = CodecConfig::parse(spec);
     EXPECT_FALSE(parsed.ok()) << spec;
     if (!parsed.ok()) {
@@ -123,24 +123,23 @@ TEST_P(CodecRoundTrip, WithinStatedBound) {
 
 INSTANTIATE_TEST_SUITE_P(
     Codecs, CodecRoundTrip,
-    ::testing::Values(RoundTripCase{"raw", DType::kBFloat16},
-                      RoundTripCase{"zstd:1:bytes", DType::kBFloat16},
-                      RoundTripCase{"zstd:3:bits", DType::kFloat16},
-                      RoundTripCase{"zstd:3:none", DType::kFloat32},
-                      RoundTripCase{"zstd:3:bytes", DType::kFloat32},
-                      RoundTripCase{"zstd:3:bits", DType::kFloat32},
-                      RoundTripCase{"fp8", DType::kBFloat16}, RoundTripCase{"fp8", DType::kFloat16},
-                      RoundTripCase{"fp8", DType::kFloat32}, RoundTripCase{"int8", DType::kBFloat16},
-                      RoundTripCase{"int8", DType::kFloat16},
-                      RoundTripCase{"int4", DType::kBFloat16},
-                      RoundTripCase{"int4:g16", DType::kFloat32},
-                      RoundTripCase{"fused:0.5:b16:rep=fp8:res=int4", DType::kBFloat16},
-                      RoundTripCase{"fused:0.2:b8:rep=raw:res=none", DType::kFloat16},
-                      RoundTripCase{"fused:0.9:b16:rep=int8:res=int8:rope=10000", DType::kBFloat16}),
+    ::testing::Values(
+        RoundTripCase{"raw", DType::kBFloat16}, RoundTripCase{"zstd:1:bytes", DType::kBFloat16},
+        RoundTripCase{"zstd:3:bits", DType::kFloat16},
+        RoundTripCase{"zstd:3:none", DType::kFloat32},
+        RoundTripCase{"zstd:3:bytes", DType::kFloat32},
+        RoundTripCase{"zstd:3:bits", DType::kFloat32}, RoundTripCase{"fp8", DType::kBFloat16},
+        RoundTripCase{"fp8", DType::kFloat16}, RoundTripCase{"fp8", DType::kFloat32},
+        RoundTripCase{"int8", DType::kBFloat16}, RoundTripCase{"int8", DType::kFloat16},
+        RoundTripCase{"int4", DType::kBFloat16}, RoundTripCase{"int4:g16", DType::kFloat32},
+        RoundTripCase{"fused:0.5:b16:rep=fp8:res=int4", DType::kBFloat16},
+        RoundTripCase{"fused:0.2:b8:rep=raw:res=none", DType::kFloat16},
+        RoundTripCase{"fused:0.9:b16:rep=int8:res=int8:rope=10000", DType::kBFloat16}),
     [](const auto& info) {
-      std::string name = std::string(info.param.spec) + "_" +
-                         std::string(dtype_name(info.param.dtype));
-      std::replace_if(name.begin(), name.end(), [](char c) { return !std::isalnum(c); }, '_');
+      std::string name =
+          std::string(info.param.spec) + "_" + std::string(dtype_name(info.param.dtype));
+      std::replace_if(
+          name.begin(), name.end(), [](char c) { return !std::isalnum(c); }, '_');
       return name;
     });
 
@@ -251,7 +250,8 @@ TEST(CodecRegistry, DecoderRejectsAChunkOfAnotherCodec) {
 // Rewrites the header checksums so a mutation reaches the codec's own checks.
 void fix_checksums(std::vector<std::byte>& enc) {
   if (enc.size() < kChunkHeaderBytes) return;
-  const uint64_t payload = XXH3_64bits(enc.data() + kChunkHeaderBytes, enc.size() - kChunkHeaderBytes);
+  const uint64_t payload =
+      XXH3_64bits(enc.data() + kChunkHeaderBytes, enc.size() - kChunkHeaderBytes);
   std::memcpy(enc.data() + 64, &payload, 8);
   const uint64_t header = XXH3_64bits(enc.data(), 72);
   std::memcpy(enc.data() + 72, &header, 8);
@@ -280,7 +280,8 @@ TEST_P(CodecCorruption, RejectsFlippedTruncatedAndForgedInput) {
     EXPECT_FALSE(decoder.decode(bad, out).ok()) << "flip at " << pos;
   }
   // Truncated or padded.
-  for (size_t len : {size_t{0}, size_t{1}, size_t{79}, size_t{80}, good.size() / 2, good.size() - 1}) {
+  for (size_t len :
+       {size_t{0}, size_t{1}, size_t{79}, size_t{80}, good.size() / 2, good.size() - 1}) {
     EXPECT_FALSE(decoder.decode(std::span(good).first(len), out).ok()) << "length " << len;
   }
   auto padded = good;
@@ -301,10 +302,9 @@ TEST_P(CodecCorruption, RejectsFlippedTruncatedAndForgedInput) {
   const uint32_t big = 1u << 30;
   const uint16_t version = 99;
   const uint8_t codec_id = 42;
-  for (const auto& bad :
-       {forge(40, &huge, 8), forge(32, &huge, 8), forge(8, &big, 4), forge(12, &big, 4),
-        forge(4, &version, 2), forge(6, &codec_id, 1), forge(7, &codec_id, 1),
-        forge(24, &huge, 8)}) {
+  for (const auto& bad : {forge(40, &huge, 8), forge(32, &huge, 8), forge(8, &big, 4),
+                          forge(12, &big, 4), forge(4, &version, 2), forge(6, &codec_id, 1),
+                          forge(7, &codec_id, 1), forge(24, &huge, 8)}) {
     EXPECT_FALSE(decoder.decode(bad, out).ok());
   }
   // Random bytes in the params and payload with valid checksums must not crash (ASan checks);
@@ -328,8 +328,9 @@ INSTANTIATE_TEST_SUITE_P(Codecs, CodecCorruption,
                                            "fused:0.5:rep=raw:res=none:rope=10000"),
                          [](const auto& info) {
                            std::string name = info.param;
-                           std::replace_if(name.begin(), name.end(),
-                                           [](char c) { return !std::isalnum(c); }, '_');
+                           std::replace_if(
+                               name.begin(), name.end(), [](char c) { return !std::isalnum(c); },
+                               '_');
                            return name;
                          });
 

@@ -60,7 +60,9 @@ inline uint64_t count_bound_violations(CodecId codec, uint32_t group, const Layo
   for (uint64_t slab = 0; slab < 2ull * layout.num_layers; ++slab) {
     const bool is_key = slab % 2 == 0;
     const uint64_t base = slab * uint64_t{T} * H * D;
-    auto at = [&](uint32_t t, uint32_t h, uint32_t d) { return base + (uint64_t{t} * H + h) * D + d; };
+    auto at = [&](uint32_t t, uint32_t h, uint32_t d) {
+      return base + (uint64_t{t} * H + h) * D + d;
+    };
     for (uint32_t t = 0; t < T; ++t) {
       for (uint32_t h = 0; h < H; ++h) {
         for (uint32_t d = 0; d < D; ++d) {
@@ -68,7 +70,8 @@ inline uint64_t count_bound_violations(CodecId codec, uint32_t group, const Layo
           double bound = 0;
           if (codec == CodecId::kFp8 || codec == CodecId::kInt8) {
             double amax = 0;
-            for (uint32_t dd = 0; dd < D; ++dd) amax = std::max(amax, std::fabs(double{x[at(t, h, dd)]}));
+            for (uint32_t dd = 0; dd < D; ++dd)
+              amax = std::max(amax, std::fabs(double{x[at(t, h, dd)]}));
             if (codec == CodecId::kFp8) {
               const int k = kernels::fp8_scale_exponent(static_cast<float>(amax));
               bound = std::fabs(x[i]) * (0x1p-4 + u) + std::exp2(k - 10) + 1e-30;
@@ -119,8 +122,8 @@ inline double rel_l2(DType dtype, std::span<const std::byte> original,
 // The fused codec's stated bound: per block (layer, K/V, head, run of `block` tokens),
 // ||y - x|| <= (sqrt(1 - t^2) + e_rep + e_out) ||x|| (+ a tiny absolute slack).
 // Returns the worst ratio of a block's error to its bound (<= 1 expected).
-inline double fused_worst_block(const Layout& layout, uint32_t block, float threshold,
-                                double e_rep, std::span<const std::byte> original,
+inline double fused_worst_block(const Layout& layout, uint32_t block, float threshold, double e_rep,
+                                std::span<const std::byte> original,
                                 std::span<const std::byte> decoded) {
   const auto x = to_f32(layout.dtype, original);
   const auto y = to_f32(layout.dtype, decoded);

@@ -249,9 +249,9 @@ TEST_P(RealKv, EveryCodecRoundTripsWithinItsBound) {
     }
   }
   ASSERT_GE(chunks.size(), 6u);
-  for (const char* spec : {"raw", "zstd:3:bytes", "zstd:3:bits", "fp8", "int8", "int4:g32",
-                           "fused:0.95:rep=fp8:res=int4:rope=100000",
-                           "fused:0.9:rep=raw:res=none:rope=100000"}) {
+  for (const char* spec :
+       {"raw", "zstd:3:bytes", "zstd:3:bits", "fp8", "int8", "int4:g32",
+        "fused:0.95:rep=fp8:res=int4:rope=100000", "fused:0.9:rep=raw:res=none:rope=100000"}) {
     RepresentativeStore store;
     auto codec = make_codec(spec, &store);
     ASSERT_TRUE(codec.ok());

@@ -14,6 +14,8 @@
 // Chunks are cut as the daemon cuts them (chunk_tokens, trailing partial chunk dropped) and a
 // chunk whose key (its whole prefix of tokens) was already stored is stored once, as the
 // daemon's index does: workload (a)'s shared prefix counts once.
+#include <time.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -24,8 +26,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <time.h>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -67,8 +67,7 @@ struct Workload {
 };
 
 struct Measured {
-  double ratio = 0, encode_GBps = 0, decode_GBps = 0, k_rel = 0, v_rel = 0, kv_rel = 0,
-         attn = 0;
+  double ratio = 0, encode_GBps = 0, decode_GBps = 0, k_rel = 0, v_rel = 0, kv_rel = 0, attn = 0;
   bool exact = true;
 };
 
@@ -97,17 +96,15 @@ void attention(const Workload& w, size_t p, const std::vector<std::vector<std::b
       const std::byte* chunk = chunks[w.prompt_chunks[p][c]].data();
       const uint32_t eb = dtype_bytes(ds.dtype);
       kernels::convert_to_f32(ds.dtype, chunk + 2 * l * slab * eb, slab, K.data() + c * slab);
-      kernels::convert_to_f32(ds.dtype, chunk + (2 * l + 1) * slab * eb, slab,
-                              V.data() + c * slab);
+      kernels::convert_to_f32(ds.dtype, chunk + (2 * l + 1) * slab * eb, slab, V.data() + c * slab);
     }
     for (size_t qi = 0; qi < qs.size(); ++qi) {
       const uint32_t pos = static_cast<uint32_t>(prompt.query_positions[qs[qi]]);
       for (uint32_t hq = 0; hq < QH; ++hq) {
         const uint32_t hk = hq / group;
-        kernels::convert_to_f32(ds.dtype,
-                                prompt.q[l].data() + (uint64_t{qs[qi]} * QH + hq) * D *
-                                                         dtype_bytes(ds.dtype),
-                                D, q.data());
+        kernels::convert_to_f32(
+            ds.dtype, prompt.q[l].data() + (uint64_t{qs[qi]} * QH + hq) * D * dtype_bytes(ds.dtype),
+            D, q.data());
         float mx = -INFINITY;
         for (uint32_t t = 0; t <= pos; ++t) {
           const float* k = K.data() + (uint64_t{t} * H + hk) * D;
@@ -213,8 +210,8 @@ Result<Measured> measure(const Workload& w, const std::string& spec, uint32_t ba
     const double t0 = thread_seconds();
     for (size_t i = 0; i < w.chunks.size(); i += batch) {
       const size_t n = std::min<size_t>(batch, w.chunks.size() - i);
-      TIERKV_RETURN_IF_ERROR((*codec)->encode_batch(
-          w.layout, std::span(w.inputs).subspan(i, n), std::span(enc).subspan(i, n)));
+      TIERKV_RETURN_IF_ERROR((*codec)->encode_batch(w.layout, std::span(w.inputs).subspan(i, n),
+                                                    std::span(enc).subspan(i, n)));
     }
     enc_seconds += thread_seconds() - t0;
     enc_bytes += logical;
@@ -313,8 +310,9 @@ class CodecBench : public BenchCommand {
     app.add_option("--data", data_,
                    "KV dataset directory (tools/kvdata; default $TIERKV_KVDATA, else "
                    "build/kvdata if present, else the test slice tests/data/kv)");
-    app.add_option("--chunk-tokens", chunk_tokens_, "tokens per chunk (0: 256, or 32 for a "
-                                                    "dataset whose prompts are shorter)");
+    app.add_option("--chunk-tokens", chunk_tokens_,
+                   "tokens per chunk (0: 256, or 32 for a "
+                   "dataset whose prompts are shorter)");
     app.add_option("--codecs", codecs_, "comma-separated codec specs to measure");
     app.add_option("--defaults", defaults_,
                    "the specs among --codecs whose decode speed counts toward the target");
@@ -376,8 +374,8 @@ Result<BenchReport> CodecBench::run(const CommonOptions& common) {
 
   std::vector<std::vector<BenchReport::Cell>> rows;
   auto add_row = [&](const std::string& spec, const Workload& w, const Measured& m) {
-    rows.push_back({spec, w.name, m.ratio, m.encode_GBps, m.decode_GBps, m.k_rel, m.v_rel,
-                    m.kv_rel, m.attn});
+    rows.push_back(
+        {spec, w.name, m.ratio, m.encode_GBps, m.decode_GBps, m.k_rel, m.v_rel, m.kv_rel, m.attn});
   };
   double fp8_ratio = INFINITY, fp8_err = 0, min_decode = INFINITY;
   bool zstd_exact = true;
@@ -388,7 +386,8 @@ Result<BenchReport> CodecBench::run(const CommonOptions& common) {
     for (const auto& w : workloads) {
       log("  " + spec + " on " + w.name);
       auto m = measure(w, spec, batch_, min_seconds);
-      if (!m.ok()) return Status(m.status().code(), spec + " on " + w.name + ": " + m.status().message());
+      if (!m.ok())
+        return Status(m.status().code(), spec + " on " + w.name + ": " + m.status().message());
       add_row(spec, w, *m);
       if (counts) min_decode = std::min(min_decode, m->decode_GBps);
       if (spec == "fp8") {
@@ -417,7 +416,8 @@ Result<BenchReport> CodecBench::run(const CommonOptions& common) {
     for (const auto& w : workloads) {
       log("  " + spec + " on " + w.name);
       auto m = measure(w, spec, batch_, min_seconds);
-      if (!m.ok()) return Status(m.status().code(), spec + " on " + w.name + ": " + m.status().message());
+      if (!m.ok())
+        return Status(m.status().code(), spec + " on " + w.name + ": " + m.status().message());
       add_row(spec, w, *m);
       curve[spec].push_back(*m);
       if (w.name == "retrieval" && m->attn <= kAttnMaxErr && m->ratio > best_b) {
@@ -452,8 +452,8 @@ Result<BenchReport> CodecBench::run(const CommonOptions& common) {
                     Unit::kRatio);
   report.add_figure("fp8_ratio", "fp8 ratio (worst workload)", fp8_ratio, Unit::kRatio);
   report.add_target("fp8_ratio", true, kFp8MinRatio);
-  report.add_figure("fp8_attn_rel_err", "fp8 attention-output rel. error (worst workload)",
-                    fp8_err, Unit::kRatio);
+  report.add_figure("fp8_attn_rel_err", "fp8 attention-output rel. error (worst workload)", fp8_err,
+                    Unit::kRatio);
   report.add_target("fp8_attn_rel_err", false, kAttnMaxErr);
   report.add_figure("fused_ratio_b_at_2e-2", "fused ratio (b) at attention error <= 2e-2", best_b,
                     Unit::kRatio);

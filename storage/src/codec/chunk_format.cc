@@ -14,12 +14,18 @@ namespace ci = codec_internal;
 
 std::string_view codec_name(CodecId id) {
   switch (id) {
-    case CodecId::kRaw: return "raw";
-    case CodecId::kZstd: return "zstd";
-    case CodecId::kFp8: return "fp8";
-    case CodecId::kInt8: return "int8";
-    case CodecId::kInt4: return "int4";
-    case CodecId::kFused: return "fused";
+    case CodecId::kRaw:
+      return "raw";
+    case CodecId::kZstd:
+      return "zstd";
+    case CodecId::kFp8:
+      return "fp8";
+    case CodecId::kInt8:
+      return "int8";
+    case CodecId::kInt4:
+      return "int4";
+    case CodecId::kFused:
+      return "fused";
   }
   return "unknown";
 }
@@ -52,8 +58,8 @@ bool known_codec(uint8_t id) { return id >= 1 && id <= 6; }
 Result<EncodedChunkInfo> inspect_chunk(std::span<const std::byte> encoded) {
   if (encoded.size() < kChunkHeaderBytes) {
     return Status::InvalidArgument("encoded chunk is " + std::to_string(encoded.size()) +
-                                   " bytes, shorter than its " +
-                                   std::to_string(kChunkHeaderBytes) + "-byte header");
+                                   " bytes, shorter than its " + std::to_string(kChunkHeaderBytes) +
+                                   "-byte header");
   }
   const std::byte* h = encoded.data();
   const auto magic = ci::load_le<uint32_t>(h + kOffMagic);
@@ -95,16 +101,15 @@ Result<EncodedChunkInfo> inspect_chunk(std::span<const std::byte> encoded) {
   }
   info.logical_bytes = ci::load_le<uint64_t>(h + kOffLogical);
   if (info.logical_bytes != info.layout.chunk_bytes()) {
-    return Status::InvalidArgument("encoded chunk logical size " +
-                                   std::to_string(info.logical_bytes) + " differs from its layout's " +
-                                   std::to_string(info.layout.chunk_bytes()));
+    return Status::InvalidArgument(
+        "encoded chunk logical size " + std::to_string(info.logical_bytes) +
+        " differs from its layout's " + std::to_string(info.layout.chunk_bytes()));
   }
   info.payload_bytes = ci::load_le<uint64_t>(h + kOffPayload);
   if (info.payload_bytes != encoded.size() - kChunkHeaderBytes) {
-    return Status::InvalidArgument("encoded chunk payload is " +
-                                   std::to_string(encoded.size() - kChunkHeaderBytes) +
-                                   " bytes, its header says " + std::to_string(info.payload_bytes) +
-                                   " (truncated or padded)");
+    return Status::InvalidArgument(
+        "encoded chunk payload is " + std::to_string(encoded.size() - kChunkHeaderBytes) +
+        " bytes, its header says " + std::to_string(info.payload_bytes) + " (truncated or padded)");
   }
   std::memcpy(info.params.data(), h + kOffParams, info.params.size());
   return info;
@@ -143,12 +148,11 @@ void write_header(std::span<std::byte> out, CodecId codec, const Layout& layout,
   store_le<uint64_t>(h + kOffHeaderHash, XXH3_64bits(h, kOffHeaderHash));
 }
 
-Status check_encode_input(const Layout& layout, std::span<const std::byte> chunk,
-                          bool need_float) {
+Status check_encode_input(const Layout& layout, std::span<const std::byte> chunk, bool need_float) {
   TIERKV_RETURN_IF_ERROR(layout.validate());
   if (chunk.size() != layout.chunk_bytes()) {
-    return Status::InvalidArgument("chunk is " + std::to_string(chunk.size()) +
-                                   " bytes, layout " + layout.to_string() + " needs " +
+    return Status::InvalidArgument("chunk is " + std::to_string(chunk.size()) + " bytes, layout " +
+                                   layout.to_string() + " needs " +
                                    std::to_string(layout.chunk_bytes()));
   }
   if (need_float && !kernels::is_float_kv_dtype(layout.dtype)) {

@@ -30,8 +30,7 @@ void write_header(std::span<std::byte> out, CodecId codec, const Layout& layout,
 
 // Checks that `layout` is valid and `chunk` is exactly its chunk size; if `need_float`, that its
 // dtype is fp16, bf16 or fp32.
-Status check_encode_input(const Layout& layout, std::span<const std::byte> chunk,
-                          bool need_float);
+Status check_encode_input(const Layout& layout, std::span<const std::byte> chunk, bool need_float);
 
 // verify_chunk() plus: the codec is `expected` and `out` is exactly the logical size.
 Result<EncodedChunkInfo> check_decode_input(std::span<const std::byte> encoded, CodecId expected,

@@ -37,11 +37,16 @@ Status bad(std::string_view spec, const std::string& why) {
 
 std::string_view block_format_name(BlockFormat f) {
   switch (f) {
-    case BlockFormat::kNone: return "none";
-    case BlockFormat::kRaw: return "raw";
-    case BlockFormat::kFp8: return "fp8";
-    case BlockFormat::kInt8: return "int8";
-    case BlockFormat::kInt4: return "int4";
+    case BlockFormat::kNone:
+      return "none";
+    case BlockFormat::kRaw:
+      return "raw";
+    case BlockFormat::kFp8:
+      return "fp8";
+    case BlockFormat::kInt8:
+      return "int8";
+    case BlockFormat::kInt4:
+      return "int4";
   }
   return "?";
 }
@@ -79,11 +84,12 @@ Result<CodecConfig> CodecConfig::parse(std::string_view spec) {
     for (size_t i = 1; i < parts.size(); ++i) {
       const auto p = parts[i];
       if (p == "bytes" || p == "bits" || p == "none") {
-        c.planes = p == "bytes" ? PlaneMode::kBytes : p == "bits" ? PlaneMode::kBits
-                                                                  : PlaneMode::kNone;
+        c.planes = p == "bytes"  ? PlaneMode::kBytes
+                   : p == "bits" ? PlaneMode::kBits
+                                 : PlaneMode::kNone;
       } else if (!parse_number(p, c.zstd_level) || c.zstd_level < -7 || c.zstd_level > 19) {
-        return bad(spec, "'" + std::string(p) +
-                             "' is neither a level in [-7, 19] nor bytes|bits|none");
+        return bad(spec,
+                   "'" + std::string(p) + "' is neither a level in [-7, 19] nor bytes|bits|none");
       }
     }
     return c;
@@ -113,8 +119,7 @@ Result<CodecConfig> CodecConfig::parse(std::string_view spec) {
             return bad(spec, "rep=" + std::string(val) + " is not one of raw, fp8, int8");
           }
         } else if (key == "res") {
-          if (!parse_block_format(val, c.fused_residual) ||
-              c.fused_residual == BlockFormat::kRaw) {
+          if (!parse_block_format(val, c.fused_residual) || c.fused_residual == BlockFormat::kRaw) {
             return bad(spec, "res=" + std::string(val) + " is not one of none, fp8, int8, int4");
           }
         } else if (key == "rope") {
@@ -141,23 +146,27 @@ Result<CodecConfig> CodecConfig::parse(std::string_view spec) {
     }
     return c;
   }
-  return bad(spec, "unknown codec '" + std::string(name) +
-                       "' (raw, zstd, fp8, int8, int4, fused)");
+  return bad(spec, "unknown codec '" + std::string(name) + "' (raw, zstd, fp8, int8, int4, fused)");
 }
 
 std::string CodecConfig::to_string() const {
   switch (id) {
-    case CodecId::kRaw: return "raw";
-    case CodecId::kFp8: return "fp8";
-    case CodecId::kInt8: return "int8";
+    case CodecId::kRaw:
+      return "raw";
+    case CodecId::kFp8:
+      return "fp8";
+    case CodecId::kInt8:
+      return "int8";
     case CodecId::kZstd:
       return "zstd:" + std::to_string(zstd_level) + ":" +
-             (planes == PlaneMode::kBytes ? "bytes" : planes == PlaneMode::kBits ? "bits" : "none");
-    case CodecId::kInt4: return "int4:g" + std::to_string(int4_group);
+             (planes == PlaneMode::kBytes  ? "bytes"
+              : planes == PlaneMode::kBits ? "bits"
+                                           : "none");
+    case CodecId::kInt4:
+      return "int4:g" + std::to_string(int4_group);
     case CodecId::kFused:
-      return "fused:" + format_float(fused_threshold) + ":b" +
-             std::to_string(fused_block_tokens) + ":rep=" +
-             std::string(block_format_name(fused_rep)) +
+      return "fused:" + format_float(fused_threshold) + ":b" + std::to_string(fused_block_tokens) +
+             ":rep=" + std::string(block_format_name(fused_rep)) +
              ":res=" + std::string(block_format_name(fused_residual)) +
              ":rope=" + format_float(fused_rope_theta) + ":window=" + std::to_string(fused_window);
   }
@@ -181,12 +190,16 @@ Status ChunkCodec::release(std::span<const std::byte> /*encoded*/) { return Stat
 Result<std::unique_ptr<ChunkCodec>> make_codec(const CodecConfig& config,
                                                RepresentativeStore* reps) {
   switch (config.id) {
-    case CodecId::kRaw: return ci::make_raw_codec(config);
-    case CodecId::kZstd: return ci::make_zstd_codec(config);
+    case CodecId::kRaw:
+      return ci::make_raw_codec(config);
+    case CodecId::kZstd:
+      return ci::make_zstd_codec(config);
     case CodecId::kFp8:
     case CodecId::kInt8:
-    case CodecId::kInt4: return ci::make_quant_codec(config);
-    case CodecId::kFused: return ci::make_fused_codec(config, reps);
+    case CodecId::kInt4:
+      return ci::make_quant_codec(config);
+    case CodecId::kFused:
+      return ci::make_fused_codec(config, reps);
   }
   return Status::InvalidArgument("codec id " + std::to_string(static_cast<int>(config.id)) +
                                  " is unknown");

@@ -75,9 +75,12 @@ Geometry geometry(const Layout& layout, uint32_t block_tokens) {
 
 kernels::QuantSpec spec_for(BlockFormat f, uint32_t dim) {
   switch (f) {
-    case BlockFormat::kFp8: return {kernels::QuantScheme::kFp8E4M3, 0};
-    case BlockFormat::kInt8: return {kernels::QuantScheme::kInt8, 0};
-    default: return {kernels::QuantScheme::kInt4Value, dim};
+    case BlockFormat::kFp8:
+      return {kernels::QuantScheme::kFp8E4M3, 0};
+    case BlockFormat::kInt8:
+      return {kernels::QuantScheme::kInt8, 0};
+    default:
+      return {kernels::QuantScheme::kInt4Value, dim};
   }
 }
 
@@ -89,8 +92,8 @@ uint64_t block_bytes(BlockFormat f, uint32_t tokens, uint32_t dim, DType dtype) 
 }
 
 // Byte offset of block `b`'s first row (token b*B, head h) in a layer's K or V slab.
-uint64_t row_offset(const Geometry& g, uint32_t layer, uint32_t kind, uint32_t head,
-                    uint32_t token, uint32_t eb) {
+uint64_t row_offset(const Geometry& g, uint32_t layer, uint32_t kind, uint32_t head, uint32_t token,
+                    uint32_t eb) {
   const uint64_t slab = uint64_t{g.tokens} * g.heads * g.dim * eb;
   return (2 * uint64_t{layer} + kind) * slab + (uint64_t{token} * g.heads + head) * g.dim * eb;
 }
@@ -167,12 +170,12 @@ TIERKV_FUSED_CLONES void scale_add(float* __restrict y, float alpha, const float
 }
 
 TIERKV_FUSED_CLONES void row_to_bf16(const float* __restrict src, uint32_t n,
-                                      uint16_t* __restrict dst) {
+                                     uint16_t* __restrict dst) {
   for (uint32_t d = 0; d < n; ++d) dst[d] = kernels::f32_to_bf16(src[d]);
 }
 
 TIERKV_FUSED_CLONES void row_to_fp16(const float* __restrict src, uint32_t n,
-                                      uint16_t* __restrict dst) {
+                                     uint16_t* __restrict dst) {
   for (uint32_t d = 0; d < n; ++d) dst[d] = kernels::f32_to_fp16(src[d]);
 }
 
@@ -333,8 +336,8 @@ std::pair<int32_t, float> FusedCodec::search(const GroupIndex& gi, uint32_t n, u
   float sims[kShortlist];
   uint32_t npicks = 0;
   if (count <= 2 * kShortlist) {
-    (void)kernels::best_cosine_match(search_, 1, gi.vectors, count, n, gi.norms.data(),
-                                     {&best, 1}, {&sim, 1});
+    (void)kernels::best_cosine_match(search_, 1, gi.vectors, count, n, gi.norms.data(), {&best, 1},
+                                     {&sim, 1});
     return {best, sim};
   }
   auto top = kernels::top_cosine_matches(sketch_, gi.sketches, count, dim, gi.sketch_norms.data(),
@@ -355,8 +358,7 @@ std::pair<int32_t, float> FusedCodec::search(const GroupIndex& gi, uint32_t n, u
   return {best, sim};
 }
 
-Status FusedCodec::load_rep(const Representative& rep, int64_t position, float rope,
-                            float* rows) {
+Status FusedCodec::load_rep(const Representative& rep, int64_t position, float rope, float* rows) {
   const RepresentativeInfo& ri = rep.info;
   const uint64_t n = uint64_t{ri.tokens} * ri.head_dim;
   if (ri.format == BlockFormat::kRaw) {
@@ -378,19 +380,20 @@ Status FusedCodec::load_rep(const Representative& rep, int64_t position, float r
     }
   } else {
     TIERKV_RETURN_IF_ERROR(kernels::dequantize_slab(
-        spec_for(ri.format, ri.head_dim), {ri.tokens, 1, ri.head_dim}, rep.bytes,
-        DType::kFloat32, {reinterpret_cast<std::byte*>(rows), n * 4}));
+        spec_for(ri.format, ri.head_dim), {ri.tokens, 1, ri.head_dim}, rep.bytes, DType::kFloat32,
+        {reinterpret_cast<std::byte*>(rows), n * 4}));
   }
   if (ri.kind == 0 && rope > 0 && position != ri.first_token) {
-    rotate_rows(rows, ri.tokens, ri.head_dim, rotations_.get(position - ri.first_token, rope,
-                                                              ri.head_dim));
+    rotate_rows(rows, ri.tokens, ri.head_dim,
+                rotations_.get(position - ri.first_token, rope, ri.head_dim));
   }
   return Status::Ok();
 }
 
 Status FusedCodec::encode_batch(const Layout& layout, std::span<const ChunkInput> chunks,
                                 std::span<EncodeBuffer> outs) {
-  if (reps_ == nullptr) return Status::FailedPrecondition("fused codec has no representative store");
+  if (reps_ == nullptr)
+    return Status::FailedPrecondition("fused codec has no representative store");
   if (chunks.size() != outs.size()) {
     return Status::InvalidArgument("encode_batch: " + std::to_string(chunks.size()) +
                                    " chunks but " + std::to_string(outs.size()) + " outputs");
@@ -436,7 +439,8 @@ Status FusedCodec::encode_batch(const Layout& layout, std::span<const ChunkInput
     const auto first_token = static_cast<uint32_t>(chunks[ci].first_token);
     EncodeBuffer& out = outs[ci];
     // Entries first; residuals are appended after them as they are made.
-    const uint64_t entries_end = kChunkHeaderBytes + kPayloadHeadBytes + g.num_blocks() * kEntryBytes;
+    const uint64_t entries_end =
+        kChunkHeaderBytes + kPayloadHeadBytes + g.num_blocks() * kEntryBytes;
     auto buf = out.resize(entries_end);
     store_le<uint32_t>(buf.data() + kChunkHeaderBytes, static_cast<uint32_t>(g.num_blocks()));
     store_le<uint32_t>(buf.data() + kChunkHeaderBytes + 4, 0);
@@ -451,9 +455,8 @@ Status FusedCodec::encode_batch(const Layout& layout, std::span<const ChunkInput
             const int64_t position = int64_t{first_token} + t0;
             // Gather the block's rows into fp32.
             for (uint32_t t = 0; t < g.block; ++t) {
-              kernels::convert_to_f32(layout.dtype,
-                                      chunk + row_offset(g, l, kind, h, t0 + t, eb), g.dim,
-                                      block_.data() + uint64_t{t} * g.dim);
+              kernels::convert_to_f32(layout.dtype, chunk + row_offset(g, l, kind, h, t0 + t, eb),
+                                      g.dim, block_.data() + uint64_t{t} * g.dim);
             }
             std::copy(block_.begin(), block_.end(), search_.begin());
             if (kind == 0 && rope > 0 && position != 0) {
@@ -502,9 +505,9 @@ Status FusedCodec::encode_batch(const Layout& layout, std::span<const ChunkInput
               if (config_.fused_rep == BlockFormat::kRaw) {
                 kernels::convert_from_f32(layout.dtype, block_.data(), n, rb.data());
               } else {
-                Status s = kernels::quantize_slab(rep_spec, {g.block, 1, g.dim}, DType::kFloat32,
-                                                  std::as_bytes(std::span(block_)), rb,
-                                                  quant_scratch_);
+                Status s =
+                    kernels::quantize_slab(rep_spec, {g.block, 1, g.dim}, DType::kFloat32,
+                                           std::as_bytes(std::span(block_)), rb, quant_scratch_);
                 if (!s.ok()) return fail(s);
               }
               RepresentativeInfo ri;
@@ -581,13 +584,14 @@ Result<FusedCodec::ParsedChunk> FusedCodec::parse(std::span<const std::byte> enc
   const uint64_t nblocks = p.g.num_blocks();
   const uint64_t head = kPayloadHeadBytes + nblocks * kEntryBytes;
   if (info->payload_bytes < head) {
-    return Status::InvalidArgument("fused chunk payload of " +
-                                   std::to_string(info->payload_bytes) + " bytes cannot hold " +
-                                   std::to_string(nblocks) + " block entries");
+    return Status::InvalidArgument("fused chunk payload of " + std::to_string(info->payload_bytes) +
+                                   " bytes cannot hold " + std::to_string(nblocks) +
+                                   " block entries");
   }
   const std::byte* payload = encoded.data() + kChunkHeaderBytes;
   if (load_le<uint32_t>(payload) != nblocks) {
-    return Status::InvalidArgument("fused chunk says " + std::to_string(load_le<uint32_t>(payload)) +
+    return Status::InvalidArgument("fused chunk says " +
+                                   std::to_string(load_le<uint32_t>(payload)) +
                                    " blocks, its layout has " + std::to_string(nblocks));
   }
   p.entries = payload + kPayloadHeadBytes;
@@ -609,8 +613,8 @@ Result<FusedCodec::ParsedChunk> FusedCodec::parse(std::span<const std::byte> enc
   const uint64_t rb = block_bytes(p.residual, p.g.block, p.g.dim, DType::kFloat32);
   p.residual_bytes = rb;
   if (info->payload_bytes != head + with_residual * rb) {
-    return Status::InvalidArgument("fused chunk payload is " +
-                                   std::to_string(info->payload_bytes) + " bytes, its entries need " +
+    return Status::InvalidArgument("fused chunk payload is " + std::to_string(info->payload_bytes) +
+                                   " bytes, its entries need " +
                                    std::to_string(head + with_residual * rb));
   }
   p.residuals = payload + head;
@@ -618,7 +622,8 @@ Result<FusedCodec::ParsedChunk> FusedCodec::parse(std::span<const std::byte> enc
 }
 
 Status FusedCodec::decode(std::span<const std::byte> encoded, std::span<std::byte> out) {
-  if (reps_ == nullptr) return Status::FailedPrecondition("fused codec has no representative store");
+  if (reps_ == nullptr)
+    return Status::FailedPrecondition("fused codec has no representative store");
   auto parsed = parse(encoded);
   if (!parsed.ok()) return parsed.status();
   const ParsedChunk& p = *parsed;
@@ -699,7 +704,8 @@ Status FusedCodec::decode(std::span<const std::byte> encoded, std::span<std::byt
 }
 
 Status FusedCodec::release(std::span<const std::byte> encoded) {
-  if (reps_ == nullptr) return Status::FailedPrecondition("fused codec has no representative store");
+  if (reps_ == nullptr)
+    return Status::FailedPrecondition("fused codec has no representative store");
   auto parsed = parse(encoded);
   if (!parsed.ok()) return parsed.status();
   Status first;

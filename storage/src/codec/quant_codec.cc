@@ -30,10 +30,12 @@ struct Schemes {
 
 Schemes schemes_for(CodecId id, uint32_t group) {
   switch (id) {
-    case CodecId::kInt8: return {{QuantScheme::kInt8, 0}, {QuantScheme::kInt8, 0}};
+    case CodecId::kInt8:
+      return {{QuantScheme::kInt8, 0}, {QuantScheme::kInt8, 0}};
     case CodecId::kInt4:
       return {{QuantScheme::kInt4Key, group}, {QuantScheme::kInt4Value, group}};
-    default: return {{QuantScheme::kFp8E4M3, 0}, {QuantScheme::kFp8E4M3, 0}};
+    default:
+      return {{QuantScheme::kFp8E4M3, 0}, {QuantScheme::kFp8E4M3, 0}};
   }
 }
 
@@ -63,11 +65,11 @@ class QuantCodec final : public ChunkCodec {
     std::byte* o = buf.data() + kChunkHeaderBytes;
     for (uint32_t l = 0; l < layout.num_layers; ++l) {
       const std::byte* k = chunk.data() + 2 * l * slab;
-      TIERKV_RETURN_IF_ERROR(kernels::quantize_slab(s.k, shape, layout.dtype, {k, slab},
-                                                    {o, kq}, scratch_));
+      TIERKV_RETURN_IF_ERROR(
+          kernels::quantize_slab(s.k, shape, layout.dtype, {k, slab}, {o, kq}, scratch_));
       o += kq;
-      TIERKV_RETURN_IF_ERROR(kernels::quantize_slab(s.v, shape, layout.dtype, {k + slab, slab},
-                                                    {o, vq}, scratch_));
+      TIERKV_RETURN_IF_ERROR(
+          kernels::quantize_slab(s.v, shape, layout.dtype, {k + slab, slab}, {o, vq}, scratch_));
       o += vq;
     }
     Params params{};
@@ -105,11 +107,11 @@ class QuantCodec final : public ChunkCodec {
     const std::byte* in = encoded.data() + kChunkHeaderBytes;
     for (uint32_t l = 0; l < layout.num_layers; ++l) {
       std::byte* k = out.data() + 2 * l * slab;
-      TIERKV_RETURN_IF_ERROR(kernels::dequantize_slab(s.k, shape, {in, kq}, layout.dtype,
-                                                      {k, slab}));
+      TIERKV_RETURN_IF_ERROR(
+          kernels::dequantize_slab(s.k, shape, {in, kq}, layout.dtype, {k, slab}));
       in += kq;
-      TIERKV_RETURN_IF_ERROR(kernels::dequantize_slab(s.v, shape, {in, vq}, layout.dtype,
-                                                      {k + slab, slab}));
+      TIERKV_RETURN_IF_ERROR(
+          kernels::dequantize_slab(s.v, shape, {in, vq}, layout.dtype, {k + slab, slab}));
       in += vq;
     }
     return Status::Ok();

@@ -25,9 +25,8 @@ class RawCodec final : public ChunkCodec {
     auto info = check_decode_input(encoded, CodecId::kRaw, out);
     if (!info.ok()) return info.status();
     if (info->payload_bytes != info->logical_bytes) {
-      return Status::InvalidArgument("raw chunk payload is " +
-                                     std::to_string(info->payload_bytes) + " bytes, expected " +
-                                     std::to_string(info->logical_bytes));
+      return Status::InvalidArgument("raw chunk payload is " + std::to_string(info->payload_bytes) +
+                                     " bytes, expected " + std::to_string(info->logical_bytes));
     }
     std::memcpy(out.data(), encoded.data() + kChunkHeaderBytes, out.size());
     return Status::Ok();

@@ -2,10 +2,10 @@
 // that KV caches are stored in, plus whole-array helpers over tierkv's DType.
 //
 // Every conversion to a narrower format rounds to nearest, ties to even, and saturates: a finite
-// value beyond the format's largest finite value becomes that value (with its sign); infinities stay
-// infinities and NaN stays a (quiet) NaN. Conversions to fp32 are exact. These are the reference
-// semantics the CUDA kernels must reproduce bit for bit (__float2half_rn / __float2bfloat16_rn
-// round the same way but do not saturate, so the kernels clamp first).
+// value beyond the format's largest finite value becomes that value (with its sign); infinities
+// stay infinities and NaN stays a (quiet) NaN. Conversions to fp32 are exact. These are the
+// reference semantics the CUDA kernels must reproduce bit for bit (__float2half_rn /
+// __float2bfloat16_rn round the same way but do not saturate, so the kernels clamp first).
 //
 // Header-only, branch-light code that compilers vectorize. Thread safety: pure functions.
 #pragma once

@@ -76,12 +76,12 @@ struct StageStats {
   std::string name;
   uint64_t queue_depth = 0;
   uint64_t max_queue_depth = 0;
-  uint32_t batch_size = 0;        // the current adaptive batch size
+  uint32_t batch_size = 0;  // the current adaptive batch size
   uint64_t batches = 0;
   uint64_t items = 0;
   double last_batch_items = 0;
-  double last_latency_us = 0;     // of the last batch
-  double mean_latency_us = 0;     // exponentially weighted (1/8) over batches
+  double last_latency_us = 0;  // of the last batch
+  double mean_latency_us = 0;  // exponentially weighted (1/8) over batches
 };
 
 template <typename T>
@@ -225,9 +225,8 @@ class StagePipeline {
   };
 
   StagePipeline(std::vector<Stage> stages, Sink sink, NowFn now)
-      : sink_(std::move(sink)), now_(now ? std::move(now) : NowFn([] {
-          return PipelineClock::now();
-        })) {
+      : sink_(std::move(sink)),
+        now_(now ? std::move(now) : NowFn([] { return PipelineClock::now(); })) {
     for (auto& s : stages) stages_.push_back(std::make_unique<StageState>(std::move(s)));
   }
 
@@ -359,8 +358,8 @@ class StagePipeline {
   NowFn now_;
   std::atomic<bool> closed_{false};
   std::mutex run_mu_;
-  bool started_ = false;   // guarded by run_mu_
-  bool stopped_ = false;   // guarded by run_mu_
+  bool started_ = false;  // guarded by run_mu_
+  bool stopped_ = false;  // guarded by run_mu_
   std::vector<std::thread> threads_;
 };
 

@@ -184,7 +184,8 @@ class ChunkCodec {
   virtual Status release(std::span<const std::byte> encoded);
 };
 
-// Makes a codec. The fused codec needs `reps` (shared, must outlive the codec); the others ignore it.
+// Makes a codec. The fused codec needs `reps` (shared, must outlive the codec); the others ignore
+// it.
 Result<std::unique_ptr<ChunkCodec>> make_codec(const CodecConfig& config,
                                                RepresentativeStore* reps = nullptr);
 Result<std::unique_ptr<ChunkCodec>> make_codec(std::string_view spec,

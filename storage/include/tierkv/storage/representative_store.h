@@ -35,10 +35,10 @@ inline constexpr RepId kNoRep = 0;  // never a valid id (generations start at 1)
 struct RepresentativeInfo {
   uint32_t layer = 0;
   uint32_t head = 0;
-  uint8_t kind = 0;         // 0 = K, 1 = V
+  uint8_t kind = 0;  // 0 = K, 1 = V
   BlockFormat format = BlockFormat::kRaw;
   DType dtype = DType::kBFloat16;  // the layout's dtype (kRaw blocks are stored in it)
-  uint32_t tokens = 0;      // rows of the block
+  uint32_t tokens = 0;             // rows of the block
   uint32_t head_dim = 0;
   int64_t first_token = 0;  // absolute position of its first token (for RoPE-aware references)
 };
@@ -65,7 +65,8 @@ class RepresentativeStore {
   // The representative, or null if `id` names no live one.
   [[nodiscard]] std::shared_ptr<const Representative> get(RepId id) const;
   // get() for many ids under one lock acquisition; out.size() == ids.size().
-  void get_many(std::span<const RepId> ids, std::span<std::shared_ptr<const Representative>> out) const;
+  void get_many(std::span<const RepId> ids,
+                std::span<std::shared_ptr<const Representative>> out) const;
   [[nodiscard]] uint32_t references(RepId id) const;  // 0 if not live
   [[nodiscard]] RepresentativeStats stats() const;
 
@@ -79,9 +80,9 @@ class RepresentativeStore {
   Slot* find(RepId id);              // mu_ held
 
   mutable std::mutex mu_;
-  std::vector<Slot> slots_;      // guarded by mu_
-  std::vector<uint32_t> free_;   // guarded by mu_: free slot indices
-  RepresentativeStats stats_;    // guarded by mu_
+  std::vector<Slot> slots_;     // guarded by mu_
+  std::vector<uint32_t> free_;  // guarded by mu_: free slot indices
+  RepresentativeStats stats_;   // guarded by mu_
 };
 
 }  // namespace tierkv::storage
