@@ -31,6 +31,16 @@ bool parse_number(std::string_view s, T& out) {
   return ec == std::errc() && ptr == s.data() + s.size();
 }
 
+// 'text', built by appending (GCC 12 warns falsely on "'" + std::string(...)).
+std::string quoted(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 2);
+  out += '\'';
+  out += text;
+  out += '\'';
+  return out;
+}
+
 Status bad(std::string_view spec, const std::string& why) {
   return Status::InvalidArgument("codec '" + std::string(spec) + "': " + why);
 }
@@ -88,8 +98,7 @@ Result<CodecConfig> CodecConfig::parse(std::string_view spec) {
                    : p == "bits" ? PlaneMode::kBits
                                  : PlaneMode::kNone;
       } else if (!parse_number(p, c.zstd_level) || c.zstd_level < -7 || c.zstd_level > 19) {
-        return bad(spec,
-                   "'" + std::string(p) + "' is neither a level in [-7, 19] nor bytes|bits|none");
+        return bad(spec, quoted(p) + " is neither a level in [-7, 19] nor bytes|bits|none");
       }
     }
     return c;
@@ -100,7 +109,7 @@ Result<CodecConfig> CodecConfig::parse(std::string_view spec) {
       const auto p = parts[i];
       if (p.size() < 2 || p[0] != 'g' || !parse_number(p.substr(1), c.int4_group) ||
           c.int4_group == 0 || c.int4_group > 4096) {
-        return bad(spec, "'" + std::string(p) + "' is not a group size gN with N in [1, 4096]");
+        return bad(spec, quoted(p) + " is not a group size gN with N in [1, 4096]");
       }
     }
     return c;
@@ -137,11 +146,11 @@ Result<CodecConfig> CodecConfig::parse(std::string_view spec) {
       } else if (p[0] == 'b') {
         if (!parse_number(p.substr(1), c.fused_block_tokens) || c.fused_block_tokens == 0 ||
             c.fused_block_tokens > 4096) {
-          return bad(spec, "'" + std::string(p) + "' is not a block size bN with N in [1, 4096]");
+          return bad(spec, quoted(p) + " is not a block size bN with N in [1, 4096]");
         }
       } else if (!parse_number(p, c.fused_threshold) || !(c.fused_threshold >= -1.0f) ||
                  !(c.fused_threshold <= 1.0f)) {
-        return bad(spec, "'" + std::string(p) + "' is not a similarity threshold in [-1, 1]");
+        return bad(spec, quoted(p) + " is not a similarity threshold in [-1, 1]");
       }
     }
     return c;

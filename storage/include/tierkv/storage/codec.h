@@ -96,7 +96,8 @@ enum class BlockFormat : uint8_t {
 //        searchable per (layer, head, K/V) (default 16). Each searchable representative costs
 //        the encoder (BLOCK + 1) * head_dim * 4 bytes, so an encoder holds about
 //        (window + blocks of the current batch) * layers * 2 * kv_heads * (BLOCK + 1) * head_dim
-//        * 4 bytes: 14 MB for a 30-layer, 3-head, 64-dim model at the defaults.
+//        * 4 bytes: for a 30-layer, 3-head, 64-dim model at the defaults, 12.5 MB for the window
+//        and up to 12.5 MB more per 256-token chunk of the current batch.
 // to_string() gives the canonical form, which parse() accepts.
 struct CodecConfig {
   CodecId id = CodecId::kRaw;
