@@ -105,6 +105,11 @@ TEST(FusedCodec, BatchedFusionSharesBlocksAndReleasesThem) {
   EXPECT_EQ(dec, a) << "raw representatives decode exactly";
   ASSERT_TRUE((*codec)->decode(out[2].bytes(), dec).ok());
   EXPECT_EQ(dec, a) << "a reference to an identical block decodes exactly";
+  // A copy of the second chunk (another tier) takes its own references and releases them.
+  ASSERT_TRUE((*codec)->retain(out[1].bytes()).ok());
+  EXPECT_EQ(store.stats().references, 4 * per_chunk);
+  ASSERT_TRUE((*codec)->release(out[1].bytes()).ok());
+  EXPECT_EQ(store.stats().references, 3 * per_chunk);
   // Deleting the first chunk keeps what the third refers to.
   ASSERT_TRUE((*codec)->release(out[0].bytes()).ok());
   EXPECT_EQ(store.stats().count, 2 * per_chunk);
@@ -117,6 +122,8 @@ TEST(FusedCodec, BatchedFusionSharesBlocksAndReleasesThem) {
   EXPECT_EQ(store.stats().bytes, 0u);
   // A chunk whose representatives are gone is an error, not garbage.
   EXPECT_FALSE((*codec)->decode(out[1].bytes(), dec).ok());
+  EXPECT_FALSE((*codec)->retain(out[1].bytes()).ok());
+  EXPECT_EQ(store.stats().references, 0u) << "a failed retain takes nothing";
 }
 
 TEST(FusedCodec, LaterBatchesMatchEarlierRepresentativesWithinTheWindow) {

@@ -195,6 +195,7 @@ Status ChunkCodec::encode_batch(const Layout& layout, std::span<const ChunkInput
 }
 
 Status ChunkCodec::release(std::span<const std::byte> /*encoded*/) { return Status::Ok(); }
+Status ChunkCodec::retain(std::span<const std::byte> /*encoded*/) { return Status::Ok(); }
 
 Result<std::unique_ptr<ChunkCodec>> make_codec(const CodecConfig& config,
                                                RepresentativeStore* reps) {
@@ -245,6 +246,12 @@ Status ChunkDecoder::release(std::span<const std::byte> encoded) {
   auto codec = codec_for(encoded);
   if (!codec.ok()) return codec.status();
   return (*codec)->release(encoded);
+}
+
+Status ChunkDecoder::retain(std::span<const std::byte> encoded) {
+  auto codec = codec_for(encoded);
+  if (!codec.ok()) return codec.status();
+  return (*codec)->retain(encoded);
 }
 
 CodecRegistry::CodecRegistry(RepresentativeStore* reps) : reps_(reps) {}

@@ -259,6 +259,7 @@ class FusedCodec final : public ChunkCodec {
                       std::span<EncodeBuffer> outs) override;
   Status decode(std::span<const std::byte> encoded, std::span<std::byte> out) override;
   Status release(std::span<const std::byte> encoded) override;
+  Status retain(std::span<const std::byte> encoded) override;
 
  private:
   // Searchable representatives of one (layer, K/V, head): unit-norm search vectors (keys
@@ -714,6 +715,25 @@ Status FusedCodec::release(std::span<const std::byte> encoded) {
     if (!s.ok() && first.ok()) first = s;
   }
   return first;
+}
+
+Status FusedCodec::retain(std::span<const std::byte> encoded) {
+  if (reps_ == nullptr) {
+    return Status::FailedPrecondition("fused codec has no representative store");
+  }
+  auto parsed = parse(encoded);
+  if (!parsed.ok()) return parsed.status();
+  const uint64_t n = parsed->g.num_blocks();
+  for (uint64_t i = 0; i < n; ++i) {
+    Status s = reps_->acquire(load_le<uint64_t>(parsed->entries + i * kEntryBytes));
+    if (!s.ok()) {
+      for (uint64_t j = 0; j < i; ++j) {
+        (void)reps_->release(load_le<uint64_t>(parsed->entries + j * kEntryBytes));
+      }
+      return s;
+    }
+  }
+  return Status::Ok();
 }
 
 }  // namespace

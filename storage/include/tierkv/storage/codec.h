@@ -21,12 +21,13 @@
 //    48   16  codec parameters (per codec, zero-padded; see CodecConfig)
 //    64    8  xxh3-64 of the payload
 //    72    8  xxh3-64 of header bytes [0, 72)
-//    80       payload (per codec; see each codec's section in codec.cc files)
+//    80       payload (per codec; each storage/src/codec/*_codec.cc file documents its own)
 //
 // Threading: a ChunkCodec (and a ChunkDecoder) owns reusable scratch (zstd contexts, plane
 // buffers) and is used by one thread at a time: each encode/decode worker thread owns its own,
 // made from the shared config. Nothing is allocated per chunk once the scratch has grown to the
-// largest chunk seen. The fused codec shares a RepresentativeStore, which is thread-safe.
+// largest chunk seen, except by the fused encoder for each new representative it stores. The
+// fused codec shares a RepresentativeStore, which is thread-safe.
 #pragma once
 
 #include <array>
@@ -181,8 +182,13 @@ class ChunkCodec {
   virtual Status decode(std::span<const std::byte> encoded, std::span<std::byte> out) = 0;
 
   // Drops what a stored chunk holds beyond its own bytes (the fused codec's references to
-  // representatives) when the chunk is deleted. A no-op for the other codecs.
+  // representatives) when the chunk is deleted. An encoded chunk holds one set of references:
+  // a second stored copy of the same bytes (another tier) takes its own with retain(), and each
+  // copy releases once. No-ops for the other codecs. On error (a reference already gone) the
+  // other references are still dropped.
   virtual Status release(std::span<const std::byte> encoded);
+  // Takes another set of the references `encoded` holds (for a copy of it). All or nothing.
+  virtual Status retain(std::span<const std::byte> encoded);
 };
 
 // Makes a codec. The fused codec needs `reps` (shared, must outlive the codec); the others ignore
@@ -198,8 +204,9 @@ class ChunkDecoder {
  public:
   explicit ChunkDecoder(RepresentativeStore* reps = nullptr) : reps_(reps) {}
   Status decode(std::span<const std::byte> encoded, std::span<std::byte> out);
-  // Releases what the chunk holds in the representative store (see ChunkCodec::release).
+  // Releases / retains what the chunk holds in the representative store (see ChunkCodec).
   Status release(std::span<const std::byte> encoded);
+  Status retain(std::span<const std::byte> encoded);
 
  private:
   Result<ChunkCodec*> codec_for(std::span<const std::byte> encoded);
