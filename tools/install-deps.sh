@@ -8,6 +8,7 @@ packages=(
   libboost-dev libspdlog-dev libfmt-dev libxxhash-dev libtomlplusplus-dev libcli11-dev
   libsystemd-dev liburing-dev librocksdb-dev libzstd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  python3-dev pybind11-dev python3-pytest python3-numpy
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

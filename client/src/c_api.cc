@@ -6,6 +6,7 @@
 #include <string>
 
 #include "tierkv/client.h"
+#include "tierkv/prefill.h"
 #include "tierkv/tierkv.h"
 
 struct tierkv_client {
@@ -16,6 +17,11 @@ struct tierkv_put_lease {
 };
 struct tierkv_load_lease {
   tierkv::LoadLease lease;
+};
+struct tierkv_prefill {
+  std::unique_ptr<tierkv::PrefillSession> session;
+  std::vector<uint32_t> backlog;  // delivered chunks not yet taken through the C API
+  size_t backlog_at = 0;
 };
 
 namespace {
@@ -220,6 +226,125 @@ tierkv_status tierkv_delete(tierkv_client* client, const tierkv_namespace* ns,
     if (removed != nullptr) *removed = *r;
     return 0;
   });
+}
+
+tierkv_status tierkv_prefill_begin(tierkv_client* client, const tierkv_namespace* ns,
+                                   const uint32_t* tokens, size_t n_tokens,
+                                   uint32_t compute_lookahead, tierkv_prefill** out,
+                                   tierkv_prefill_plan* plan) {
+  if (client == nullptr) return null_arg("client");
+  if (ns == nullptr) return null_arg("ns");
+  if (tokens == nullptr && n_tokens > 0) return null_arg("tokens");
+  if (out == nullptr) return null_arg("out");
+  return guarded([&] {
+    tierkv::PrefillOptions o;
+    o.compute_lookahead = compute_lookahead == 0 ? 1 : compute_lookahead;
+    auto s = tierkv::PrefillSession::begin(client->client, to_namespace(ns), {tokens, n_tokens}, o);
+    if (!s.ok()) return fail(s.status());
+    if (plan != nullptr) {
+      const auto& p = (*s)->plan();
+      *plan = tierkv_prefill_plan{(*s)->total_chunks(), (*s)->cached_chunks(), p.meeting_point,
+                                  p.load_chunks,        p.resident_chunks,     p.loading_helps,
+                                  p.compute_only_ms,    p.load_only_ms,        p.bidir_ms};
+    }
+    *out = new tierkv_prefill{std::move(s).value(), {}, 0};
+    return 0;
+  });
+}
+
+tierkv_status tierkv_prefill_set_profile(tierkv_client* client, const tierkv_namespace* ns,
+                                         double a_ms_per_token, double b_ms_per_token2) {
+  if (client == nullptr) return null_arg("client");
+  if (ns == nullptr) return null_arg("ns");
+  return guarded([&] {
+    const tierkv::Status s =
+        a_ms_per_token < 0 && b_ms_per_token2 < 0
+            ? tierkv::learn_compute_profile(*client->client, ns->id)
+            : tierkv::set_compute_profile(*client->client, ns->id, a_ms_per_token, b_ms_per_token2);
+    return s.ok() ? 0 : fail(s);
+  });
+}
+
+int tierkv_prefill_next(const tierkv_prefill* p, size_t* chunk) {
+  if (p == nullptr) return TIERKV_PREFILL_DONE;
+  const auto next = p->session->next();
+  if (chunk != nullptr) *chunk = next.chunk;
+  switch (next.action) {
+    case tierkv::PrefillSession::Action::kCompute: return TIERKV_PREFILL_COMPUTE;
+    case tierkv::PrefillSession::Action::kWait: return TIERKV_PREFILL_WAIT;
+    case tierkv::PrefillSession::Action::kDone: break;
+  }
+  return TIERKV_PREFILL_DONE;
+}
+
+tierkv_status tierkv_prefill_computed(tierkv_prefill* p, size_t chunk) {
+  if (p == nullptr) return null_arg("p");
+  return guarded([&] {
+    if (chunk > UINT32_MAX) {
+      return fail(tierkv::Status::InvalidArgument("chunk index " + std::to_string(chunk) +
+                                                  " is out of range"));
+    }
+    const tierkv::Status s = p->session->computed(static_cast<uint32_t>(chunk));
+    return s.ok() ? 0 : fail(s);
+  });
+}
+
+tierkv_status tierkv_prefill_poll(tierkv_prefill* p) { return tierkv_prefill_wait(p, 0); }
+
+tierkv_status tierkv_prefill_wait(tierkv_prefill* p, uint32_t timeout_us) {
+  if (p == nullptr) return null_arg("p");
+  return guarded([&] {
+    const tierkv::Status s = p->session->wait_ready(std::chrono::microseconds(timeout_us));
+    return s.ok() ? 0 : fail(s);
+  });
+}
+
+size_t tierkv_prefill_take_ready(tierkv_prefill* p, size_t* chunks, size_t cap) {
+  if (p == nullptr || chunks == nullptr) return 0;
+  if (p->backlog_at == p->backlog.size()) {
+    p->backlog.clear();
+    p->backlog_at = 0;
+  }
+  for (uint32_t c : p->session->take_ready()) p->backlog.push_back(c);
+  size_t k = 0;
+  while (k < cap && p->backlog_at < p->backlog.size()) chunks[k++] = p->backlog[p->backlog_at++];
+  return k;
+}
+
+const void* tierkv_prefill_chunk(const tierkv_prefill* p, size_t chunk, size_t* bytes) {
+  if (p == nullptr || chunk > UINT32_MAX) return nullptr;
+  const auto c = p->session->chunk(static_cast<uint32_t>(chunk));
+  if (c.empty()) return nullptr;
+  if (bytes != nullptr) *bytes = c.size();
+  return c.data();
+}
+
+void tierkv_prefill_release_chunk(tierkv_prefill* p, size_t chunk) {
+  if (p == nullptr || chunk > UINT32_MAX) return;
+  p->session->release(static_cast<uint32_t>(chunk));
+}
+
+tierkv_status tierkv_prefill_end(tierkv_prefill* p, tierkv_prefill_summary* summary) {
+  if (p == nullptr) return null_arg("p");
+  return guarded([&] {
+    auto r = p->session->end();
+    delete p;
+    if (!r.ok()) return fail(r.status());
+    if (summary != nullptr) {
+      *summary = tierkv_prefill_summary{r->handed_over,           r->loaded,
+                                        r->computed,              r->failed,
+                                        r->planned_meeting_point, r->actual_meeting_point,
+                                        r->met,                   r->cancelled,
+                                        r->elapsed_us,            r->met_us};
+    }
+    return 0;
+  });
+}
+
+void tierkv_prefill_cancel(tierkv_prefill* p) {
+  if (p == nullptr) return;
+  (void)p->session->cancel();
+  delete p;
 }
 
 }  // extern "C"

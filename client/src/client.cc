@@ -116,6 +116,18 @@ Status Client::call(proto::Op op, const Request& req, Reply& reply) {
   return proto::decode(r, reply);
 }
 
+Status Client::call_erased(proto::Op op, const void* req, EncodeFn encode, void* reply,
+                           DecodeFn decode) {
+  std::lock_guard lock(conn_->mu);
+  proto::begin_frame(conn_->out, op, 0, StatusCode::kOk);
+  wire::ByteWriter w(conn_->out);
+  encode(w, req);
+  TIERKV_RETURN_IF_ERROR(proto::end_frame(conn_->out));
+  TIERKV_RETURN_IF_ERROR(conn_->roundtrip(op, nullptr));
+  wire::ByteReader r(conn_->in);
+  return decode(r, reply);
+}
+
 Result<std::shared_ptr<Client>> Client::connect(const ClientOptions& options) {
   std::shared_ptr<Client> c(new Client());
   c->socket_path_ = options.socket_path;
@@ -304,6 +316,31 @@ Result<uint64_t> Client::remove_namespace(NamespaceId ns) {
 Result<proto::StatsReply> Client::stats() {
   proto::StatsReply rep;
   TIERKV_RETURN_IF_ERROR(call(proto::Op::kStats, EmptyRequest{}, rep));
+  return rep;
+}
+
+Result<proto::PrefetchReply> Client::prefetch(const Namespace& ns,
+                                              std::span<const TokenId> tokens) {
+  const std::vector<ChunkKey> k = keys(ns, tokens);
+  return prefetch(ns.id, k);
+}
+
+Result<proto::PrefetchReply> Client::prefetch(NamespaceId ns, std::span<const ChunkKey> keys) {
+  proto::KeysRequest req{ns, std::vector<ChunkKey>(keys.begin(), keys.end())};
+  proto::PrefetchReply rep;
+  TIERKV_RETURN_IF_ERROR(call(proto::Op::kPrefetch, req, rep));
+  return rep;
+}
+
+Result<proto::FlushReply> Client::flush() {
+  proto::FlushReply rep;
+  TIERKV_RETURN_IF_ERROR(call(proto::Op::kFlush, EmptyRequest{}, rep));
+  return rep;
+}
+
+Result<proto::VerifyReply> Client::verify(uint64_t cursor, uint32_t max_chunks) {
+  proto::VerifyReply rep;
+  TIERKV_RETURN_IF_ERROR(call(proto::Op::kVerify, proto::VerifyRequest{cursor, max_chunks}, rep));
   return rep;
 }
 

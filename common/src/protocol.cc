@@ -21,11 +21,24 @@ std::string_view op_name(Op op) {
     case Op::kDelete: return "delete";
     case Op::kStats: return "stats";
     case Op::kListNamespaces: return "list_namespaces";
+    case Op::kPrefetch: return "prefetch";
+    case Op::kFlush: return "flush";
+    case Op::kVerify: return "verify";
+    case Op::kPrefillBegin: return "prefill_begin";
+    case Op::kPrefillProfile: return "prefill_profile";
+    case Op::kPrefillComputed: return "prefill_computed";
+    case Op::kPrefillPoll: return "prefill_poll";
+    case Op::kPrefillEnd: return "prefill_end";
   }
   return "unknown";
 }
 
-bool is_known_op(uint16_t op) { return op >= 1 && op <= static_cast<uint16_t>(Op::kListNamespaces); }
+bool is_known_op(uint16_t op) { return op_name(static_cast<Op>(op)) != "unknown"; }
+
+bool is_prefill_op(uint16_t op) {
+  return op >= static_cast<uint16_t>(Op::kPrefillBegin) &&
+         op <= static_cast<uint16_t>(Op::kPrefillEnd);
+}
 
 std::string_view tier_name(Tier tier) {
   switch (tier) {
@@ -168,6 +181,10 @@ void encode(ByteWriter& w, const StatsReply& m) {
   w.put(m.requests);
   w.put(m.request_errors);
   w.put_array(std::span<const TierStats>(m.tiers));
+  w.put(m.nvme);
+  w.put(m.prefill);
+  w.put_array(std::span<const TierBandwidth>(m.tier_bandwidth));
+  w.put_array(std::span<const PrefillRecord>(m.recent_prefills));
 }
 void encode(ByteWriter& w, const ListNamespacesReply& m) {
   w.put(static_cast<uint32_t>(m.namespaces.size()));
@@ -179,6 +196,21 @@ void encode(ByteWriter& w, const ListNamespacesReply& m) {
     w.put(n.chunks);
     w.put(n.bytes);
   }
+}
+
+void encode(ByteWriter& w, const PrefetchReply& m) { w.put(m); }
+void encode(ByteWriter& w, const FlushReply& m) { w.put(m); }
+void encode(ByteWriter& w, const VerifyRequest& m) {
+  w.put(m.cursor);
+  w.put(m.max_chunks);
+}
+void encode(ByteWriter& w, const VerifyReply& m) {
+  w.put(m.next_cursor);
+  w.put(m.cursor_end);
+  w.put(m.checked);
+  w.put(m.corrupt);
+  w.put(m.unreadable);
+  w.put(m.done);
 }
 
 // --- decoders ------------------------------------------------------------------------------------
@@ -260,6 +292,10 @@ Status decode(ByteReader& r, StatsReply& m) {
   TIERKV_RETURN_IF_ERROR(r.get("requests", m.requests));
   TIERKV_RETURN_IF_ERROR(r.get("request_errors", m.request_errors));
   TIERKV_RETURN_IF_ERROR(r.get_array("tiers", m.tiers, 16));
+  TIERKV_RETURN_IF_ERROR(r.get("nvme", m.nvme));
+  TIERKV_RETURN_IF_ERROR(r.get("prefill", m.prefill));
+  TIERKV_RETURN_IF_ERROR(r.get_array("tier_bandwidth", m.tier_bandwidth, 16));
+  TIERKV_RETURN_IF_ERROR(r.get_array("recent_prefills", m.recent_prefills, 1024));
   return r.expect_end("stats reply");
 }
 Status decode(ByteReader& r, ListNamespacesReply& m) {
@@ -276,6 +312,34 @@ Status decode(ByteReader& r, ListNamespacesReply& m) {
     TIERKV_RETURN_IF_ERROR(r.get("bytes", info.bytes));
   }
   return r.expect_end("list_namespaces reply");
+}
+
+Status decode(ByteReader& r, PrefetchReply& m) {
+  TIERKV_RETURN_IF_ERROR(r.get("prefetch reply", m));
+  return r.expect_end("prefetch reply");
+}
+Status decode(ByteReader& r, FlushReply& m) {
+  TIERKV_RETURN_IF_ERROR(r.get("flush reply", m));
+  return r.expect_end("flush reply");
+}
+Status decode(ByteReader& r, VerifyRequest& m) {
+  TIERKV_RETURN_IF_ERROR(r.get("cursor", m.cursor));
+  TIERKV_RETURN_IF_ERROR(r.get("max_chunks", m.max_chunks));
+  if (m.max_chunks == 0 || m.max_chunks > kMaxChunksPerRequest) {
+    return Status::InvalidArgument("max_chunks = " + std::to_string(m.max_chunks) +
+                                   " is out of range [1, " +
+                                   std::to_string(kMaxChunksPerRequest) + "]");
+  }
+  return r.expect_end("verify");
+}
+Status decode(ByteReader& r, VerifyReply& m) {
+  TIERKV_RETURN_IF_ERROR(r.get("next_cursor", m.next_cursor));
+  TIERKV_RETURN_IF_ERROR(r.get("cursor_end", m.cursor_end));
+  TIERKV_RETURN_IF_ERROR(r.get("checked", m.checked));
+  TIERKV_RETURN_IF_ERROR(r.get("corrupt", m.corrupt));
+  TIERKV_RETURN_IF_ERROR(r.get("unreadable", m.unreadable));
+  TIERKV_RETURN_IF_ERROR(r.get("done", m.done));
+  return r.expect_end("verify reply");
 }
 
 }  // namespace tierkv::proto

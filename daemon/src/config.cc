@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <fstream>
@@ -40,6 +41,69 @@ prefault = true
 [cache]
 # Tokens per chunk for layouts that do not set their own.
 chunk_tokens = 256
+
+[nvme]
+# NVMe tier: chunks written down from host RAM to preallocated files, read back on a miss in RAM,
+# kept across restarts and crashes. One directory per device; slabs are striped across them.
+# Empty = the tier is off.
+directories = []
+# Total bytes of chunk data over all directories, split evenly; each directory gets one
+# fallocate'd file, tierkv-data.bin, at start-up. Rounded down to whole slabs.
+capacity = "64GiB"
+# Slab size inside the data files (a power of two, at most 1GiB); also the largest chunk on NVMe.
+slab_size = "256MiB"
+# Smallest slot size class on NVMe, as for [host].
+min_slot_size = "64KiB"
+# io_uring queue depth: the most reads and writes in flight at once.
+queue_depth = 32
+# "write-back": chunks are written down once the host tier runs short of free space (see
+# writeback_free_fraction), coldest first in commit order, so hot chunks may never touch the disk.
+# "write-through": every committed chunk is written down at once.
+mode = "write-back"
+# Write-back starts when less than this fraction of the host tier is free.
+writeback_free_fraction = 0.25
+# Tenants whose chunks go to NVMe; empty = every tenant.
+tenants = []
+# Where the RocksDB index lives; empty = an "index" folder in the first directory.
+index_dir = ""
+# After disk full (ENOSPC) the tier stops admitting chunks for this many seconds, then tries again.
+retry_after_full_s = 30
+
+[nvme.fault_injection]
+# For tests only: make the I/O backend fail on purpose. Every Nth read fails with EIO, every Nth
+# write fails with EIO, every Nth read returns half its bytes, writes fail with ENOSPC once this
+# many bytes were written, every Nth request completes slow_ms late. 0 = never.
+read_eio_every = 0
+write_eio_every = 0
+short_read_every = 0
+enospc_after = 0
+slow_every = 0
+slow_ms = 0
+
+[prefill]
+# Co-scheduled prefill: while an engine computes a prompt's cached prefix from the front, tierkvd
+# loads it from the back, and the two meet where the prefix is ready soonest.
+# Reads in flight per prefill session, at most.
+queue_depth = 8
+# Prefill sessions one client may have open at once.
+max_sessions_per_client = 16
+# The engine's compute time per chunk, until the engine registers its own profile (or enough is
+# learned from its reports): c tokens after a prefix of L tokens take a*c + b*c*(L + c/2) ms.
+# The default is an 8B-class Llama on one H100.
+compute_a_ms_per_token = 0.02942
+compute_b_ms_per_token2 = 7.97e-7
+# What a read from the slower tiers costs until reads are measured (then moving averages of them):
+# bandwidth in GB/s, fixed latency per read in microseconds.
+nvme_read_GBps = 2.0
+nvme_read_latency_us = 100.0
+remote_read_GBps = 1.0
+remote_read_latency_us = 1000.0
+# For benchmarks and tests of the schedule: read chunks that are in host RAM through an emulated
+# tier of this bandwidth (GB/s) and latency (us) instead of handing them over at once. 0 = off.
+host_read_throttle_GBps = 0.0
+host_read_throttle_latency_us = 0.0
+# Recent prefill sessions kept for `tierkvctl stats`.
+recent_sessions = 16
 
 [log]
 # trace, debug, info, warn, error, critical or off.
@@ -101,14 +165,36 @@ class TableReader {
   TableReader(const toml::table& root, std::string_view origin) : root_(root), origin_(origin) {}
 
   Status check_known(const std::set<std::string>& known) {
-    for (const auto& [section, node] : root_) {
-      const std::string s(section.str());
+    return check_table(root_, "", known);
+  }
+  Status check_table(const toml::table& table, const std::string& prefix,
+                     const std::set<std::string>& known) {
+    for (const auto& [key, node] : table) {
+      const std::string full = prefix + std::string(key.str());
+      if (known.count(full)) continue;
       const toml::table* t = node.as_table();
-      if (t == nullptr) return error(node, s, "is not a [section]");
-      for (const auto& [key, value] : *t) {
-        const std::string full = s + "." + std::string(key.str());
-        if (!known.count(full)) return error(value, full, "is not a known option");
+      // A [section] (or [section.sub]) that some known option lives in: look inside.
+      const bool is_section = std::any_of(known.begin(), known.end(), [&](const std::string& k) {
+        return k.rfind(full + ".", 0) == 0;
+      });
+      if (t == nullptr || !is_section) {
+        return error(node, full, t ? "is not a known section" : "is not a known option");
       }
+      TIERKV_RETURN_IF_ERROR(check_table(*t, full + ".", known));
+    }
+    return Status::Ok();
+  }
+  Status get_string_list(const char* path, std::vector<std::string>& out) {
+    const toml::node* n = root_.at_path(path).node();
+    if (n == nullptr) return Status::Ok();
+    const toml::array* a = n->as_array();
+    if (a == nullptr) return error(*n, path, "must be an array of strings");
+    out.clear();
+    for (const toml::node& item : *a) {
+      if (!item.is_string() || item.as_string()->get().empty()) {
+        return error(item, path, "must hold only non-empty strings");
+      }
+      out.push_back(item.as_string()->get());
     }
     return Status::Ok();
   }
@@ -136,6 +222,25 @@ class TableReader {
       return error(*n, path, "= " + std::to_string(v) + " is out of range [0, " + std::to_string(max) + "]");
     }
     out = static_cast<uint64_t>(v);
+    return Status::Ok();
+  }
+  Status get_double(const char* path, double min, double max, double& out) {
+    const toml::node* n = root_.at_path(path).node();
+    if (n == nullptr) return Status::Ok();
+    double v = 0;
+    if (n->is_floating_point()) {
+      v = n->as_floating_point()->get();
+    } else if (n->is_integer()) {
+      v = static_cast<double>(n->as_integer()->get());
+    } else {
+      return error(*n, path, "must be a number");
+    }
+    if (!(v >= min && v <= max)) {
+      return error(*n, path,
+                   "= " + std::to_string(v) + " is out of range [" + std::to_string(min) + ", " +
+                       std::to_string(max) + "]");
+    }
+    out = v;
     return Status::Ok();
   }
   Status get_size(const char* path, uint64_t& out) {
@@ -190,7 +295,25 @@ Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view o
   TIERKV_RETURN_IF_ERROR(r.check_known({"server.socket_path", "server.socket_mode",
                                         "server.allowed_uids", "server.max_clients",
                                         "host.capacity", "host.slab_size", "host.min_slot_size",
-                                        "host.prefault", "cache.chunk_tokens", "log.level"}));
+                                        "host.prefault", "cache.chunk_tokens", "log.level",
+                                        "nvme.directories", "nvme.capacity", "nvme.slab_size",
+                                        "nvme.min_slot_size", "nvme.queue_depth", "nvme.mode",
+                                        "nvme.writeback_free_fraction", "nvme.tenants",
+                                        "nvme.index_dir", "nvme.retry_after_full_s",
+                                        "nvme.fault_injection.read_eio_every",
+                                        "nvme.fault_injection.write_eio_every",
+                                        "nvme.fault_injection.short_read_every",
+                                        "nvme.fault_injection.enospc_after",
+                                        "nvme.fault_injection.slow_every",
+                                        "nvme.fault_injection.slow_ms",
+                                        "prefill.queue_depth", "prefill.max_sessions_per_client",
+                                        "prefill.compute_a_ms_per_token",
+                                        "prefill.compute_b_ms_per_token2", "prefill.nvme_read_GBps",
+                                        "prefill.nvme_read_latency_us", "prefill.remote_read_GBps",
+                                        "prefill.remote_read_latency_us",
+                                        "prefill.host_read_throttle_GBps",
+                                        "prefill.host_read_throttle_latency_us",
+                                        "prefill.recent_sessions"}));
   uint64_t v = 0;
   TIERKV_RETURN_IF_ERROR(r.get_string("server.socket_path", c.socket_path));
   v = c.socket_mode;
@@ -208,19 +331,96 @@ Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view o
   TIERKV_RETURN_IF_ERROR(r.get_uint("cache.chunk_tokens", Layout::kMaxChunkTokens, v));
   c.cache.default_chunk_tokens = static_cast<uint32_t>(v);
   TIERKV_RETURN_IF_ERROR(r.get_string("log.level", c.log_level));
+  scheduler::PrefillOptions& p = c.prefill;
+  v = p.queue_depth;
+  TIERKV_RETURN_IF_ERROR(r.get_uint("prefill.queue_depth", 4096, v));
+  p.queue_depth = static_cast<uint32_t>(v);
+  v = p.max_sessions_per_client;
+  TIERKV_RETURN_IF_ERROR(r.get_uint("prefill.max_sessions_per_client", 1u << 16, v));
+  p.max_sessions_per_client = static_cast<uint32_t>(v);
+  v = p.recent_sessions;
+  TIERKV_RETURN_IF_ERROR(r.get_uint("prefill.recent_sessions", 4096, v));
+  p.recent_sessions = static_cast<uint32_t>(v);
+  TIERKV_RETURN_IF_ERROR(r.get_double("prefill.compute_a_ms_per_token", 0, 1e6,
+                                      p.default_profile.a_ms_per_token));
+  TIERKV_RETURN_IF_ERROR(r.get_double("prefill.compute_b_ms_per_token2", 0, 1e6,
+                                      p.default_profile.b_ms_per_token2));
+  TIERKV_RETURN_IF_ERROR(r.get_double("prefill.nvme_read_GBps", 1e-6, 1e6,
+                                      p.tier_costs.nvme.read_GBps));
+  TIERKV_RETURN_IF_ERROR(r.get_double("prefill.nvme_read_latency_us", 0, 1e9,
+                                      p.tier_costs.nvme.latency_us));
+  TIERKV_RETURN_IF_ERROR(r.get_double("prefill.remote_read_GBps", 1e-6, 1e6,
+                                      p.tier_costs.remote.read_GBps));
+  TIERKV_RETURN_IF_ERROR(r.get_double("prefill.remote_read_latency_us", 0, 1e9,
+                                      p.tier_costs.remote.latency_us));
+  TIERKV_RETURN_IF_ERROR(r.get_double("prefill.host_read_throttle_GBps", 0, 1e6,
+                                      p.host_throttle.read_GBps));
+  TIERKV_RETURN_IF_ERROR(r.get_double("prefill.host_read_throttle_latency_us", 0, 1e9,
+                                      p.host_throttle.latency_us));
+
+  scheduler::NvmeTierOptions& nv = c.cache.nvme;
+  TIERKV_RETURN_IF_ERROR(r.get_string_list("nvme.directories", nv.store.directories));
+  TIERKV_RETURN_IF_ERROR(r.get_size("nvme.capacity", nv.store.capacity_bytes));
+  TIERKV_RETURN_IF_ERROR(r.get_size("nvme.slab_size", nv.store.slab_bytes));
+  TIERKV_RETURN_IF_ERROR(r.get_size("nvme.min_slot_size", nv.store.min_slot_bytes));
+  v = nv.store.queue_depth;
+  TIERKV_RETURN_IF_ERROR(r.get_uint("nvme.queue_depth", 4096, v));
+  nv.store.queue_depth = static_cast<uint32_t>(v);
+  std::string mode = "write-back";
+  TIERKV_RETURN_IF_ERROR(r.get_string("nvme.mode", mode));
+  if (mode != "write-back" && mode != "write-through") {
+    return Status::InvalidArgument(std::string(origin) + ": nvme.mode '" + mode +
+                                   "' is neither \"write-back\" nor \"write-through\"");
+  }
+  nv.write_through = mode == "write-through";
+  TIERKV_RETURN_IF_ERROR(
+      r.get_double("nvme.writeback_free_fraction", 0.0, 1.0, nv.writeback_free_fraction));
+  TIERKV_RETURN_IF_ERROR(r.get_string_list("nvme.tenants", nv.tenants));
+  TIERKV_RETURN_IF_ERROR(r.get_string("nvme.index_dir", nv.store.index_dir));
+  v = static_cast<uint64_t>(nv.retry_after_full.count() / 1000);
+  TIERKV_RETURN_IF_ERROR(r.get_uint("nvme.retry_after_full_s", 86400, v));
+  nv.retry_after_full = std::chrono::milliseconds(v * 1000);
+  storage::FaultPlan& f = nv.store.faults;
+  for (auto [key, field] : {std::pair{"nvme.fault_injection.read_eio_every", &f.read_eio_every},
+                            std::pair{"nvme.fault_injection.write_eio_every", &f.write_eio_every},
+                            std::pair{"nvme.fault_injection.short_read_every", &f.short_read_every},
+                            std::pair{"nvme.fault_injection.slow_every", &f.slow_every},
+                            std::pair{"nvme.fault_injection.slow_ms", &f.slow_ms}}) {
+    v = *field;
+    TIERKV_RETURN_IF_ERROR(r.get_uint(key, UINT32_MAX, v));
+    *field = static_cast<uint32_t>(v);
+  }
+  TIERKV_RETURN_IF_ERROR(r.get_size("nvme.fault_injection.enospc_after", f.enospc_after_bytes));
 
   // Cross-field checks, named by key.
   if (c.socket_path.empty() || c.socket_path.size() >= 108) {
     return Status::InvalidArgument(std::string(origin) + ": server.socket_path '" + c.socket_path +
                                    "' must be 1 to 107 characters (a Unix socket path)");
   }
+  if (c.prefill.queue_depth == 0) {
+    return Status::InvalidArgument(std::string(origin) + ": prefill.queue_depth must be at least 1");
+  }
   if (c.cache.default_chunk_tokens == 0) {
     return Status::InvalidArgument(std::string(origin) + ": cache.chunk_tokens must be at least 1");
   }
-  storage::SlotPoolOptions pool{c.cache.host_capacity_bytes, c.cache.slab_bytes,
+  storage::SlotPoolOptions pool{"host", c.cache.host_capacity_bytes, c.cache.slab_bytes,
                                 c.cache.min_slot_bytes};
   if (Status s = pool.validate(); !s.ok()) {
     return Status::InvalidArgument(std::string(origin) + ": " + s.message());
+  }
+  if (!nv.store.directories.empty()) {
+    storage::SlotPoolOptions disk{"nvme", nv.store.capacity_bytes / nv.store.directories.size(),
+                                  nv.store.slab_bytes, nv.store.min_slot_bytes};
+    if (Status s = disk.validate(); !s.ok()) {
+      return Status::InvalidArgument(std::string(origin) + ": " + s.message() +
+                                     " (capacity per directory)");
+    }
+    if (nv.store.slab_bytes > (1ull << 30)) {
+      return Status::InvalidArgument(std::string(origin) + ": nvme.slab_size must be at most 1GiB");
+    }
+    if (nv.store.queue_depth == 0) {
+      return Status::InvalidArgument(std::string(origin) + ": nvme.queue_depth must be at least 1");
+    }
   }
   static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn",
                                                 "error", "critical", "off"};

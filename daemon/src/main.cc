@@ -1,4 +1,5 @@
 // tierkvd: the tierkv daemon. See the README for operation and every config option.
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -70,6 +71,15 @@ int run(int argc, char** argv) {
               << daemon::format_size(config.cache.min_slot_bytes) << ")\n  chunk_tokens "
               << config.cache.default_chunk_tokens << "\n  log level " << config.log_level
               << "\n";
+    const auto& nv = config.cache.nvme;
+    if (nv.store.directories.empty()) {
+      std::cout << "  nvme tier off\n";
+    } else {
+      std::cout << "  nvme tier " << daemon::format_size(nv.store.capacity_bytes) << " over "
+                << nv.store.directories.size() << " directories, "
+                << (nv.write_through ? "write-through" : "write-back") << ", queue depth "
+                << nv.store.queue_depth << "\n";
+    }
     return 0;
   }
   spdlog::set_level(level);
@@ -78,7 +88,7 @@ int run(int argc, char** argv) {
   const auto t0 = std::chrono::steady_clock::now();
   auto engine = scheduler::CacheEngine::create(config.cache);
   if (!engine.ok()) {
-    spdlog::critical("cannot create the host tier: {}", engine.status().message());
+    spdlog::critical("cannot start the cache tiers: {}", engine.status().message());
     return 1;
   }
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -86,13 +96,19 @@ int run(int argc, char** argv) {
                       .count();
   spdlog::info("host tier: {} of shared memory{} in {} ms", daemon::format_size((*engine)->host_region_bytes()),
                config.cache.prefault ? " reserved and mapped" : " mapped", ms);
+  if ((*engine)->nvme_enabled()) {
+    const auto& nv = config.cache.nvme;
+    spdlog::info("nvme tier: {} over {} directories ({}), {}, queue depth {}",
+                 daemon::format_size(nv.store.capacity_bytes), nv.store.directories.size(),
+                 fmt::join(nv.store.directories, ", "),
+                 nv.write_through ? "write-through" : "write-back", nv.store.queue_depth);
+    if (nv.store.faults.any()) spdlog::warn("nvme: fault injection is ON (a test configuration)");
+  }
 
   boost::asio::io_context io(1);
   daemon::Server server(io, config, **engine);
-  if (Status s = server.listen(); !s.ok()) {
-    spdlog::critical("{}", s.message());
-    return 1;
-  }
+  // Signals are caught before the socket exists: a client that sees the socket and sends
+  // SIGTERM at once gets a clean stop, not the default action.
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
@@ -101,6 +117,10 @@ int run(int argc, char** argv) {
     server.stop();
     io.stop();
   });
+  if (Status s = server.listen(); !s.ok()) {
+    spdlog::critical("{}", s.message());
+    return 1;
+  }
   spdlog::info("tierkvd {} serving {} (pid {}, chunk_tokens {})", kVersion, config.socket_path,
                ::getpid(), config.cache.default_chunk_tokens);
   sd_notifyf(0, "READY=1\nSTATUS=serving %s\nMAINPID=%d", config.socket_path.c_str(), ::getpid());

@@ -13,6 +13,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include "asio_clock.h"
+#include "tierkv/prefill_protocol.h"
 #include "tierkv/protocol.h"
 #include "tierkv/version.h"
 
@@ -26,7 +28,10 @@ using proto::Op;
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(Server& server, stream_protocol::socket socket, ucred peer)
-      : server_(server), socket_(std::move(socket)), peer_(peer) {}
+      : server_(server),
+        socket_(std::move(socket)),
+        peer_(peer),
+        wait_timer_(socket_.get_executor()) {}
 
   void start() {
     session_ = server_.engine_.open_session();
@@ -40,12 +45,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     closed_ = true;
     boost::system::error_code ignored;
     socket_.close(ignored);
+    close_prefill();
     const auto stats = server_.engine_.close_session(session_);
     --server_.connections_;
     spdlog::info("client {} ({}, pid {}) disconnected; reclaimed {} read leases, discarded {} "
-                 "uncommitted chunks",
+                 "uncommitted chunks, cancelled {} loads",
                  session_, name_.empty() ? "no hello" : name_, peer_.pid, stats.read_leases,
-                 stats.pending_writes);
+                 stats.pending_writes, stats.loads_cancelled);
   }
 
  private:
@@ -117,7 +123,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
                   true);
     }
     wire::ByteReader r(payload_);
-    Status s = handle(op, r);
+    Status s = proto::is_prefill_op(hdr_.op) ? handle_prefill(op, r) : handle(op, r);
     if (!s.ok()) fail(hdr_.op, hdr_.request_id, s, op == Op::kHello);
   }
 
@@ -141,11 +147,43 @@ class Connection : public std::enable_shared_from_this<Connection> {
         TIERKV_RETURN_IF_ERROR(engine.lookup(keys_req_, lookup_reply_));
         reply(lookup_reply_);
         return Status::Ok();
-      case Op::kLoad:
+      case Op::kLoad: {
         TIERKV_RETURN_IF_ERROR(proto::decode(r, keys_req_));
-        TIERKV_RETURN_IF_ERROR(engine.load(session_, keys_req_, load_reply_));
-        reply(load_reply_);
+        // Answered at once from host RAM, or once the chunks read up from NVMe verify. The next
+        // request is read only after the reply, so hdr_ is still this request's.
+        auto self = shared_from_this();
+        engine.load(session_, keys_req_, [this, self](Status st, const proto::LoadReply& rep) {
+          if (closed_) return;
+          if (!st.ok()) return fail(hdr_.op, hdr_.request_id, st, false);
+          reply(rep);
+        });
         return Status::Ok();
+      }
+      case Op::kPrefetch: {
+        TIERKV_RETURN_IF_ERROR(proto::decode(r, keys_req_));
+        proto::PrefetchReply rep;
+        TIERKV_RETURN_IF_ERROR(engine.prefetch(keys_req_, rep));
+        reply(rep);
+        return Status::Ok();
+      }
+      case Op::kFlush: {
+        TIERKV_RETURN_IF_ERROR(r.expect_end("flush"));
+        proto::FlushReply rep;
+        TIERKV_RETURN_IF_ERROR(engine.flush(rep));
+        reply(rep);
+        return Status::Ok();
+      }
+      case Op::kVerify: {
+        proto::VerifyRequest req;
+        TIERKV_RETURN_IF_ERROR(proto::decode(r, req));
+        auto self = shared_from_this();
+        engine.verify(req, [this, self](Status st, const proto::VerifyReply& rep) {
+          if (closed_) return;
+          if (!st.ok()) return fail(hdr_.op, hdr_.request_id, st, false);
+          reply(rep);
+        });
+        return Status::Ok();
+      }
       case Op::kPutBegin:
         TIERKV_RETURN_IF_ERROR(proto::decode(r, put_req_));
         TIERKV_RETURN_IF_ERROR(engine.put_begin(session_, put_req_, put_reply_));
@@ -168,10 +206,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
       }
       case Op::kEvict:
       case Op::kDelete: {
-        // With the host tier the only tier, evicting from memory and deleting everywhere agree.
+        // Evict drops chunks from host RAM (NVMe keeps its copies); delete drops them everywhere.
         TIERKV_RETURN_IF_ERROR(proto::decode(r, drop_req_));
         proto::CountReply count;
-        TIERKV_RETURN_IF_ERROR(engine.drop(drop_req_, &count.count));
+        TIERKV_RETURN_IF_ERROR(op == Op::kEvict ? engine.evict(drop_req_, &count.count)
+                                                : engine.remove(drop_req_, &count.count));
         spdlog::info("client {} {} {} chunks of namespace {:016x}", session_,
                      op == Op::kEvict ? "evicted" : "deleted", count.count, drop_req_.ns);
         reply(count);
@@ -191,6 +230,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
         reply(list);
         return Status::Ok();
       }
+      default:
+        break;  // prefill ops: handle_prefill()
     }
     return Status::Internal("unhandled opcode");
   }
@@ -249,6 +290,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
     return Status::Ok();
   }
 
+  // Co-scheduled prefill (definitions at the end of this file).
+  Status handle_prefill(Op op, wire::ByteReader& r);
+  void finish_wait(uint64_t prefill_session);
+  void close_prefill();
+
   Server& server_;
   stream_protocol::socket socket_;
   ucred peer_;
@@ -268,18 +314,42 @@ class Connection : public std::enable_shared_from_this<Connection> {
   proto::SlotsRequest slots_req_;
   proto::DropRequest drop_req_;
   proto::LookupReply lookup_reply_;
-  proto::LoadReply load_reply_;
   proto::PutBeginReply put_reply_;
+  // Co-scheduled prefill: a prefill_poll that waits is answered by finish_wait(), when the session
+  // has news or wait_timer_ fires; until then this connection reads nothing else.
+  proto::PrefillBeginRequest prefill_begin_req_;
+  proto::PrefillBeginReply prefill_begin_reply_;
+  proto::PrefillComputedRequest prefill_computed_req_;
+  proto::PrefillPollRequest prefill_poll_req_;
+  proto::PrefillProgress prefill_progress_;
+  boost::asio::steady_timer wait_timer_;
+  bool waiting_ = false;
 };
 
 Server::Server(asio::io_context& io, const DaemonConfig& config, scheduler::CacheEngine& engine)
     : io_(io),
       config_(config),
       engine_(engine),
+      clock_(std::make_unique<AsioClock>(io)),
+      prefill_(std::make_unique<scheduler::PrefillService>(engine, *clock_, config.prefill)),
       acceptor_(io),
+      io_watch_(io),
       started_(std::chrono::steady_clock::now()) {}
 
 Server::~Server() { stop(); }
+
+void Server::watch_io() {
+  // NVMe completions: the engine's eventfd becomes readable; drain it and let the engine run
+  // them, all on this thread.
+  io_watch_.async_wait(asio::posix::stream_descriptor::wait_read,
+                       [this](boost::system::error_code ec) {
+                         if (ec) return;
+                         uint64_t n = 0;
+                         (void)!::read(io_watch_.native_handle(), &n, sizeof(n));
+                         engine_.poll_io();
+                         watch_io();
+                       });
+}
 
 Status Server::listen() {
   namespace fs = std::filesystem;
@@ -313,6 +383,12 @@ Status Server::listen() {
     return Status::FromErrno("chmod " + config_.socket_path, errno);
   }
   listening_ = true;
+  if (engine_.io_fd() >= 0) {
+    const int fd = ::dup(engine_.io_fd());  // the descriptor object closes its own copy
+    if (fd < 0) return Status::FromErrno("dup the NVMe completion fd", errno);
+    io_watch_.assign(fd);
+    watch_io();
+  }
   accept_next();
   return Status::Ok();
 }
@@ -322,6 +398,7 @@ void Server::stop() {
   listening_ = false;
   boost::system::error_code ec;
   acceptor_.close(ec);
+  io_watch_.close(ec);
   for (auto& weak : live_) {
     if (auto c = weak.lock()) c->close();
   }
@@ -389,6 +466,90 @@ void Server::fill_stats(proto::StatsReply& stats) const {
   stats.sessions = static_cast<uint32_t>(connections_);
   stats.requests = requests_;
   stats.request_errors = request_errors_;
+  prefill_->fill_stats(stats);
+}
+
+// --- co-scheduled prefill ------------------------------------------------------------------------
+
+Status Connection::handle_prefill(Op op, wire::ByteReader& r) {
+  scheduler::PrefillService& prefill = server_.prefill();
+  switch (op) {
+    case Op::kPrefillBegin:
+      TIERKV_RETURN_IF_ERROR(proto::decode(r, prefill_begin_req_));
+      TIERKV_RETURN_IF_ERROR(prefill.begin(session_, prefill_begin_req_, prefill_begin_reply_));
+      spdlog::debug("client {} prefill session {}: {} of {} chunks cached, plan meets at {} ({} "
+                    "reads, {:.1f} ms predicted, compute-only {:.1f} ms)",
+                    session_, prefill_begin_reply_.session, prefill_begin_reply_.cached_chunks,
+                    prefill_begin_reply_.total_chunks, prefill_begin_reply_.plan.meeting_point,
+                    prefill_begin_reply_.plan.load_chunks, prefill_begin_reply_.plan.bidir_ms,
+                    prefill_begin_reply_.plan.compute_only_ms);
+      reply(prefill_begin_reply_);
+      return Status::Ok();
+    case Op::kPrefillProfile: {
+      proto::PrefillProfileRequest req;
+      TIERKV_RETURN_IF_ERROR(proto::decode(r, req));
+      TIERKV_RETURN_IF_ERROR(prefill.set_profile(session_, req));
+      reply(proto::CountReply{0});
+      return Status::Ok();
+    }
+    case Op::kPrefillComputed:
+      TIERKV_RETURN_IF_ERROR(proto::decode(r, prefill_computed_req_));
+      TIERKV_RETURN_IF_ERROR(prefill.computed(session_, prefill_computed_req_, prefill_progress_));
+      reply(prefill_progress_);
+      return Status::Ok();
+    case Op::kPrefillPoll: {
+      TIERKV_RETURN_IF_ERROR(proto::decode(r, prefill_poll_req_));
+      const uint64_t id = prefill_poll_req_.session;
+      auto self = shared_from_this();
+      auto now = prefill.poll(session_, prefill_poll_req_, prefill_progress_,
+                              [this, self, id] { finish_wait(id); });
+      if (!now.ok()) return now.status();
+      if (*now) {
+        reply(prefill_progress_);
+        return Status::Ok();
+      }
+      waiting_ = true;
+      wait_timer_.expires_after(std::chrono::microseconds(prefill_poll_req_.timeout_us));
+      wait_timer_.async_wait([this, self, id](boost::system::error_code ec) {
+        if (!ec) finish_wait(id);
+      });
+      return Status::Ok();
+    }
+    case Op::kPrefillEnd: {
+      proto::PrefillEndRequest req;
+      TIERKV_RETURN_IF_ERROR(proto::decode(r, req));
+      proto::PrefillSummary summary;
+      TIERKV_RETURN_IF_ERROR(prefill.end(session_, req, summary));
+      spdlog::debug("client {} prefill session {} {}: {} handed over, {} loaded, {} computed, {} "
+                    "failed; met at chunk {} (planned {}) after {} us",
+                    session_, req.session, summary.cancelled ? "cancelled" : "ended",
+                    summary.handed_over, summary.loaded, summary.computed, summary.failed,
+                    summary.actual_meeting_point, summary.planned_meeting_point, summary.met_us);
+      reply(summary);
+      return Status::Ok();
+    }
+    default:
+      return Status::Internal("unhandled prefill opcode");
+  }
+}
+
+void Connection::finish_wait(uint64_t prefill_session) {
+  if (!waiting_ || closed_) return;
+  waiting_ = false;
+  wait_timer_.cancel();
+  Status s = server_.prefill().take(session_, prefill_session, prefill_progress_);
+  if (!s.ok()) return fail(hdr_.op, hdr_.request_id, s, false);
+  reply(prefill_progress_);
+}
+
+void Connection::close_prefill() {
+  waiting_ = false;
+  wait_timer_.cancel();
+  const size_t cancelled = server_.prefill().close_client(session_);
+  if (cancelled > 0) {
+    spdlog::info("client {} (pid {}) left {} prefill sessions open; cancelled them", session_,
+                 peer_.pid, cancelled);
+  }
 }
 
 }  // namespace tierkv::daemon

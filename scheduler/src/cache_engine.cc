@@ -1,5 +1,6 @@
 #include "tierkv/scheduler/cache_engine.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -32,16 +33,30 @@ Result<std::unique_ptr<CacheEngine>> CacheEngine::create(const CacheOptions& opt
   const uint64_t usable = options.host_capacity_bytes / options.slab_bytes * options.slab_bytes;
   auto region = storage::ShmRegion::create("tierkv-host", usable, options.prefault);
   if (!region.ok()) return region.status();
-  return std::unique_ptr<CacheEngine>(new CacheEngine(options, std::move(region).value()));
+  std::unique_ptr<CacheEngine> engine(new CacheEngine(options, std::move(region).value()));
+  if (!options.nvme.store.directories.empty()) TIERKV_RETURN_IF_ERROR(engine->open_nvme());
+  return engine;
 }
 
 CacheEngine::CacheEngine(const CacheOptions& options, storage::ShmRegion region)
     : options_(options),
       region_(std::move(region)),
-      pool_(storage::SlotPoolOptions{region_.size(), options.slab_bytes, options.min_slot_bytes}),
+      pool_(storage::SlotPoolOptions{"host", region_.size(), options.slab_bytes,
+                                     options.min_slot_bytes}),
       index_(pool_.max_slot_ids()),
       meta_(pool_.max_slot_ids()),
-      lru_(pool_.num_classes()) {}
+      host_lru_(pool_.max_slot_ids(), pool_.num_classes()) {}
+
+CacheEngine::~CacheEngine() {
+  // Let in-flight NVMe I/O finish before the host region it reads into is unmapped.
+  if (nvme_) {
+    while (nvme_->io().in_flight() > 0) {
+      (void)nvme_->io().wait(std::chrono::milliseconds(100));
+      storage::IoCompletion c[64];
+      (void)nvme_->io().reap(c);
+    }
+  }
+}
 
 // --- sessions ------------------------------------------------------------------------------------
 
@@ -54,17 +69,28 @@ SessionId CacheEngine::open_session() {
 CacheEngine::Reclaimed CacheEngine::close_session(SessionId session) {
   auto it = sessions_.find(session);
   if (it == sessions_.end()) return {};
-  const Reclaimed reclaimed{it->second.read_leases.size(), it->second.pending.size()};
+  Reclaimed reclaimed{it->second.read_leases.size(), it->second.pending.size(), 0};
   for (SlotId s : it->second.pending) discard_pending(s);
   for (SlotId s : it->second.read_leases) {
-    auto left = pool_.unlease(s);
     --read_leases_;
-    if (left.ok() && *left == 0) {
-      if (meta_[s].state == ChunkState::kZombie) free_slot(s);
-      else update_evictable(s);
-    }
+    unlease(s);
   }
   sessions_.erase(it);
+  // Loads still waiting for NVMe reads: drop their leases and callbacks; the reads finish on
+  // their own and leave the chunks cached.
+  for (auto op = loads_.begin(); op != loads_.end();) {
+    if (op->second.session != session) {
+      ++op;
+      continue;
+    }
+    for (SlotId s : op->second.slots) unlease(s);
+    ++reclaimed.loads_cancelled;
+    const uint64_t id = op->first;
+    op = loads_.erase(op);
+    for (auto w = load_waiters_.begin(); w != load_waiters_.end();) {
+      w = w->second == id ? load_waiters_.erase(w) : std::next(w);
+    }
+  }
   return reclaimed;
 }
 
@@ -100,9 +126,19 @@ Result<Namespace> CacheEngine::register_namespace(const Layout& requested, std::
     return Status::ResourceExhausted("already " + std::to_string(namespaces_.size()) +
                                      " namespaces registered, the limit");
   }
-  NamespaceEntry entry{Namespace{id, layout, std::string(tenant), std::string(salt)}, *cls, 0};
+  NamespaceEntry entry{Namespace{id, layout, std::string(tenant), std::string(salt)}, *cls, 0, 0,
+                       false};
+  entry.to_disk = wants_disk(tenant, layout.chunk_bytes());
+  if (entry.to_disk) TIERKV_RETURN_IF_ERROR(nvme_->put_namespace(entry.ns));
   namespaces_.emplace(id, entry);
   return entry.ns;
+}
+
+bool CacheEngine::wants_disk(std::string_view tenant, uint64_t chunk_bytes) const {
+  if (!nvme_) return false;
+  const auto& tenants = options_.nvme.tenants;
+  return (tenants.empty() || std::find(tenants.begin(), tenants.end(), tenant) != tenants.end()) &&
+         nvme_->class_for(chunk_bytes).ok();
 }
 
 Result<const CacheEngine::NamespaceEntry*> CacheEngine::find_namespace(NamespaceId ns,
@@ -120,7 +156,7 @@ CacheEngine::NamespaceEntry* CacheEngine::ns_entry(NamespaceId ns) {
   return it == namespaces_.end() ? nullptr : &it->second;
 }
 
-// --- lookup and load -----------------------------------------------------------------------------
+// --- lookup --------------------------------------------------------------------------------------
 
 Status CacheEngine::lookup(const proto::KeysRequest& req, proto::LookupReply& reply) {
   auto entry = find_namespace(req.ns, "lookup");
@@ -129,37 +165,23 @@ Status CacheEngine::lookup(const proto::KeysRequest& req, proto::LookupReply& re
   found_scratch_.clear();
   for (const ChunkKey& key : req.keys) {
     const uint32_t s = index_.find(req.ns, key);
-    if (s == storage::ChunkIndex::kAbsent || meta_[s].state != ChunkState::kReady) break;
-    reply.tiers.push_back(proto::Tier::kHost);
-    found_scratch_.push_back(s);
+    if (s != storage::ChunkIndex::kAbsent && meta_[s].state == ChunkState::kReady) {
+      reply.tiers.push_back(proto::Tier::kHost);
+      found_scratch_.push_back(s);
+      continue;
+    }
+    const bool loading = s != storage::ChunkIndex::kAbsent && meta_[s].state == ChunkState::kLoading;
+    const uint32_t d = loading ? meta_[s].loading_from : disk_find(req.ns, key);
+    if (d == storage::ChunkIndex::kAbsent) break;
+    reply.tiers.push_back(proto::Tier::kNvme);
+    disk_lru_->touch(d);
+    ++disk_hits_;
   }
+  if (nvme_) disk_misses_ += req.keys.size() - reply.tiers.size();
   // Touch leaf-to-root so that the head of the prefix ends up most recent.
   for (size_t i = found_scratch_.size(); i-- > 0;) touch(found_scratch_[i]);
-  hits_ += reply.tiers.size();
-  misses_ += req.keys.size() - reply.tiers.size();
-  return Status::Ok();
-}
-
-Status CacheEngine::load(SessionId session, const proto::KeysRequest& req, proto::LoadReply& reply) {
-  auto entry = find_namespace(req.ns, "load");
-  if (!entry.ok()) return entry.status();
-  auto sess = find_session(session);
-  if (!sess.ok()) return sess.status();
-  const uint64_t bytes = (*entry)->ns.chunk_bytes();
-  reply.slots.clear();
-  for (const ChunkKey& key : req.keys) {
-    const uint32_t s = index_.find(req.ns, key);
-    if (s == storage::ChunkIndex::kAbsent || meta_[s].state != ChunkState::kReady) break;
-    (void)pool_.lease(s);  // s is allocated: it is ready
-    ++read_leases_;
-    lru_remove(s);
-    (*sess)->read_leases.push_back(s);
-    reply.slots.push_back(proto::SlotRef{s, 0, pool_.offset(s), bytes});
-  }
-  for (size_t i = reply.slots.size(); i-- > 0;) touch(reply.slots[i].slot);
-  hits_ += reply.slots.size();
-  misses_ += req.keys.size() - reply.slots.size();
-  bytes_out_ += reply.slots.size() * bytes;
+  hits_ += found_scratch_.size();
+  misses_ += req.keys.size() - found_scratch_.size();
   return Status::Ok();
 }
 
@@ -170,15 +192,18 @@ Status CacheEngine::release(SessionId session, std::span<const uint32_t> slots,
   TIERKV_RETURN_IF_ERROR(claim((*sess)->read_leases, slots, "leased for reading"));
   compact_claimed((*sess)->read_leases);
   for (uint32_t s : slots) {
-    auto left = pool_.unlease(s);
     --read_leases_;
-    if (left.ok() && *left == 0) {
-      if (meta_[s].state == ChunkState::kZombie) free_slot(s);
-      else update_evictable(s);
-    }
+    unlease(s);
   }
   *released = slots.size();
   return Status::Ok();
+}
+
+void CacheEngine::unlease(SlotId s) {
+  auto left = pool_.unlease(s);
+  if (!left.ok() || *left != 0) return;
+  if (meta_[s].state == ChunkState::kZombie) free_slot(s);
+  else update_evictable(s);
 }
 
 // --- put -----------------------------------------------------------------------------------------
@@ -197,35 +222,42 @@ Status CacheEngine::put_begin(SessionId session, const proto::PutBeginRequest& r
   auto sess = find_session(session);
   if (!sess.ok()) return sess.status();
 
-  // The chunk each key extends: an indexed chunk (pending or ready) or none.
+  // The chunk each key extends: an indexed host chunk (pending, ready or loading) or none.
   SlotId parent = kNoSlot;
   if (!req.parent.is_zero()) {
     const uint32_t p = index_.find(req.ns, req.parent);
     if (p != storage::ChunkIndex::kAbsent) parent = p;
   }
+  ChunkKey parent_key = req.parent;
   reply.slots.assign(req.keys.size(), proto::PutSlot{});
   for (size_t i = 0; i < req.keys.size(); ++i) {
     proto::PutSlot& out = reply.slots[i];
     const uint32_t existing = index_.find(req.ns, req.keys[i]);
     if (existing != storage::ChunkIndex::kAbsent) {
-      if (meta_[existing].state == ChunkState::kReady) {
+      const ChunkState st = meta_[existing].state;
+      if (st == ChunkState::kReady || st == ChunkState::kLoading) {
         out.disposition = PutDisposition::kCached;
         touch(existing);
       } else {
         out.disposition = PutDisposition::kInProgress;
       }
       parent = existing;
+      parent_key = req.keys[i];
+      continue;
+    }
+    if (const uint32_t d = disk_find(req.ns, req.keys[i]); d != storage::ChunkIndex::kAbsent) {
+      out.disposition = PutDisposition::kCached;  // on NVMe: a load promotes it
+      disk_lru_->touch(d);
+      parent = kNoSlot;
+      parent_key = req.keys[i];
       continue;
     }
     // Hold the parent as a non-leaf while we look for room, so eviction cannot take the very
     // chunk this one extends.
-    if (parent != kNoSlot) {
-      ++meta_[parent].children;
-      lru_remove(parent);
-    }
+    if (parent != kNoSlot) host_lru_.hold(parent);
     const SlotId s = allocate(entry.slot_class);
     if (parent != kNoSlot) {
-      --meta_[parent].children;
+      host_lru_.release_hold(parent);
       update_evictable(parent);
     }
     if (s == kNoSlot) {
@@ -234,12 +266,14 @@ Status CacheEngine::put_begin(SessionId session, const proto::PutBeginRequest& r
     }
     ChunkMeta& m = meta_[s];
     m.key = req.keys[i];
+    m.parent_key = parent_key;
     m.ns = req.ns;
     m.writer = session;
     m.state = ChunkState::kPending;
-    m.children = 0;
-    m.last_access = ++clock_;
-    link_parent(s, parent);
+    m.on_disk = false;
+    m.writing_down = false;
+    touch(s);
+    link_host_parent(s, parent);
     (void)index_.insert(req.ns, req.keys[i], s);  // absent above; the index holds every slot
     (*sess)->pending.push_back(s);
     ++pending_writes_;
@@ -247,6 +281,7 @@ Status CacheEngine::put_begin(SessionId session, const proto::PutBeginRequest& r
     out.slot = s;
     out.offset = pool_.offset(s);
     parent = s;
+    parent_key = req.keys[i];
   }
   return Status::Ok();
 }
@@ -267,10 +302,15 @@ Status CacheEngine::put_commit(SessionId session, std::span<const uint32_t> slot
       ++e->chunks;
       bytes_in_ += e->ns.chunk_bytes();
     }
+    if (is_dirty(m)) {
+      ++dirty_chunks_;
+      dirty_fifo_.emplace_back(s, m.gen);
+    }
     touch(s);
     update_evictable(s);
   }
   *committed = slots.size();
+  if (nvme_) pump_writes();
   return Status::Ok();
 }
 
@@ -285,24 +325,50 @@ Status CacheEngine::put_abort(SessionId session, std::span<const uint32_t> slots
   return Status::Ok();
 }
 
-// --- drop ----------------------------------------------------------------------------------------
+// --- evict / delete ------------------------------------------------------------------------------
 
-Status CacheEngine::drop(const proto::DropRequest& req, uint64_t* removed) {
-  auto entry = find_namespace(req.ns, req.scope == proto::Scope::kKeys ? "drop" : "drop namespace");
+Status CacheEngine::evict(const proto::DropRequest& req, uint64_t* removed) {
+  return drop(req, false, removed);
+}
+
+Status CacheEngine::remove(const proto::DropRequest& req, uint64_t* removed) {
+  return drop(req, true, removed);
+}
+
+Status CacheEngine::drop(const proto::DropRequest& req, bool every_tier, uint64_t* removed) {
+  const char* op = every_tier ? "delete" : "evict";
+  auto entry = find_namespace(req.ns, op);
   if (!entry.ok()) return entry.status();
   uint64_t n = 0;
+  const auto drop_disk = [&](uint32_t d) {
+    if (d == storage::ChunkIndex::kAbsent) return false;
+    remove_disk(d);
+    return true;
+  };
   if (req.scope == proto::Scope::kKeys) {
     for (const ChunkKey& key : req.keys) {
+      bool gone = false;
       const uint32_t s = index_.find(req.ns, key);
-      if (s == storage::ChunkIndex::kAbsent || meta_[s].state != ChunkState::kReady) continue;
-      remove_ready(s);
-      ++n;
+      if (s != storage::ChunkIndex::kAbsent && meta_[s].state == ChunkState::kReady) {
+        remove_ready(s, every_tier ? Removal::kDeleted : Removal::kDropped);
+        gone = true;
+      }
+      if (every_tier && nvme_) gone = drop_disk(disk_find(req.ns, key)) || gone;
+      n += gone ? 1 : 0;
     }
   } else {
     for (SlotId s = 0; s < meta_.size(); ++s) {
       if (meta_[s].state == ChunkState::kReady && meta_[s].ns == req.ns) {
-        remove_ready(s);
+        remove_ready(s, every_tier ? Removal::kDeleted : Removal::kDropped);
         ++n;
+      }
+    }
+    if (every_tier && nvme_) {
+      for (SlotId d = 0; d < disk_.size(); ++d) {
+        if (disk_[d].state == DiskState::kReady && disk_[d].ns == req.ns && !disk_[d].doomed) {
+          remove_disk(d);
+          ++n;
+        }
       }
     }
   }
@@ -331,15 +397,48 @@ void CacheEngine::fill_stats(proto::StatsReply& stats) const {
       ts.evictions = evictions_;
       ts.bytes_in = bytes_in_;
       ts.bytes_out = bytes_out_;
+    } else if (t == proto::Tier::kNvme && nvme_) {
+      ts.enabled = 1;
+      ts.capacity_bytes = nvme_->capacity_bytes();
+      ts.used_bytes = nvme_->used_bytes();
+      ts.chunks = disk_chunks_;
+      ts.hits = disk_hits_;
+      ts.misses = disk_misses_;
+      ts.evictions = disk_evictions_;
+      ts.bytes_in = disk_bytes_in_;
+      ts.bytes_out = disk_bytes_out_;
     }
     stats.tiers.push_back(ts);
   }
+  proto::NvmeStats& n = stats.nvme;
+  n = proto::NvmeStats{};
+  if (!nvme_) return;
+  n.admitting = disk_full_ ? 0 : 1;
+  n.write_through = options_.nvme.write_through ? 1 : 0;
+  n.dirty_chunks = dirty_chunks_;
+  n.writes_in_flight = writes_in_flight_;
+  n.reads_in_flight = reads_in_flight_;
+  n.read_errors = read_errors_;
+  n.write_errors = write_errors_;
+  n.checksum_failures = checksum_failures_;
+  n.dropped_unwritten = dropped_unwritten_;
+  n.recovered_chunks = recovery_.chunks;
+  n.recovery_ms = recovery_.millis;
+  n.logical_bytes = disk_logical_bytes_;
+  n.stored_bytes = disk_stored_bytes_;
 }
 
 void CacheEngine::list_namespaces(proto::ListNamespacesReply& reply) const {
+  // Distinct chunks, whatever tier: those on NVMe plus those only in host RAM. An admin call:
+  // the scan over host slots is fine here.
+  std::unordered_map<NamespaceId, uint64_t> host_only;
+  for (const ChunkMeta& m : meta_) {
+    if (m.state == ChunkState::kReady && !m.on_disk) ++host_only[m.ns];
+  }
   reply.namespaces.clear();
   for (const auto& [id, e] : namespaces_) {
-    reply.namespaces.push_back(proto::NamespaceInfo{e.ns, e.chunks, e.chunks * e.ns.chunk_bytes()});
+    const uint64_t n = e.disk_chunks + host_only[id];
+    reply.namespaces.push_back(proto::NamespaceInfo{e.ns, n, n * e.ns.chunk_bytes()});
   }
 }
 
@@ -400,54 +499,62 @@ SlotId CacheEngine::allocate(int slot_class) {
   }
 }
 
+bool CacheEngine::is_dirty(const ChunkMeta& m) const {
+  if (!nvme_ || m.on_disk || m.state != ChunkState::kReady) return false;
+  auto it = namespaces_.find(m.ns);
+  return it != namespaces_.end() && it->second.to_disk;
+}
+
+SlotId CacheEngine::pick_victim(uint32_t coldest) const {
+  // Among the coldest few leaves, the coldest that loses nothing when dropped (a copy lies below,
+  // or no tier below wants it); failing that, the coldest.
+  constexpr int kWindow = 64;
+  uint32_t s = coldest;
+  for (int i = 0; i < kWindow && s != LeafFirstLru::kNone; ++i, s = host_lru_.warmer(s)) {
+    if (!is_dirty(meta_[s])) return s;
+  }
+  return coldest;
+}
+
 bool CacheEngine::evict_one(int slot_class) {
   // The coldest leaf of the class that needs room; failing that, the coldest leaf of any class,
   // which in time empties a whole slab that can change class.
-  SlotId victim = lru_[slot_class].tail;
-  if (victim == kNoSlot) {
-    uint64_t coldest = UINT64_MAX;
-    for (const Lru& l : lru_) {
-      if (l.tail != kNoSlot && meta_[l.tail].last_access < coldest) {
-        coldest = meta_[l.tail].last_access;
-        victim = l.tail;
-      }
-    }
-  }
-  if (victim == kNoSlot) return false;
-  remove_ready(victim);
+  uint32_t coldest = host_lru_.coldest(slot_class);
+  if (coldest == LeafFirstLru::kNone) coldest = host_lru_.coldest_any();
+  if (coldest == LeafFirstLru::kNone) return false;
+  remove_ready(pick_victim(coldest), Removal::kEvicted);
   ++evictions_;
   return true;
 }
 
-void CacheEngine::link_parent(SlotId child, SlotId parent) {
-  ChunkMeta& c = meta_[child];
-  c.parent = parent;
-  if (parent == kNoSlot) return;
-  c.parent_gen = meta_[parent].gen;
-  ++meta_[parent].children;
-  lru_remove(parent);
+void CacheEngine::link_host_parent(SlotId child, SlotId parent) {
+  host_lru_.link_parent(child, parent);
 }
 
-void CacheEngine::unlink_parent(SlotId child) {
-  ChunkMeta& c = meta_[child];
-  const SlotId p = c.parent;
-  c.parent = kNoSlot;
-  // The parent may have been dropped and its slot reused since: the generation tells.
-  if (p == kNoSlot || meta_[p].gen != c.parent_gen || meta_[p].children == 0) return;
-  if (meta_[p].state != ChunkState::kPending && meta_[p].state != ChunkState::kReady) return;
-  --meta_[p].children;
-  update_evictable(p);
+void CacheEngine::unlink_host_parent(SlotId child) {
+  const uint32_t p = host_lru_.unlink_parent(child);
+  if (p == LeafFirstLru::kNone) return;
+  if (meta_[p].state == ChunkState::kPending || meta_[p].state == ChunkState::kReady) {
+    update_evictable(p);
+  }
 }
 
-void CacheEngine::remove_ready(SlotId s) {
+void CacheEngine::remove_ready(SlotId s, Removal why) {
   ChunkMeta& m = meta_[s];
-  lru_remove(s);
+  // A chunk whose write-down is in flight still reaches NVMe unless it was deleted: it stays
+  // counted as dirty until then.
+  if (is_dirty(m) && !(m.writing_down && why != Removal::kDeleted)) {
+    --dirty_chunks_;
+    if (why == Removal::kEvicted) ++dropped_unwritten_;
+  }
+  m.deleted = why == Removal::kDeleted;
   (void)index_.erase(m.ns, m.key);
-  unlink_parent(s);
+  unlink_host_parent(s);
+  host_lru_.set_evictable(s, 0, false);
   --ready_chunks_;
   if (NamespaceEntry* e = ns_entry(m.ns)) --e->chunks;
   if (pool_.leases(s) > 0) {
-    m.state = ChunkState::kZombie;  // its readers keep it until they release
+    m.state = ChunkState::kZombie;  // its readers (or its write-down) keep it until they let go
   } else {
     free_slot(s);
   }
@@ -456,7 +563,7 @@ void CacheEngine::remove_ready(SlotId s) {
 void CacheEngine::discard_pending(SlotId s) {
   ChunkMeta& m = meta_[s];
   (void)index_.erase(m.ns, m.key);
-  unlink_parent(s);
+  unlink_host_parent(s);
   --pending_writes_;
   free_slot(s);
 }
@@ -464,58 +571,49 @@ void CacheEngine::discard_pending(SlotId s) {
 void CacheEngine::free_slot(SlotId s) {
   ChunkMeta& m = meta_[s];
   m.state = ChunkState::kFree;
-  m.children = 0;
-  m.parent = kNoSlot;
+  m.on_disk = false;
+  m.writing_down = false;
+  m.deleted = false;
+  m.loading_from = kNoSlot;
   ++m.gen;
+  host_lru_.on_free(s);
   (void)pool_.free(s);
-}
-
-void CacheEngine::touch(SlotId s) {
-  meta_[s].last_access = ++clock_;
-  if (meta_[s].in_lru) {
-    lru_remove(s);
-    lru_insert(s);
-  }
 }
 
 void CacheEngine::update_evictable(SlotId s) {
   const ChunkMeta& m = meta_[s];
-  const bool evictable =
-      m.state == ChunkState::kReady && m.children == 0 && pool_.leases(s) == 0;
-  if (evictable && !m.in_lru) lru_insert(s);
-  if (!evictable && m.in_lru) lru_remove(s);
+  const bool evictable = m.state == ChunkState::kReady && host_lru_.children(s) == 0 &&
+                         pool_.leases(s) == 0;
+  host_lru_.set_evictable(s, pool_.slot_class(s), evictable);
 }
 
-void CacheEngine::lru_insert(SlotId s) {
-  ChunkMeta& m = meta_[s];
-  Lru& l = lru_[pool_.slot_class(s)];
-  // Keep the list ordered by last access. Usually s is the most recent (a touch or a commit);
-  // a parent that just became a leaf is older and lands near the cold end, where its evicted
-  // child was.
-  SlotId after = kNoSlot;  // insert on the cold side of this node; kNoSlot = at the head
-  if (l.head != kNoSlot && meta_[l.head].last_access > m.last_access) {
-    after = l.tail;
-    while (meta_[after].last_access < m.last_access) after = meta_[after].lru_prev;
+// --- co-scheduled prefill ------------------------------------------------------------------------
+
+Result<Namespace> CacheEngine::find_registered(NamespaceId ns, const char* op) const {
+  auto entry = find_namespace(ns, op);
+  if (!entry.ok()) return entry.status();
+  return (*entry)->ns;
+}
+
+Result<proto::SlotRef> CacheEngine::lease_chunk(SessionId session, NamespaceId ns,
+                                                const ChunkKey& key) {
+  auto entry = find_namespace(ns, "lease chunk");
+  if (!entry.ok()) return entry.status();
+  auto sess = find_session(session);
+  if (!sess.ok()) return sess.status();
+  const uint32_t s = index_.find(ns, key);
+  if (s == storage::ChunkIndex::kAbsent || meta_[s].state != ChunkState::kReady) {
+    return Status::NotFound("chunk " + key.to_hex() + " of namespace " + ns_hex(ns) +
+                            " is not in the host tier");
   }
-  m.lru_prev = after;
-  m.lru_next = after == kNoSlot ? l.head : meta_[after].lru_next;
-  if (m.lru_next != kNoSlot) meta_[m.lru_next].lru_prev = s;
-  else l.tail = s;
-  if (after != kNoSlot) meta_[after].lru_next = s;
-  else l.head = s;
-  m.in_lru = true;
-}
-
-void CacheEngine::lru_remove(SlotId s) {
-  ChunkMeta& m = meta_[s];
-  if (!m.in_lru) return;
-  Lru& l = lru_[pool_.slot_class(s)];
-  if (m.lru_prev != kNoSlot) meta_[m.lru_prev].lru_next = m.lru_next;
-  else l.head = m.lru_next;
-  if (m.lru_next != kNoSlot) meta_[m.lru_next].lru_prev = m.lru_prev;
-  else l.tail = m.lru_prev;
-  m.lru_prev = m.lru_next = kNoSlot;
-  m.in_lru = false;
+  (void)pool_.lease(s);  // s is allocated: it is ready
+  ++read_leases_;
+  update_evictable(s);
+  (*sess)->read_leases.push_back(s);
+  touch(s);
+  const uint64_t bytes = (*entry)->ns.chunk_bytes();
+  bytes_out_ += bytes;
+  return proto::SlotRef{s, 0, pool_.offset(s), bytes};
 }
 
 }  // namespace tierkv::scheduler

@@ -87,5 +87,25 @@ TEST(ChunkKeyTest, HexIs32Digits) {
   EXPECT_EQ(k.to_hex(), "0000000000000abc0000000000000001");
 }
 
+TEST(ChunkKeyTest, FastPathEqualsBaselineAndSingleChunkChain) {
+  // chunk_keys() may run an AVX2 build of XXH3; it must give exactly the baseline's keys, and
+  // both must equal chaining chunk_key() by hand.
+  std::mt19937 rng(7);
+  for (uint32_t chunk_tokens : {1u, 3u, 16u, 256u}) {
+    std::vector<TokenId> tokens(chunk_tokens * 37 + chunk_tokens / 2);  // and a partial chunk
+    for (auto& t : tokens) t = rng();
+    std::vector<ChunkKey> fast, base;
+    ASSERT_EQ(chunk_keys(42, tokens, chunk_tokens, fast), 37u);
+    ASSERT_EQ(detail::chunk_keys_baseline(42, tokens, chunk_tokens, base), 37u);
+    ASSERT_EQ(fast, base);
+    ChunkKey parent = kRootKey;
+    for (size_t i = 0; i < 37; ++i) {
+      parent = chunk_key(42, parent, std::span<const TokenId>(tokens).subspan(i * chunk_tokens,
+                                                                               chunk_tokens));
+      ASSERT_EQ(fast[i], parent) << "chunk " << i << " of chunk_tokens " << chunk_tokens;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tierkv

@@ -38,6 +38,34 @@ TEST(ConfigTest, ValuesAreRead) {
   EXPECT_EQ(c->log_level, "debug");
 }
 
+TEST(ConfigTest, PrefillDefaultsAndValues) {
+  auto c = parse_config(default_config_toml(), "default");
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  const scheduler::PrefillOptions d;
+  EXPECT_EQ(c->prefill.queue_depth, d.queue_depth);
+  EXPECT_EQ(c->prefill.max_sessions_per_client, d.max_sessions_per_client);
+  EXPECT_EQ(c->prefill.recent_sessions, d.recent_sessions);
+  EXPECT_DOUBLE_EQ(c->prefill.default_profile.a_ms_per_token, d.default_profile.a_ms_per_token);
+  EXPECT_DOUBLE_EQ(c->prefill.default_profile.b_ms_per_token2, d.default_profile.b_ms_per_token2);
+  EXPECT_DOUBLE_EQ(c->prefill.tier_costs.nvme.read_GBps, d.tier_costs.nvme.read_GBps);
+  EXPECT_DOUBLE_EQ(c->prefill.tier_costs.nvme.latency_us, d.tier_costs.nvme.latency_us);
+  EXPECT_DOUBLE_EQ(c->prefill.tier_costs.remote.read_GBps, d.tier_costs.remote.read_GBps);
+  EXPECT_DOUBLE_EQ(c->prefill.tier_costs.remote.latency_us, d.tier_costs.remote.latency_us);
+  EXPECT_FALSE(c->prefill.host_throttle.enabled());
+
+  auto v = parse_config(
+      "[prefill]\nqueue_depth = 3\ncompute_a_ms_per_token = 0.05\ncompute_b_ms_per_token2 = 0\n"
+      "nvme_read_GBps = 6\nhost_read_throttle_GBps = 0.5\nhost_read_throttle_latency_us = 80.0\n",
+      "t.toml");
+  ASSERT_TRUE(v.ok()) << v.status().to_string();
+  EXPECT_EQ(v->prefill.queue_depth, 3u);
+  EXPECT_DOUBLE_EQ(v->prefill.default_profile.a_ms_per_token, 0.05);
+  EXPECT_DOUBLE_EQ(v->prefill.default_profile.b_ms_per_token2, 0);
+  EXPECT_DOUBLE_EQ(v->prefill.tier_costs.nvme.read_GBps, 6.0);  // an integer is a number too
+  EXPECT_TRUE(v->prefill.host_throttle.enabled());
+  EXPECT_DOUBLE_EQ(v->prefill.host_throttle.latency_us, 80.0);
+}
+
 TEST(ConfigTest, ErrorsNameTheKeyAndTheLine) {
   struct Case {
     const char* toml;
@@ -52,6 +80,11 @@ TEST(ConfigTest, ErrorsNameTheKeyAndTheLine) {
       {"[log]\nlevel = \"loud\"\n", "log.level 'loud'"},
       {"[server]\nallowed_uids = [\"root\"]\n", "numeric uids"},
       {"[server\n", "t.toml:1"},
+      {"[prefill]\nqueue_depth = 0\n", "prefill.queue_depth must be at least 1"},
+      {"[prefill]\ncompute_a_ms_per_token = -0.1\n", "t.toml:2: prefill.compute_a_ms_per_token = -0.1"},
+      {"[prefill]\nnvme_read_GBps = \"fast\"\n", "prefill.nvme_read_GBps must be a number"},
+      {"[prefill]\nnvme_read_GBps = 0.0\n", "prefill.nvme_read_GBps = 0.0"},
+      {"[prefill]\nqueue_dept = 4\n", "prefill.queue_dept is not a known option"},
   };
   for (const auto& c : cases) {
     auto r = parse_config(c.toml, "t.toml");

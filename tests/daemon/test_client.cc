@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "support/chunk_pattern.h"
 #include "tierkv/client.h"
 
 namespace {
@@ -25,15 +26,8 @@ using namespace tierkv;
 // 2 layers x 2 kv heads x 64 dim x bf16 x (K, V) = 1 KiB per token; 64 tokens = 64 KiB chunks.
 const Layout kLayout{2, 2, 64, DType::kBFloat16, 64};
 
-void fill_chunk(const ChunkKey& key, std::span<std::byte> out) {
-  uint64_t x = key.lo ^ (key.hi * 0x9E3779B97F4A7C15ull) ^ 1;
-  for (size_t i = 0; i + 8 <= out.size(); i += 8) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    std::memcpy(out.data() + i, &x, 8);
-  }
-}
+using testing::chunk_matches;
+using testing::fill_chunk;
 
 // Prompt = one of 8 shared documents (16 chunks) + a suffix of 0-7 chunks from a small pool, so
 // prompts overlap both in their heads and whole.
@@ -60,7 +54,6 @@ int stress(const char* socket, uint32_t seed, int rounds) {
     return 1;
   }
   std::mt19937 rng(seed);
-  std::vector<std::byte> expect(ns->chunk_bytes());
   size_t verified = 0, written = 0;
   for (int r = 0; r < rounds; ++r) {
     const auto tokens = make_prompt(rng);
@@ -76,9 +69,8 @@ int stress(const char* socket, uint32_t seed, int rounds) {
       return 1;
     }
     for (size_t i = 0; i < lease->chunks(); ++i) {
-      fill_chunk(keys[i], expect);
       const auto got = lease->chunk(i);
-      if (got.size() != expect.size() || std::memcmp(got.data(), expect.data(), expect.size()) != 0) {
+      if (got.size() != ns->chunk_bytes() || !chunk_matches(keys[i], got)) {
         std::printf("round %d chunk %zu: loaded bytes differ from what was stored\n", r, i);
         return 1;
       }

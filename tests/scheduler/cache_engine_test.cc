@@ -14,6 +14,17 @@ constexpr uint64_t kKiB = 1024, kMiB = 1024 * 1024;
 // 4 MiB of host tier in 1 MiB slabs; 256 KiB chunks: 16 slots.
 class CacheEngineTest : public ::testing::Test {
  protected:
+  // The engine's load answers through a callback; without an NVMe tier it answers at once.
+  Status load_now(SessionId session, const proto::KeysRequest& req, proto::LoadReply& reply) {
+    bool called = false;
+    Status status = Status::Internal("load did not answer at once");
+    engine_->load(session, req, [&](Status s, const proto::LoadReply& r) {
+      called = true;
+      status = std::move(s);
+      reply = r;
+    });
+    return called ? status : Status::Internal("load did not answer at once");
+  }
   void SetUp() override {
     CacheOptions o;
     o.host_capacity_bytes = 4 * kMiB;
@@ -86,7 +97,7 @@ TEST_F(CacheEngineTest, PutThenLookupAndLoad) {
   EXPECT_EQ(d, std::vector<PutDisposition>(4, PutDisposition::kWrite));
   EXPECT_EQ(cached(keys), 4u);
   proto::LoadReply load;
-  ASSERT_TRUE(engine_->load(session_, proto::KeysRequest{ns_.id, keys}, load).ok());
+  ASSERT_TRUE(load_now(session_, proto::KeysRequest{ns_.id, keys}, load).ok());
   ASSERT_EQ(load.slots.size(), 4u);
   std::set<uint64_t> offsets;
   for (const auto& s : load.slots) {
@@ -182,7 +193,7 @@ TEST_F(CacheEngineTest, LeasesBlockEviction) {
   proto::LoadReply held;
   for (uint64_t p = 0; p < 16; ++p) {
     proto::LoadReply one;
-    ASSERT_TRUE(engine_->load(session_, {ns_.id, chain(100 + p, 1)}, one).ok());
+    ASSERT_TRUE(load_now(session_, {ns_.id, chain(100 + p, 1)}, one).ok());
     ASSERT_EQ(one.slots.size(), 1u);
     held.slots.push_back(one.slots[0]);
   }
@@ -233,7 +244,7 @@ TEST_F(CacheEngineTest, ClosingASessionReclaimsLeasesAndDiscardsUncommittedChunk
   put(chain(9, 2));
   const SessionId client = engine_->open_session();
   proto::LoadReply load;
-  ASSERT_TRUE(engine_->load(client, {ns_.id, chain(9, 2)}, load).ok());
+  ASSERT_TRUE(load_now(client, {ns_.id, chain(9, 2)}, load).ok());
   proto::PutBeginReply rep;
   ASSERT_TRUE(engine_->put_begin(client, {ns_.id, chain(9, 1, 1)[0], ns_.chunk_bytes(), chain(9, 3, 2)}, rep).ok());
   proto::StatsReply s;
@@ -258,10 +269,10 @@ TEST_F(CacheEngineTest, ClosingASessionReclaimsLeasesAndDiscardsUncommittedChunk
 TEST_F(CacheEngineTest, DroppedChunkStaysWithItsReaderUntilReleased) {
   put(chain(10, 1));
   proto::LoadReply load;
-  ASSERT_TRUE(engine_->load(session_, {ns_.id, chain(10, 1)}, load).ok());
+  ASSERT_TRUE(load_now(session_, {ns_.id, chain(10, 1)}, load).ok());
   const uint64_t held = load.slots[0].offset;
   uint64_t removed = 0;
-  ASSERT_TRUE(engine_->drop({ns_.id, proto::Scope::kNamespace, {}}, &removed).ok());
+  ASSERT_TRUE(engine_->remove({ns_.id, proto::Scope::kNamespace, {}}, &removed).ok());
   EXPECT_EQ(removed, 1u);
   EXPECT_EQ(cached(chain(10, 1)), 0u);
   // The pool fills around the held slot without reusing it.
@@ -282,7 +293,7 @@ TEST_F(CacheEngineTest, DroppedChunkStaysWithItsReaderUntilReleased) {
 TEST_F(CacheEngineTest, DropByKeys) {
   put(chain(11, 4));
   uint64_t removed = 0;
-  ASSERT_TRUE(engine_->drop({ns_.id, proto::Scope::kKeys, {chain(11, 1, 2)}}, &removed).ok());
+  ASSERT_TRUE(engine_->remove({ns_.id, proto::Scope::kKeys, {chain(11, 1, 2)}}, &removed).ok());
   EXPECT_EQ(removed, 1u);
   EXPECT_EQ(cached(chain(11, 4)), 2u);
 }

@@ -322,6 +322,25 @@ TEST_F(ToolsTest, BenchHostQuickUsesARunningDaemonAndLeavesNoChunks) {
   EXPECT_EQ(bench_namespaces, 3u) << ls.out;
 }
 
+TEST_F(ToolsTest, BenchNvmeQuickReportsEveryFigureAgainstTheRawLimit) {
+  TempDir dir;
+  const ProcessResult r = run("tierkv-bench", {"nvme", "--quick", "--json", "--dir", dir.path()}, 300s);
+  ASSERT_TRUE(r.ok()) << r.describe();
+  const JsonValue doc = parse_object(r);
+  for (const char* key : {"raw_read_GBps", "raw_write_GBps", "load_vs_raw_2MiB", "load_vs_raw_32MiB",
+                          "writedown_vs_raw_2MiB", "writedown_vs_raw_32MiB",
+                          "random_load_iops_256KiB", "raw_random_read_iops_256KiB"}) {
+    ASSERT_TRUE(doc.has(key)) << key << " missing from " << r.out;
+    EXPECT_GT(doc[key].as_number(), 0) << key;
+  }
+  for (const char* key : {"load_vs_raw_2MiB", "load_vs_raw_32MiB", "writedown_vs_raw_32MiB"}) {
+    EXPECT_TRUE(doc["targets"].has(key)) << key << " has no target in " << r.out;
+  }
+  // Every chunk the bench loaded back verified.
+  EXPECT_EQ(doc["checksum_failures"].as_number(), 0) << r.out;
+  EXPECT_EQ(doc["read_errors"].as_number(), 0) << r.out;
+}
+
 TEST_F(ToolsTest, BenchReportsAMissingDaemonBinary) {
   const ProcessResult r = run("tierkv-bench", {"host", "--quick", "--daemon", "/nonexistent"});
   EXPECT_NE(r.exit_code, 0);

@@ -34,7 +34,10 @@ class BenchCommand {
 };
 
 std::unique_ptr<BenchCommand> make_host_bench();
+std::unique_ptr<BenchCommand> make_nvme_bench();
 std::unique_ptr<BenchCommand> make_codec_bench();
+// Built only with CUDA (TIERKV_HAVE_CUDA).
+std::unique_ptr<BenchCommand> make_gpu_bench();
 
 // Every subcommand, in the order --help lists them.
 std::vector<std::unique_ptr<BenchCommand>> all_bench_commands();

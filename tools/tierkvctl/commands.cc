@@ -1,5 +1,7 @@
 #include "tierkvctl/commands.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -78,6 +80,109 @@ Result<proto::NamespaceInfo> find_namespace(Client& client, const std::string& t
                           " is not registered (tierkvctl ls lists the namespaces)");
 }
 
+// Co-scheduled prefill: totals, each tier's measured read cost, recent sessions.
+void write_prefill_fields(JsonWriter& w, const proto::StatsReply& st) {
+  const proto::PrefillStats& p = st.prefill;
+  w.key("prefill")
+      .begin_object()
+      .field("sessions_started", p.sessions_started)
+      .field("sessions_active", p.sessions_active)
+      .field("sessions_met", p.sessions_met)
+      .field("sessions_cancelled", p.sessions_cancelled)
+      .field("chunks_handed_over", p.chunks_handed_over)
+      .field("chunks_loaded", p.chunks_loaded)
+      .field("chunks_computed", p.chunks_computed)
+      .field("load_failures", p.load_failures)
+      .field("wasted_loads", p.wasted_loads)
+      .field("last_planned_meeting_point", uint64_t{p.last_planned_meeting_point})
+      .field("last_chunks", uint64_t{p.last_chunks})
+      .end_object();
+  w.key("tier_bandwidth").begin_array();
+  for (const proto::TierBandwidth& b : st.tier_bandwidth) {
+    w.begin_object()
+        .field("tier", proto::tier_name(b.tier))
+        .field("resident", b.resident != 0)
+        .field("read_GBps", b.read_GBps)
+        .field("latency_us", b.latency_us)
+        .field("samples", b.samples)
+        .end_object();
+  }
+  w.end_array();
+  w.key("recent_prefills").begin_array();
+  for (const proto::PrefillRecord& r : st.recent_prefills) {
+    w.begin_object()
+        .field("session", r.session)
+        .field("chunks", uint64_t{r.chunks})
+        .field("handed_over", uint64_t{r.handed_over})
+        .field("loaded", uint64_t{r.loaded})
+        .field("computed", uint64_t{r.computed})
+        .field("failed", uint64_t{r.failed})
+        .field("planned_meeting_point", uint64_t{r.planned_meeting_point})
+        .field("actual_meeting_point", uint64_t{r.actual_meeting_point})
+        .field("met", r.met != 0)
+        .field("predicted_compute_only_ms", r.predicted_compute_only_ms)
+        .field("predicted_load_only_ms", r.predicted_load_only_ms)
+        .field("predicted_bidir_ms", r.predicted_bidir_ms)
+        .field("actual_ms", r.actual_ms)
+        .field("saved_ms", r.saved_ms)
+        .end_object();
+  }
+  w.end_array();
+}
+
+std::string fixed(double v, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*f", decimals, v);
+  return buf;
+}
+
+std::string render_prefill(const proto::StatsReply& st) {
+  const proto::PrefillStats& p = st.prefill;
+  std::string out = "\nprefill: " + tools::group_thousands(p.sessions_started) + " sessions (" +
+                    tools::group_thousands(p.sessions_active) + " active, " +
+                    tools::group_thousands(p.sessions_met) + " met, " +
+                    tools::group_thousands(p.sessions_cancelled) + " cancelled); chunks " +
+                    tools::group_thousands(p.chunks_handed_over) + " handed over, " +
+                    tools::group_thousands(p.chunks_loaded) + " loaded, " +
+                    tools::group_thousands(p.chunks_computed) + " computed, " +
+                    tools::group_thousands(p.load_failures) + " load failures, " +
+                    tools::group_thousands(p.wasted_loads) + " wasted loads\n";
+  if (p.sessions_started > 0) {
+    out += "last plan: meet at chunk " + std::to_string(p.last_planned_meeting_point) + " of " +
+           std::to_string(p.last_chunks) + "\n";
+  }
+  if (!st.tier_bandwidth.empty()) {
+    TextTable reads({"READS", "GB/s", "LATENCY us", "SAMPLES"}, {false, true, true, true});
+    for (const proto::TierBandwidth& b : st.tier_bandwidth) {
+      if (b.resident != 0) {
+        reads.add_row({std::string(proto::tier_name(b.tier)), "resident", "-",
+                       tools::group_thousands(b.samples)});
+        continue;
+      }
+      // Until a tier is read, its figures are the configured priors.
+      reads.add_row({std::string(proto::tier_name(b.tier)),
+                     fixed(b.read_GBps, 2) + (b.samples == 0 ? " (prior)" : ""),
+                     fixed(b.latency_us, 0), tools::group_thousands(b.samples)});
+    }
+    out += "\n" + reads.render();
+  }
+  if (!st.recent_prefills.empty()) {
+    TextTable recent({"SESSION", "CHUNKS", "MEET PLANNED", "MEET ACTUAL", "LOADED", "COMPUTED",
+                      "FAILED", "PREDICTED ms", "ACTUAL ms", "SAVED ms"},
+                     {true, true, true, true, true, true, true, true, true, true});
+    for (const proto::PrefillRecord& r : st.recent_prefills) {
+      recent.add_row({std::to_string(r.session), std::to_string(r.chunks),
+                      std::to_string(r.planned_meeting_point),
+                      r.met != 0 ? std::to_string(r.actual_meeting_point) : "cancelled",
+                      std::to_string(r.loaded), std::to_string(r.computed),
+                      std::to_string(r.failed), fixed(r.predicted_bidir_ms, 1),
+                      fixed(r.actual_ms, 1), r.met != 0 ? fixed(r.saved_ms, 1) : "-"});
+    }
+    out += "\n" + recent.render();
+  }
+  return out;
+}
+
 }  // namespace
 
 Status run_status(const GlobalOptions& g) {
@@ -143,7 +248,25 @@ Status run_stats(const GlobalOptions& g) {
           .field("bytes_out", t.bytes_out)
           .end_object();
     }
-    w.end_array().end_object();
+    w.end_array();
+    const proto::NvmeStats& n = st->nvme;
+    w.key("nvme").begin_object()
+        .field("admitting", n.admitting != 0)
+        .field("mode", n.write_through ? "write-through" : "write-back")
+        .field("dirty_chunks", n.dirty_chunks)
+        .field("writes_in_flight", n.writes_in_flight)
+        .field("reads_in_flight", n.reads_in_flight)
+        .field("read_errors", n.read_errors)
+        .field("write_errors", n.write_errors)
+        .field("checksum_failures", n.checksum_failures)
+        .field("dropped_unwritten", n.dropped_unwritten)
+        .field("recovered_chunks", n.recovered_chunks)
+        .field("recovery_ms", n.recovery_ms)
+        .field("logical_bytes", n.logical_bytes)
+        .field("stored_bytes", n.stored_bytes)
+        .end_object();
+    write_prefill_fields(w, *st);
+    w.end_object();
     print_json(w);
     return Status::Ok();
   }
@@ -169,7 +292,148 @@ Status run_stats(const GlobalOptions& g) {
                    tools::human_size(t.bytes_in), tools::human_size(t.bytes_out)});
   }
   out += table.render();
+  const bool nvme_on = std::any_of(tiers.begin(), tiers.end(), [](const proto::TierStats& t) {
+    return t.tier == proto::Tier::kNvme && t.enabled != 0;
+  });
+  if (nvme_on) {
+    const proto::NvmeStats& n = st->nvme;
+    out += "\nnvme: " + std::string(n.write_through ? "write-through" : "write-back") + ", " +
+           (n.admitting ? std::string("admitting") : std::string("NOT ADMITTING (disk full)")) +
+           "; " + tools::group_thousands(n.dirty_chunks) + " host chunks not yet written down, " +
+           tools::group_thousands(n.writes_in_flight) + " writes and " +
+           tools::group_thousands(n.reads_in_flight) + " reads in flight\n" +
+           "      errors: " + tools::group_thousands(n.read_errors) + " read, " +
+           tools::group_thousands(n.write_errors) + " write, " +
+           tools::group_thousands(n.checksum_failures) + " checksum failures (never served); " +
+           tools::group_thousands(n.dropped_unwritten) + " chunks evicted before written down\n" +
+           "      recovered " + tools::group_thousands(n.recovered_chunks) + " chunks in " +
+           std::to_string(n.recovery_ms) + " ms at start-up; stores " +
+           tools::human_size(n.logical_bytes) + " of chunks in " +
+           tools::human_size(n.stored_bytes) + "\n";
+  }
+  out += render_prefill(*st);
   print(out);
+  return Status::Ok();
+}
+
+namespace {
+
+// A progress line on stderr: redrawn in place on a terminal, a line per tenth otherwise.
+class ProgressBar {
+ public:
+  explicit ProgressBar(std::string what) : what_(std::move(what)), tty_(::isatty(2) != 0) {}
+  void update(uint64_t done, uint64_t total, const std::string& detail) {
+    const int pct = total == 0 ? 100 : static_cast<int>(done * 100 / total);
+    if (!tty_) {
+      if (pct / 10 == last_decile_) return;
+      last_decile_ = pct / 10;
+      std::fprintf(stderr, "%s: %3d%% %s\n", what_.c_str(), pct, detail.c_str());
+      return;
+    }
+    constexpr int kWidth = 30;
+    const int filled = pct * kWidth / 100;
+    std::fprintf(stderr, "\r%s [%s%s] %3d%% %s\x1b[K", what_.c_str(),
+                 std::string(static_cast<size_t>(filled), '#').c_str(),
+                 std::string(static_cast<size_t>(kWidth - filled), '.').c_str(), pct,
+                 detail.c_str());
+  }
+  void finish() {
+    if (tty_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  std::string what_;
+  bool tty_;
+  int last_decile_ = -1;
+};
+
+}  // namespace
+
+Status run_flush(const GlobalOptions& g) {
+  auto client = connect(g);
+  if (!client.ok()) return client.status();
+  auto first = (*client)->flush();
+  if (!first.ok()) return first.status();
+  const uint64_t start_written = first->written_total;
+  const uint64_t total = first->dirty_chunks + first->writes_in_flight;
+  ProgressBar bar("flush");
+  proto::FlushReply now = *first;
+  int stalled_polls = 0;
+  uint64_t last_written = now.written_total;
+  // Until nothing is left to write, or nothing moves for 10 s (disk full, failing writes).
+  while ((now.dirty_chunks > 0 || now.writes_in_flight > 0) && stalled_polls < 100) {
+    if (!g.json) {
+      bar.update(now.written_total - start_written, total,
+                 tools::group_thousands(now.dirty_chunks) + " chunks left");
+    }
+    ::usleep(100000);
+    auto r = (*client)->flush();
+    if (!r.ok()) return r.status();
+    now = *r;
+    stalled_polls = now.written_total == last_written ? stalled_polls + 1 : 0;
+    last_written = now.written_total;
+  }
+  const uint64_t written = now.written_total - start_written;
+  const bool complete = now.dirty_chunks == 0 && now.writes_in_flight == 0;
+  if (g.json) {
+    JsonWriter w;
+    w.begin_object()
+        .field("written", written)
+        .field("dirty_chunks", now.dirty_chunks)
+        .field("complete", complete)
+        .end_object();
+    print_json(w);
+  } else {
+    bar.update(written, total, "");
+    bar.finish();
+    print("flushed: " + tools::group_thousands(written) + " chunks written down" +
+          (complete ? "; every host chunk bound for NVMe is there\n"
+                    : "; " + tools::group_thousands(now.dirty_chunks) +
+                          " could not be written (see tierkvctl stats and the daemon log)\n"));
+  }
+  return complete ? Status::Ok()
+                  : Status::Unavailable("flush stopped with " +
+                                        std::to_string(now.dirty_chunks) + " chunks unwritten");
+}
+
+Status run_verify(const GlobalOptions& g) {
+  auto client = connect(g);
+  if (!client.ok()) return client.status();
+  ProgressBar bar("verify");
+  proto::VerifyReply total;
+  uint64_t cursor = 0;
+  for (;;) {
+    auto r = (*client)->verify(cursor, 256);
+    if (!r.ok()) return r.status();
+    total.checked += r->checked;
+    total.corrupt += r->corrupt;
+    total.unreadable += r->unreadable;
+    total.cursor_end = r->cursor_end;
+    cursor = r->next_cursor;
+    if (!g.json) {
+      bar.update(cursor, r->cursor_end,
+                 tools::group_thousands(total.checked) + " chunks checked, " +
+                     tools::group_thousands(total.corrupt + total.unreadable) + " bad");
+    }
+    if (r->done) break;
+  }
+  if (g.json) {
+    JsonWriter w;
+    w.begin_object()
+        .field("checked", total.checked)
+        .field("corrupt", total.corrupt)
+        .field("unreadable", total.unreadable)
+        .end_object();
+    print_json(w);
+  } else {
+    bar.finish();
+    print("verified " + tools::group_thousands(total.checked) + " NVMe chunks: " +
+          tools::group_thousands(total.checked - total.corrupt - total.unreadable) + " good, " +
+          tools::group_thousands(total.corrupt) + " corrupt, " +
+          tools::group_thousands(total.unreadable) + " unreadable" +
+          (total.corrupt + total.unreadable ? " (removed: they read as misses from now on)\n"
+                                            : "\n"));
+  }
   return Status::Ok();
 }
 

@@ -32,5 +32,8 @@ Status run_stats(const GlobalOptions& g);
 Status run_ls(const GlobalOptions& g);
 Status run_inspect(const GlobalOptions& g, const InspectOptions& o);
 Status run_evict(const GlobalOptions& g, const EvictOptions& o);
+// NVMe tier: write every host chunk down and wait, with progress; scrub every chunk's checksum.
+Status run_flush(const GlobalOptions& g);
+Status run_verify(const GlobalOptions& g);
 
 }  // namespace tierkv::ctl

@@ -45,6 +45,11 @@ int run_main(int argc, char** argv) {
   evict->add_flag("--delete", evict_opts.remove,
                   "drop from every tier (NVMe and remote too), not only the memory tiers");
 
+  auto* flush = app.add_subcommand(
+      "flush", "write every host chunk bound for NVMe down to it and wait, with progress");
+  auto* verify = app.add_subcommand(
+      "verify", "read back every NVMe chunk and check its checksum; damaged ones are removed");
+
   CLI11_PARSE(app, argc, argv);
   g.socket_path = tierkv::tools::resolve_socket_path(socket_flag);
 
@@ -59,6 +64,10 @@ int run_main(int argc, char** argv) {
     s = run_inspect(g, inspect_opts);
   } else if (*evict) {
     s = run_evict(g, evict_opts);
+  } else if (*flush) {
+    s = run_flush(g);
+  } else if (*verify) {
+    s = run_verify(g);
   }
   if (!s.ok()) {
     std::fprintf(stderr, "tierkvctl: %s\n", s.message().c_str());

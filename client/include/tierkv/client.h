@@ -44,6 +44,7 @@ struct ClientOptions {
 };
 
 class Client;
+struct PrefillWire;  // co-scheduled prefill's requests (prefill.h, prefill.cc)
 
 struct LookupResult {
   size_t total_chunks = 0;   // full chunks in the prompt
@@ -141,6 +142,17 @@ class Client : public std::enable_shared_from_this<Client> {
                          size_t max_chunks = std::numeric_limits<size_t>::max());
   Result<LoadLease> load(NamespaceId ns, std::span<const ChunkKey> keys);
 
+  // Starts reading the prompt's leading cached chunks that lie only on NVMe up into host RAM,
+  // ahead of a load; answers at once with how many are in RAM and how many are on their way.
+  Result<proto::PrefetchReply> prefetch(const Namespace& ns, std::span<const TokenId> tokens);
+  Result<proto::PrefetchReply> prefetch(NamespaceId ns, std::span<const ChunkKey> keys);
+
+  // Admin: starts writing every host chunk bound for NVMe down and reports progress (repeat until
+  // dirty_chunks and writes_in_flight are 0); scrubs NVMe chunks from `cursor` on, at most
+  // max_chunks per call, removing damaged ones (repeat from next_cursor until done).
+  Result<proto::FlushReply> flush();
+  Result<proto::VerifyReply> verify(uint64_t cursor, uint32_t max_chunks);
+
   // Evict drops chunks from the memory tiers; delete drops them everywhere. By prompt (its full
   // chunks) or by whole namespace. Leased chunks stay readable by their holders until released.
   // Both return the number of chunks removed.
@@ -152,6 +164,10 @@ class Client : public std::enable_shared_from_this<Client> {
   Result<proto::StatsReply> stats();
   Result<proto::ListNamespacesReply> list_namespaces();
 
+  // The daemon's host pool as mapped into this process: every PutLease slot and LoadLease chunk
+  // lies inside it. Valid for the Client's lifetime (GpuTransfer pins it for DMA).
+  std::span<std::byte> host_pool() const { return {base_, region_bytes_}; }
+
   const std::string& socket_path() const { return socket_path_; }
   const std::string& daemon_version() const { return daemon_version_; }
   uint32_t default_chunk_tokens() const { return default_chunk_tokens_; }
@@ -159,6 +175,7 @@ class Client : public std::enable_shared_from_this<Client> {
  private:
   friend class PutLease;
   friend class LoadLease;
+  friend struct PrefillWire;
   Client() = default;
 
   // One request/reply round trip under the connection's lock (defined in client.cc).
@@ -168,6 +185,10 @@ class Client : public std::enable_shared_from_this<Client> {
   Result<uint64_t> drop(proto::Op op, NamespaceId ns, proto::Scope scope,
                         std::span<const ChunkKey> keys);
   std::byte* at(uint64_t offset) const { return base_ + offset; }
+  // call() for messages encoded and decoded in another file: one round trip, no allocation.
+  using EncodeFn = void (*)(wire::ByteWriter&, const void*);
+  using DecodeFn = Status (*)(wire::ByteReader&, void*);
+  Status call_erased(proto::Op op, const void* req, EncodeFn encode, void* reply, DecodeFn decode);
 
   struct Connection;
   std::unique_ptr<Connection> conn_;

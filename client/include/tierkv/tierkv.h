@@ -76,6 +76,70 @@ void tierkv_load_release(tierkv_load_lease* load); /* frees load */
 tierkv_status tierkv_delete(tierkv_client* client, const tierkv_namespace* ns,
                             const uint32_t* tokens, size_t n_tokens, uint64_t* removed);
 
+/* --- Co-scheduled prefill ---------------------------------------------------------------------
+ * The engine computes the cached prefix from the front while tierkvd loads it from the back. The
+ * engine's loop, with no thread of its own:
+ *
+ *   tierkv_prefill_begin(client, &ns, tokens, n, 1, &p, &plan);
+ *   for (;;) {
+ *     size_t ready[64], k = tierkv_prefill_take_ready(p, ready, 64);
+ *     for (size_t j = 0; j < k; ++j) {      scatter chunk ready[j] from tierkv_prefill_chunk(),
+ *                                           then tierkv_prefill_release_chunk(p, ready[j]);   }
+ *     size_t i;
+ *     int what = tierkv_prefill_next(p, &i);
+ *     if (what == TIERKV_PREFILL_DONE) break;
+ *     if (what == TIERKV_PREFILL_COMPUTE) { compute chunk i; tierkv_prefill_computed(p, i); }
+ *     else tierkv_prefill_wait(p, 5000);
+ *   }
+ *   tierkv_prefill_end(p, NULL);            then compute the rest of the prompt
+ *
+ * No chunk is ever both computed and loaded when the loop follows tierkv_prefill_next(). */
+typedef struct tierkv_prefill tierkv_prefill;
+
+typedef struct tierkv_prefill_plan {
+  size_t total_chunks;    /* full chunks in the prompt */
+  size_t cached_chunks;   /* the prefix the session covers */
+  size_t meeting_point;   /* planned: compute [0, m), load [m, cached) */
+  size_t load_chunks;     /* reads planned from slower tiers */
+  size_t resident_chunks; /* handed over from host RAM at once */
+  int loading_helps;      /* 0: nothing will be read from a slower tier */
+  double compute_only_ms; /* predicted time to first token: computing everything, */
+  double load_only_ms;    /* loading everything, */
+  double bidir_ms;        /* and both at once, as planned */
+} tierkv_prefill_plan;
+
+typedef struct tierkv_prefill_summary {
+  size_t handed_over, loaded, computed, failed;
+  size_t planned_meeting_point, actual_meeting_point;
+  int met, cancelled;
+  uint64_t elapsed_us, met_us;
+} tierkv_prefill_summary;
+
+enum { TIERKV_PREFILL_COMPUTE = 0, TIERKV_PREFILL_WAIT = 1, TIERKV_PREFILL_DONE = 2 };
+
+/* compute_lookahead: chunks the engine may be granted at once (0 = 1). plan may be NULL. */
+tierkv_status tierkv_prefill_begin(tierkv_client* client, const tierkv_namespace* ns,
+                                   const uint32_t* tokens, size_t n_tokens,
+                                   uint32_t compute_lookahead, tierkv_prefill** out,
+                                   tierkv_prefill_plan* plan);
+/* The engine's time per chunk: c tokens after a prefix of L take a*c + b*c*(L + c/2) ms. Both
+ * negative: forget any profile and learn it from this engine's reports. */
+tierkv_status tierkv_prefill_set_profile(tierkv_client* client, const tierkv_namespace* ns,
+                                         double a_ms_per_token, double b_ms_per_token2);
+/* TIERKV_PREFILL_COMPUTE (compute *chunk), _WAIT (for loads), or _DONE (prefix covered). */
+int tierkv_prefill_next(const tierkv_prefill* p, size_t* chunk);
+tierkv_status tierkv_prefill_computed(tierkv_prefill* p, size_t chunk);
+tierkv_status tierkv_prefill_poll(tierkv_prefill* p);
+tierkv_status tierkv_prefill_wait(tierkv_prefill* p, uint32_t timeout_us);
+/* Up to cap chunks delivered since the last call (the rest stay for the next call). */
+size_t tierkv_prefill_take_ready(tierkv_prefill* p, size_t* chunks, size_t cap);
+/* A delivered chunk's bytes, read in place; NULL if not delivered (or released). */
+const void* tierkv_prefill_chunk(const tierkv_prefill* p, size_t chunk, size_t* bytes);
+void tierkv_prefill_release_chunk(tierkv_prefill* p, size_t chunk);
+/* End (frees p); summary may be NULL. Cancel gives up early (frees p). */
+tierkv_status tierkv_prefill_end(tierkv_prefill* p, tierkv_prefill_summary* summary);
+void tierkv_prefill_cancel(tierkv_prefill* p);
+
 #ifdef __cplusplus
 }
 #endif

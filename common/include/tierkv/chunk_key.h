@@ -40,6 +40,13 @@ ChunkKey chunk_key(NamespaceId ns, const ChunkKey& parent, std::span<const Token
 size_t chunk_keys(NamespaceId ns, std::span<const TokenId> tokens, uint32_t chunk_tokens,
                   std::vector<ChunkKey>& out);
 
+namespace detail {
+// The same chain computed with the x86-64 baseline instruction set only; chunk_keys() may use a
+// faster one (AVX2) and must give identical keys. For tests.
+size_t chunk_keys_baseline(NamespaceId ns, std::span<const TokenId> tokens, uint32_t chunk_tokens,
+                           std::vector<ChunkKey>& out);
+}  // namespace detail
+
 struct ChunkKeyHash {
   size_t operator()(const ChunkKey& k) const { return static_cast<size_t>(k.lo ^ (k.hi * 0x9E3779B97F4A7C15ull)); }
 };

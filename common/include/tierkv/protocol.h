@@ -46,9 +46,19 @@ enum class Op : uint16_t {
   kDelete = 10,
   kStats = 11,
   kListNamespaces = 12,
+  // 13..19: NVMe tier. 20..29: co-scheduled prefill (prefill_protocol.h).
+  kPrefetch = 13,
+  kFlush = 14,
+  kVerify = 15,
+  kPrefillBegin = 20,
+  kPrefillProfile = 21,
+  kPrefillComputed = 22,
+  kPrefillPoll = 23,
+  kPrefillEnd = 24,
 };
 std::string_view op_name(Op op);  // "lookup", ...; "unknown" otherwise
 bool is_known_op(uint16_t op);
+bool is_prefill_op(uint16_t op);
 
 struct FrameHeader {
   uint32_t payload_bytes = 0;
@@ -148,6 +158,39 @@ struct CountReply {
   uint64_t count = 0;
 };
 
+// --- prefetch (a KeysRequest) --------------------------------------------------------------------
+// Starts bringing a prompt's leading cached chunks up into host RAM and answers at once.
+struct PrefetchReply {
+  uint64_t in_host = 0;   // leading chunks already in host RAM
+  uint64_t fetching = 0;  // leading chunks now being read up from NVMe
+};
+
+// --- flush (empty request) -----------------------------------------------------------------------
+// Queues every host chunk not yet on NVMe for writing down and reports progress; the caller
+// repeats it until dirty_chunks and writes_in_flight are both 0.
+struct FlushReply {
+  uint64_t dirty_chunks = 0;      // host chunks that belong on NVMe and are not there yet
+  uint64_t writes_in_flight = 0;
+  uint64_t written_total = 0;     // chunks written down since the daemon started
+  uint64_t unwritable = 0;        // dirty chunks that cannot go down now (disk full, no room)
+};
+
+// --- verify --------------------------------------------------------------------------------------
+// Scrubs NVMe chunks in slot order: reads up to max_chunks from `cursor` on and checks each one's
+// checksum; a damaged chunk is removed. The caller repeats from next_cursor until done.
+struct VerifyRequest {
+  uint64_t cursor = 0;
+  uint32_t max_chunks = 0;
+};
+struct VerifyReply {
+  uint64_t next_cursor = 0;
+  uint64_t cursor_end = 0;  // cursors run over [0, cursor_end): for a progress bar
+  uint64_t checked = 0;
+  uint64_t corrupt = 0;     // checksum mismatch: removed
+  uint64_t unreadable = 0;  // I/O error: removed
+  uint8_t done = 0;
+};
+
 // --- evict / delete -----------------------------------------------------------------------------
 enum class Scope : uint8_t { kNamespace = 0, kKeys = 1 };
 struct DropRequest {
@@ -171,6 +214,68 @@ struct TierStats {
   uint64_t bytes_out = 0;  // bytes leased out for loading
 };
 static_assert(sizeof(TierStats) == 72);
+// What only the NVMe tier has.
+struct NvmeStats {
+  uint8_t admitting = 0;        // 0 after disk full (ENOSPC) until space is found again
+  uint8_t write_through = 0;
+  uint8_t pad[6] = {};
+  uint64_t dirty_chunks = 0;    // host chunks bound for NVMe and not written yet
+  uint64_t writes_in_flight = 0;
+  uint64_t reads_in_flight = 0;
+  uint64_t read_errors = 0;     // reads that failed (EIO, short read): chunk dropped
+  uint64_t write_errors = 0;    // writes that failed: chunk stays in host, not on NVMe
+  uint64_t checksum_failures = 0;  // chunks read back damaged: dropped, never served
+  uint64_t dropped_unwritten = 0;  // host chunks evicted before they could be written down
+  uint64_t recovered_chunks = 0;   // chunks found in the index at start-up
+  uint64_t recovery_ms = 0;
+  uint64_t logical_bytes = 0;   // chunk bytes the tier holds, as clients see them
+  uint64_t stored_bytes = 0;    // bytes those chunks take on disk
+};
+static_assert(sizeof(NvmeStats) == 96);
+// Co-scheduled prefill, since the daemon started.
+struct PrefillStats {
+  uint64_t sessions_started = 0;
+  uint64_t sessions_active = 0;
+  uint64_t sessions_met = 0;        // ended with every prefix chunk covered
+  uint64_t sessions_cancelled = 0;  // ended early, by the engine or its death
+  uint64_t chunks_handed_over = 0;  // resident in host RAM
+  uint64_t chunks_loaded = 0;       // read from a slower tier
+  uint64_t chunks_computed = 0;     // reported by engines
+  uint64_t load_failures = 0;       // reads that failed (the engine computed those chunks)
+  uint64_t wasted_loads = 0;        // chunks both loaded and computed: 0 by design
+  uint32_t last_planned_meeting_point = 0;
+  uint32_t last_chunks = 0;  // n of the last session begun
+};
+static_assert(sizeof(PrefillStats) == 80);
+// A tier's read cost as the co-scheduler measures it (moving averages; priors until measured).
+struct TierBandwidth {
+  Tier tier = Tier::kNone;
+  uint8_t resident = 0;  // handed over without I/O
+  uint8_t pad[6] = {};
+  double read_GBps = 0;
+  double latency_us = 0;
+  uint64_t samples = 0;
+};
+static_assert(sizeof(TierBandwidth) == 32);
+// One recent prefill session.
+struct PrefillRecord {
+  uint64_t session = 0;
+  uint32_t chunks = 0;
+  uint32_t handed_over = 0;
+  uint32_t loaded = 0;
+  uint32_t computed = 0;
+  uint32_t failed = 0;
+  uint32_t planned_meeting_point = 0;
+  uint32_t actual_meeting_point = 0;
+  uint8_t met = 0;
+  uint8_t pad[3] = {};
+  double predicted_compute_only_ms = 0;
+  double predicted_load_only_ms = 0;
+  double predicted_bidir_ms = 0;
+  double actual_ms = 0;  // begin to every prefix chunk covered (or to the end, if cancelled)
+  double saved_ms = 0;   // predicted compute-only prefix time minus actual_ms
+};
+static_assert(sizeof(PrefillRecord) == 80);
 struct StatsReply {
   std::string daemon_version;
   uint32_t pid = 0;
@@ -182,6 +287,10 @@ struct StatsReply {
   uint64_t requests = 0;
   uint64_t request_errors = 0;
   std::vector<TierStats> tiers;  // gpu, host, nvme, remote
+  NvmeStats nvme;
+  PrefillStats prefill;
+  std::vector<TierBandwidth> tier_bandwidth;   // gpu, host, nvme, remote
+  std::vector<PrefillRecord> recent_prefills;  // oldest first
 };
 struct NamespaceInfo {
   Namespace ns;
@@ -206,6 +315,10 @@ void encode(wire::ByteWriter& w, const CountReply& m);
 void encode(wire::ByteWriter& w, const DropRequest& m);
 void encode(wire::ByteWriter& w, const StatsReply& m);
 void encode(wire::ByteWriter& w, const ListNamespacesReply& m);
+void encode(wire::ByteWriter& w, const PrefetchReply& m);
+void encode(wire::ByteWriter& w, const FlushReply& m);
+void encode(wire::ByteWriter& w, const VerifyRequest& m);
+void encode(wire::ByteWriter& w, const VerifyReply& m);
 
 Status decode(wire::ByteReader& r, HelloRequest& m);
 Status decode(wire::ByteReader& r, HelloReply& m);
@@ -221,5 +334,9 @@ Status decode(wire::ByteReader& r, CountReply& m);
 Status decode(wire::ByteReader& r, DropRequest& m);
 Status decode(wire::ByteReader& r, StatsReply& m);
 Status decode(wire::ByteReader& r, ListNamespacesReply& m);
+Status decode(wire::ByteReader& r, PrefetchReply& m);
+Status decode(wire::ByteReader& r, FlushReply& m);
+Status decode(wire::ByteReader& r, VerifyRequest& m);
+Status decode(wire::ByteReader& r, VerifyReply& m);
 
 }  // namespace tierkv::proto

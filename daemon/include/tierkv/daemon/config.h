@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tierkv/scheduler/cache_engine.h"
+#include "tierkv/scheduler/prefill_service.h"
 #include "tierkv/status.h"
 
 namespace tierkv::daemon {
@@ -24,6 +25,8 @@ struct DaemonConfig {
   uint32_t max_clients = 1024;
   // [host], [cache]
   scheduler::CacheOptions cache;
+  // [prefill]
+  scheduler::PrefillOptions prefill;
   // [log]
   std::string log_level = "info";
 };

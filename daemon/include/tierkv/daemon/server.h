@@ -11,6 +11,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -18,10 +19,12 @@
 
 #include "tierkv/daemon/config.h"
 #include "tierkv/scheduler/cache_engine.h"
+#include "tierkv/scheduler/prefill_service.h"
 
 namespace tierkv::daemon {
 
 class Connection;
+class AsioClock;
 
 class Server {
  public:
@@ -37,17 +40,24 @@ class Server {
   uint64_t requests() const { return requests_; }
   uint64_t request_errors() const { return request_errors_; }
   size_t connections() const { return connections_; }
+  scheduler::PrefillService& prefill() { return *prefill_; }
 
  private:
   friend class Connection;
   void accept_next();
+  void watch_io();
   bool uid_allowed(uint32_t uid) const;
   void fill_stats(proto::StatsReply& stats) const;
 
   boost::asio::io_context& io_;
   const DaemonConfig& config_;
   scheduler::CacheEngine& engine_;
+  // Co-scheduled prefill sessions, on timers of the server thread (declared in this order: the
+  // service goes before the clock it runs on).
+  std::unique_ptr<AsioClock> clock_;
+  std::unique_ptr<scheduler::PrefillService> prefill_;
   boost::asio::local::stream_protocol::acceptor acceptor_;
+  boost::asio::posix::stream_descriptor io_watch_;
   std::chrono::steady_clock::time_point started_;
   std::vector<std::weak_ptr<Connection>> live_;
   bool listening_ = false;

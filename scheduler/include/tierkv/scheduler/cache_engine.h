@@ -1,43 +1,67 @@
-// CacheEngine: the daemon's cache — namespaces, the host tier's chunks, leases, eviction policy.
+// CacheEngine: the daemon's cache — namespaces, the host and NVMe tiers' chunks, leases, and the
+// policy that moves chunks between tiers.
 //
-// It turns protocol requests into tier operations: which chunks a prompt has cached, which slots a
-// client may write, which it may read, and what to evict when the host pool is full. Data never
-// passes through it; clients read and write the shared region directly.
+// It turns protocol requests into tier operations: which chunks a prompt has cached and where,
+// which slots a client may write, which it may read, what to write down to NVMe, what to evict.
+// Chunk bytes never pass through it: clients read and write the shared host region in place, and
+// NVMe reads and writes go by DMA between that region and the disk (storage::NvmeStore).
 //
 // Ownership and threads: one thread (the daemon's server thread) owns the engine and calls every
-// method; nothing inside locks. Sessions are the engine's view of connected clients: every lease
-// belongs to one, and close_session() reclaims them all (a dead client's read leases are dropped,
-// its uncommitted chunks discarded), so no crash of a client can leak a slot or expose a partial
-// chunk.
+// method, poll_io() included, which runs the NVMe completions; nothing inside locks. Sessions are
+// the engine's view of connected clients: every lease belongs to one, and close_session()
+// reclaims them all (read leases dropped, uncommitted chunks discarded, loads in progress
+// cancelled), so no crash of a client can leak a slot or expose a partial chunk.
 //
-// Chunk life cycle in a slot:  free -> pending (leased for writing by one session, invisible to
-// lookups) -> ready (indexed, readable) -> free, or ready -> zombie (dropped while leased for
-// reading; freed when the last reader releases it).
+// Host chunk life cycle in a slot:  free -> pending (leased for writing by one session, invisible
+// to lookups) -> ready (indexed, readable) -> free, or ready -> zombie (dropped while leased;
+// freed when the last lease goes); and free -> loading (being read up from NVMe, the read checked
+// against the chunk's checksum) -> ready, or -> zombie when the read fails.
+// NVMe chunk life cycle in a disk slot:  free -> writing (data write in flight; no index record)
+// -> ready (recorded in the index) -> free (record deleted first).
 //
-// Eviction is leaf-first LRU: a chunk that another cached chunk extends (its child in some prompt)
-// is not a candidate; among leaves that are neither leased nor pending, the least recently used
-// goes first. Dropping a leaf can make its parent a leaf, so a cold prefix is eaten from its end,
-// and the shared head of many prompts stays cached as long as any of them does.
+// Movement: a committed chunk is written down to NVMe at once (write-through) or once the host
+// tier runs short of free space (write-back), in commit order, in batches up to the I/O queue
+// depth. Host eviction takes the least recently used leaf that already has a copy below (or that
+// no tier below wants); only when the coldest leaves are all unwritten does it drop one
+// (counted as dropped_unwritten). A load of a chunk that lies only on NVMe reads it into a host
+// slot (promotion); NVMe evicts by the same leaf-first policy when it needs room.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include "tierkv/layout.h"
 #include "tierkv/protocol.h"
+#include "tierkv/scheduler/leaf_first_lru.h"
 #include "tierkv/status.h"
 #include "tierkv/storage/chunk_index.h"
-#include "tierkv/storage/host_slot_pool.h"
+#include "tierkv/storage/nvme_store.h"
 #include "tierkv/storage/shm_region.h"
+#include "tierkv/storage/slab_slot_pool.h"
 
 namespace tierkv::scheduler {
 
 using SessionId = uint64_t;
 using storage::SlotId;
+
+struct NvmeTierOptions {
+  storage::NvmeOptions store;  // store.directories empty = tier off
+  bool write_through = false;  // false: write-back
+  // Write-back starts writing down when less than this fraction of the host tier is free.
+  double writeback_free_fraction = 0.25;
+  // Tenants whose chunks go to NVMe; empty = every tenant.
+  std::vector<std::string> tenants;
+  // After disk full (ENOSPC), how long the tier waits before it tries to admit again.
+  std::chrono::milliseconds retry_after_full{30000};
+};
 
 struct CacheOptions {
   uint64_t host_capacity_bytes = 2ull << 30;
@@ -46,24 +70,37 @@ struct CacheOptions {
   bool prefault = true;
   uint32_t default_chunk_tokens = 256;
   uint32_t max_namespaces = 4096;
+  NvmeTierOptions nvme;
 };
 
 class CacheEngine {
  public:
+  // Creates the host region and, when configured, opens the NVMe tier and recovers its chunks
+  // from the index.
   static Result<std::unique_ptr<CacheEngine>> create(const CacheOptions& options);
+  ~CacheEngine();
 
   // The host region clients map.
   int host_fd() const { return region_.fd(); }
   uint64_t host_region_bytes() const { return region_.size(); }
   std::byte* host_base() const { return region_.data(); }
   uint32_t default_chunk_tokens() const { return options_.default_chunk_tokens; }
+  bool nvme_enabled() const { return nvme_ != nullptr; }
+  // Readable when NVMe completions may be waiting; -1 without the tier. Then call poll_io().
+  int io_fd() const;
+  // Runs finished NVMe reads and writes (and the callbacks of loads they complete), then starts
+  // queued ones. Never blocks.
+  void poll_io();
+  const storage::RecoveryReport& recovery() const { return recovery_; }
 
   SessionId open_session();
   struct Reclaimed {
     uint64_t read_leases = 0;
     uint64_t pending_writes = 0;
+    uint64_t loads_cancelled = 0;
   };
-  // Reclaims every lease of the session and discards its uncommitted chunks.
+  // Reclaims every lease of the session, discards its uncommitted chunks, cancels its loads
+  // (their callbacks are dropped without being called).
   Reclaimed close_session(SessionId session);
 
   Result<Namespace> register_namespace(const Layout& layout, std::string_view tenant,
@@ -74,88 +111,185 @@ class CacheEngine {
                    proto::PutBeginReply& reply);
   Status put_commit(SessionId session, std::span<const uint32_t> slots, uint64_t* committed);
   Status put_abort(SessionId session, std::span<const uint32_t> slots, uint64_t* aborted);
-  Status load(SessionId session, const proto::KeysRequest& req, proto::LoadReply& reply);
-  Status release(SessionId session, std::span<const uint32_t> slots, uint64_t* released);
-  // Removes ready chunks; chunks being written are left to their writer.
-  Status drop(const proto::DropRequest& req, uint64_t* removed);
 
-  // Fills tiers, namespaces, read_leases, pending_writes; the daemon fills the rest.
+  // Leases the prompt's leading cached chunks for reading, reading up from NVMe those only there.
+  // `done` runs once: at once when every chunk is in host RAM, else from poll_io() when the reads
+  // finish. A chunk whose read fails (I/O error, checksum) ends the prefix there. `req` need not
+  // outlive the call.
+  using LoadDone = std::function<void(Status, const proto::LoadReply&)>;
+  void load(SessionId session, const proto::KeysRequest& req, LoadDone done);
+  Status prefetch(const proto::KeysRequest& req, proto::PrefetchReply& reply);
+  Status release(SessionId session, std::span<const uint32_t> slots, uint64_t* released);
+  // Evict removes ready chunks from host RAM only; delete removes them from every tier. Chunks
+  // being written are left to their writer.
+  Status evict(const proto::DropRequest& req, uint64_t* removed);
+  Status remove(const proto::DropRequest& req, uint64_t* removed);
+
+  // Starts writing down every host chunk not yet on NVMe; reports progress.
+  Status flush(proto::FlushReply& reply);
+  using VerifyDone = std::function<void(Status, const proto::VerifyReply&)>;
+  void verify(const proto::VerifyRequest& req, VerifyDone done);
+
+  // Fills tiers, nvme, namespaces, read_leases, pending_writes; the daemon fills the rest.
   void fill_stats(proto::StatsReply& stats) const;
   void list_namespaces(proto::ListNamespacesReply& reply) const;
 
+  // --- for co-scheduled prefill (PrefillService) ---
+  // The registered namespace `ns`, or NotFound naming `op`.
+  Result<Namespace> find_registered(NamespaceId ns, const char* op) const;
+  // Leases the ready chunk `key` of `ns` for reading by `session` (counted as bytes out; the
+  // lookup that found it counted the hit), or NotFound when it is not (or no longer) in the host
+  // tier. Release it with release().
+  Result<proto::SlotRef> lease_chunk(SessionId session, NamespaceId ns, const ChunkKey& key);
+
  private:
-  enum class ChunkState : uint8_t { kFree, kPending, kReady, kZombie };
-  struct ChunkMeta {
+  enum class ChunkState : uint8_t { kFree, kPending, kReady, kZombie, kLoading };
+  struct ChunkMeta {  // per host slot
     ChunkKey key;
+    ChunkKey parent_key;
     NamespaceId ns = 0;
     SessionId writer = 0;       // pending: the session that may commit it
-    uint64_t last_access = 0;   // logical clock
     uint32_t gen = 0;           // bumped when the slot is freed
-    uint32_t parent = storage::kNoSlot;
-    uint32_t parent_gen = 0;
-    uint32_t children = 0;      // pending or ready chunks that name this one as parent
-    uint32_t lru_prev = storage::kNoSlot;
-    uint32_t lru_next = storage::kNoSlot;
-    bool in_lru = false;
+    SlotId loading_from = storage::kNoSlot;  // loading: the disk slot being read
     ChunkState state = ChunkState::kFree;
+    bool on_disk = false;       // ready: an NVMe copy exists
+    bool writing_down = false;  // ready: being written to NVMe (the engine holds a lease)
+    bool deleted = false;       // zombie: removed from every tier, so its write-down is void
+  };
+  enum class DiskState : uint8_t { kFree, kWriting, kReady };
+  struct DiskMeta {  // per NVMe slot
+    ChunkKey key;
+    ChunkKey parent_key;
+    NamespaceId ns = 0;
+    uint64_t checksum = 0;
+    uint64_t created_ms = 0;
+    uint32_t stored_bytes = 0;
+    uint32_t readers = 0;                // reads in flight
+    SlotId source = storage::kNoSlot;    // writing: the host slot written from
+    DiskState state = DiskState::kFree;
+    bool doomed = false;                 // ready: remove once the last reader is done
   };
   struct NamespaceEntry {
     Namespace ns;
     int slot_class = 0;
-    uint64_t chunks = 0;
+    uint64_t chunks = 0;  // in host RAM
+    uint64_t disk_chunks = 0;
+    bool to_disk = false;
   };
   struct Session {
     std::vector<SlotId> pending;      // leased for writing
     std::vector<SlotId> read_leases;  // leased for reading (a slot may appear more than once)
   };
-  struct Lru {  // per size class; head = most recent
-    uint32_t head = storage::kNoSlot;
-    uint32_t tail = storage::kNoSlot;
+  struct LoadOp {
+    SessionId session = 0;
+    uint64_t bytes = 0;
+    uint64_t asked = 0;             // keys in the request
+    std::vector<SlotId> slots;      // leased by the engine for this op, in key order
+    uint32_t waiting = 0;           // slots still loading
+    LoadDone done;
+  };
+  struct VerifyOp {
+    proto::VerifyReply reply;
+    uint32_t waiting = 0;
+    std::vector<std::pair<SlotId, std::byte*>> reads;  // disk slot, scratch buffer
+    VerifyDone done;
+  };
+  struct PendingIo {
+    bool write = false;
+    SlotId disk = storage::kNoSlot;
+    std::byte* buf = nullptr;
+    uint32_t length = 0;
+    uint64_t token = 0;
   };
 
   CacheEngine(const CacheOptions& options, storage::ShmRegion region);
+  Status open_nvme();
 
   Result<const NamespaceEntry*> find_namespace(NamespaceId ns, const char* op) const;
   Result<Session*> find_session(SessionId session);
   Status check_slot_id(uint32_t slot, size_t index) const;
-  // Claims each of `slots` from `held` (marking it taken), or claims none and names the first
-  // slot not held. Claimed entries are removed by compact_claimed().
   Status claim(std::vector<SlotId>& held, std::span<const uint32_t> slots, const char* what);
   static void compact_claimed(std::vector<SlotId>& held);
 
+  // --- host tier ---
   SlotId allocate(int slot_class);
   bool evict_one(int slot_class);
-  void link_parent(SlotId child, SlotId parent);
-  void unlink_parent(SlotId child);
-  // Removes a ready chunk from the index; frees its slot unless leased (then it turns zombie).
-  void remove_ready(SlotId slot);
+  SlotId pick_victim(uint32_t coldest) const;
+  void link_host_parent(SlotId child, SlotId parent);
+  void unlink_host_parent(SlotId child);
+  enum class Removal : uint8_t { kEvicted, kDropped, kDeleted };
+  // kEvicted: to make room; kDropped: from RAM on request (a write-down in flight still lands);
+  // kDeleted: from every tier.
+  void remove_ready(SlotId slot, Removal why);
+  bool wants_disk(std::string_view tenant, uint64_t chunk_bytes) const;
   void discard_pending(SlotId slot);
   void free_slot(SlotId slot);
-  void touch(SlotId slot);
-  // Puts the chunk into or out of its class's LRU according to its state.
+  void unlease(SlotId slot);
+  void touch(SlotId slot) { host_lru_.touch(slot); }
   void update_evictable(SlotId slot);
-  void lru_insert(SlotId slot);
-  void lru_remove(SlotId slot);
+  bool is_dirty(const ChunkMeta& m) const;
   NamespaceEntry* ns_entry(NamespaceId ns);
+  Status drop(const proto::DropRequest& req, bool every_tier, uint64_t* removed);
+
+  // --- NVMe tier ---
+  uint32_t disk_find(NamespaceId ns, const ChunkKey& key) const;  // ready disk slot or kAbsent
+  // Starts reading disk chunk `d` into a new host slot; kNoSlot when no host slot can be had.
+  SlotId start_promotion(SlotId d, int host_class);
+  void issue(const PendingIo& io);
+  void pump_writes();
+  bool start_write_down(SlotId host);
+  SlotId allocate_disk(int disk_class);
+  void remove_disk(SlotId d);
+  void update_disk_evictable(SlotId d);
+  void finish_writes(std::span<const storage::IoCompletion> done);
+  void finish_read(SlotId host, int32_t result);
+  void finish_verify_read(uint64_t op, uint32_t index, int32_t result);
+  void complete_load(LoadOp op);
+  void release_disk_reader(SlotId d);
+  bool admitting();
+  void recover_nvme();
 
   CacheOptions options_;
   storage::ShmRegion region_;
-  storage::HostSlotPool pool_;
+  storage::SlabSlotPool pool_;
   storage::ChunkIndex index_;
-  std::vector<ChunkMeta> meta_;  // per slot id
-  std::vector<Lru> lru_;         // per size class
+  std::vector<ChunkMeta> meta_;  // per host slot
+  LeafFirstLru host_lru_;
   std::unordered_map<NamespaceId, NamespaceEntry> namespaces_;
   std::unordered_map<SessionId, Session> sessions_;
   std::vector<size_t> claimed_scratch_;
   std::vector<SlotId> found_scratch_;
+  proto::LoadReply load_reply_;
   SessionId next_session_ = 1;
-  uint64_t clock_ = 0;
 
-  // Host tier counters (see proto::TierStats).
+  // NVMe tier; all empty when it is off.
+  std::unique_ptr<storage::NvmeStore> nvme_;
+  std::unique_ptr<storage::ChunkIndex> disk_index_;
+  std::vector<DiskMeta> disk_;
+  std::unique_ptr<LeafFirstLru> disk_lru_;
+  std::deque<std::pair<SlotId, uint32_t>> dirty_fifo_;  // host slot, generation, commit order
+  std::deque<PendingIo> backlog_;                       // waiting for room in the I/O queue
+  std::unordered_map<uint64_t, LoadOp> loads_;
+  std::unordered_multimap<SlotId, uint64_t> load_waiters_;  // loading host slot -> load op
+  std::unordered_map<uint64_t, VerifyOp> verifies_;
+  uint64_t next_op_ = 1;
+  std::vector<storage::IoCompletion> completions_;
+  std::vector<storage::ChunkRecord> records_scratch_;
+  bool flush_requested_ = false;
+  bool disk_full_ = false;
+  std::chrono::steady_clock::time_point disk_full_since_{};
+  storage::RecoveryReport recovery_;
+
+  // Counters (see proto::TierStats, proto::NvmeStats).
   uint64_t ready_chunks_ = 0;
   uint64_t pending_writes_ = 0;
   uint64_t read_leases_ = 0;
   uint64_t hits_ = 0, misses_ = 0, evictions_ = 0, bytes_in_ = 0, bytes_out_ = 0;
+  uint64_t disk_chunks_ = 0, disk_hits_ = 0, disk_misses_ = 0, disk_evictions_ = 0;
+  uint64_t disk_bytes_in_ = 0, disk_bytes_out_ = 0, disk_logical_bytes_ = 0, disk_stored_bytes_ = 0;
+  uint64_t dirty_chunks_ = 0, writes_in_flight_ = 0, reads_in_flight_ = 0;
+  uint64_t read_errors_ = 0, write_errors_ = 0, checksum_failures_ = 0, dropped_unwritten_ = 0;
+  uint64_t written_total_ = 0, unwritable_ = 0;
 };
 
 }  // namespace tierkv::scheduler

@@ -1,4 +1,4 @@
-#include "tierkv/storage/host_slot_pool.h"
+#include "tierkv/storage/slab_slot_pool.h"
 
 #include <gtest/gtest.h>
 
@@ -10,9 +10,9 @@ namespace {
 
 constexpr uint64_t kKiB = 1024, kMiB = 1024 * 1024;
 
-SlotPoolOptions small_pool() { return SlotPoolOptions{16 * kMiB, 4 * kMiB, 64 * kKiB}; }
+SlotPoolOptions small_pool() { return SlotPoolOptions{"host", 16 * kMiB, 4 * kMiB, 64 * kKiB}; }
 
-TEST(HostSlotPoolTest, OptionsAreValidated) {
+TEST(SlabSlotPoolTest, OptionsAreValidated) {
   EXPECT_TRUE(small_pool().validate().ok());
   SlotPoolOptions o = small_pool();
   o.min_slot_bytes = 100 * kKiB;
@@ -22,8 +22,8 @@ TEST(HostSlotPoolTest, OptionsAreValidated) {
   EXPECT_NE(o.validate().message().find("capacity"), std::string::npos);
 }
 
-TEST(HostSlotPoolTest, ClassesFitSizesWithLittleWaste) {
-  HostSlotPool pool(small_pool());
+TEST(SlabSlotPoolTest, ClassesFitSizesWithLittleWaste) {
+  SlabSlotPool pool(small_pool());
   EXPECT_EQ(pool.class_bytes(*pool.class_for(64 * kKiB)), 64 * kKiB);
   EXPECT_EQ(pool.class_bytes(*pool.class_for(65 * kKiB)), 96 * kKiB);
   EXPECT_EQ(pool.class_bytes(*pool.class_for(1 * kMiB)), 1 * kMiB);
@@ -40,8 +40,8 @@ TEST(HostSlotPoolTest, ClassesFitSizesWithLittleWaste) {
   EXPECT_NE(too_big.status().message().find("exceeds the largest host slot"), std::string::npos);
 }
 
-TEST(HostSlotPoolTest, AllocateUntilExhaustedThenFreeAndReuse) {
-  HostSlotPool pool(small_pool());
+TEST(SlabSlotPoolTest, AllocateUntilExhaustedThenFreeAndReuse) {
+  SlabSlotPool pool(small_pool());
   const int cls = *pool.class_for(1 * kMiB);
   std::set<uint64_t> offsets;
   std::vector<SlotId> slots;
@@ -63,8 +63,8 @@ TEST(HostSlotPoolTest, AllocateUntilExhaustedThenFreeAndReuse) {
   EXPECT_FALSE(pool.free(kNoSlot - 1).ok());
 }
 
-TEST(HostSlotPoolTest, LeasedSlotCannotBeFreed) {
-  HostSlotPool pool(small_pool());
+TEST(SlabSlotPoolTest, LeasedSlotCannotBeFreed) {
+  SlabSlotPool pool(small_pool());
   const SlotId s = pool.allocate(0);
   ASSERT_TRUE(pool.lease(s).ok());
   ASSERT_TRUE(pool.lease(s).ok());
@@ -78,8 +78,8 @@ TEST(HostSlotPoolTest, LeasedSlotCannotBeFreed) {
   EXPECT_TRUE(pool.free(s).ok());
 }
 
-TEST(HostSlotPoolTest, EmptySlabMovesToAnotherClass) {
-  HostSlotPool pool(small_pool());  // 4 slabs of 4 MiB
+TEST(SlabSlotPoolTest, EmptySlabMovesToAnotherClass) {
+  SlabSlotPool pool(small_pool());  // 4 slabs of 4 MiB
   const int big = *pool.class_for(4 * kMiB);
   const int small = *pool.class_for(64 * kKiB);
   // Fill every slab with small slots, then free one slab's worth.
@@ -97,8 +97,8 @@ TEST(HostSlotPoolTest, EmptySlabMovesToAnotherClass) {
   }
 }
 
-TEST(HostSlotPoolTest, RandomChurnKeepsAccountsExact) {
-  HostSlotPool pool(small_pool());
+TEST(SlabSlotPoolTest, RandomChurnKeepsAccountsExact) {
+  SlabSlotPool pool(small_pool());
   std::mt19937 rng(11);
   std::vector<SlotId> live;
   uint64_t expect_used = 0;

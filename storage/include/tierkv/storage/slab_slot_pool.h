@@ -1,4 +1,5 @@
-// HostSlotPool: a slab allocator of fixed-size slots over the host tier's shared-memory region.
+// SlabSlotPool: a slab allocator of fixed-size slots over a tier's byte space — the host tier's
+// shared-memory region, or the NVMe tier's data files.
 //
 // The region is cut into pages of `page_bytes` (default 64 MiB). A page is given to one size class
 // when that class first needs room and is carved into slots of the class's size; a page whose
@@ -16,6 +17,8 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "tierkv/status.h"
@@ -26,15 +29,16 @@ using SlotId = uint32_t;
 inline constexpr SlotId kNoSlot = UINT32_MAX;
 
 struct SlotPoolOptions {
+  std::string tier = "host";  // names the config section in messages ("host.slab_size = ...")
   uint64_t region_bytes = 0;
   uint64_t page_bytes = 64ull << 20;     // power of two; also the largest slot
   uint64_t min_slot_bytes = 64ull << 10;  // power of two, >= 8 KiB
   Status validate() const;
 };
 
-class HostSlotPool {
+class SlabSlotPool {
  public:
-  explicit HostSlotPool(const SlotPoolOptions& options);  // options must validate()
+  explicit SlabSlotPool(const SlotPoolOptions& options);  // options must validate()
 
   // The smallest class that holds `bytes`, or an error naming the size and the largest slot.
   Result<int> class_for(uint64_t bytes) const;
@@ -45,6 +49,16 @@ class HostSlotPool {
   SlotId allocate(int cls);
   // Returns a slot to its class. The slot must be allocated and not leased.
   Status free(SlotId slot);
+
+  // Recovery: marks exactly `slots` allocated, each in the class given, on a pool that has
+  // allocated nothing yet; every other slot of a page so claimed becomes free in that class.
+  // Rejects (and leaves the pool empty on) a slot out of range, named twice, or whose page
+  // another slot already put in a different class.
+  struct RestoredSlot {
+    SlotId slot = kNoSlot;
+    int cls = 0;
+  };
+  Status restore(std::span<const RestoredSlot> slots);
 
   Status lease(SlotId slot);
   // Drops one lease; returns the leases left.

@@ -1,0 +1,650 @@
+// CacheEngine, the NVMe side: loads and promotion, write-down, NVMe eviction, recovery, flush and
+// verify. Everything here runs on the engine's one thread; I/O completions arrive through
+// poll_io().
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+#include "tierkv/scheduler/cache_engine.h"
+
+namespace tierkv::scheduler {
+
+using storage::ChunkIndex;
+using storage::IoCompletion;
+using storage::kNoSlot;
+using storage::NvmeStore;
+
+namespace {
+
+// I/O tokens: the kind in bits 56..59, the rest says which slot (or verify op and read).
+constexpr uint64_t kKindShift = 56;
+constexpr uint64_t kHostRead = 1, kDiskWrite = 2, kVerifyRead = 3;
+uint64_t token(uint64_t kind, uint64_t value) { return kind << kKindShift | value; }
+uint64_t token_kind(uint64_t t) { return (t >> kKindShift) & 0xF; }
+uint64_t token_value(uint64_t t) { return t & ((1ull << kKindShift) - 1); }
+
+uint64_t now_ms() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+}  // namespace
+
+Status CacheEngine::open_nvme() {
+  auto store = NvmeStore::open(options_.nvme.store);
+  if (!store.ok()) return store.status();
+  nvme_ = std::move(store).value();
+  auto fixed = nvme_->io().register_memory(region_.data(), region_.size());
+  if (!fixed.ok()) return fixed.status();
+  if (!*fixed) {
+    spdlog::warn("nvme: could not register the host pool as io_uring fixed buffers (raise "
+                 "LimitMEMLOCK); reads and writes still go straight to and from it");
+  }
+  disk_index_ = std::make_unique<ChunkIndex>(nvme_->max_slot_ids());
+  disk_.assign(nvme_->max_slot_ids(), DiskMeta{});
+  disk_lru_ = std::make_unique<LeafFirstLru>(nvme_->max_slot_ids(), nvme_->num_classes());
+  completions_.resize(nvme_->io().queue_depth() * 2);
+  recover_nvme();
+  return Status::Ok();
+}
+
+void CacheEngine::recover_nvme() {
+  std::vector<SlotId> recovered;
+  Status s = nvme_->recover(
+      [&](const Namespace& ns) {
+        if (namespaces_.count(ns.id)) return;
+        auto cls = pool_.class_for(ns.layout.chunk_bytes());
+        if (!cls.ok()) {
+          spdlog::warn("nvme: recovered namespace {:016x} ({}) does not fit the host tier: {}",
+                       ns.id, ns.layout.to_string(), cls.status().message());
+          return;
+        }
+        namespaces_.emplace(ns.id, NamespaceEntry{ns, *cls, 0, 0,
+                                                  wants_disk(ns.tenant, ns.layout.chunk_bytes())});
+      },
+      [&](const storage::ChunkRecord& r) {
+        auto ns = namespaces_.find(r.ns);
+        if (ns == namespaces_.end() || r.logical_bytes != ns->second.ns.chunk_bytes() ||
+            r.stored_bytes != r.logical_bytes) {
+          // A chunk of a namespace the index does not know, or of the wrong size: unusable.
+          const std::pair<NamespaceId, ChunkKey> gone{r.ns, r.key};
+          (void)nvme_->erase(std::span(&gone, 1));
+          (void)nvme_->free(r.slot);
+          return;
+        }
+        DiskMeta& d = disk_[r.slot];
+        d.key = r.key;
+        d.parent_key = r.parent;
+        d.ns = r.ns;
+        d.checksum = r.checksum;
+        d.created_ms = r.created_ms;
+        d.stored_bytes = r.stored_bytes;
+        d.state = DiskState::kReady;
+        disk_lru_->set_last_access(r.slot, r.last_access_ms);
+        (void)disk_index_->insert(r.ns, r.key, r.slot);
+        ++ns->second.disk_chunks;
+        ++disk_chunks_;
+        disk_logical_bytes_ += r.logical_bytes;
+        disk_stored_bytes_ += r.stored_bytes;
+        recovered.push_back(r.slot);
+      },
+      &recovery_);
+  if (!s.ok()) {
+    spdlog::error("nvme: recovery failed: {}; the tier starts empty", s.to_string());
+    return;
+  }
+  // Link each chunk to its parent, then list the leaves (oldest access first wins ties).
+  for (SlotId d : recovered) {
+    if (disk_[d].parent_key.is_zero()) continue;
+    const uint32_t p = disk_index_->find(disk_[d].ns, disk_[d].parent_key);
+    if (p != ChunkIndex::kAbsent) disk_lru_->link_parent(d, p);
+  }
+  for (SlotId d : recovered) update_disk_evictable(d);
+  recovery_.chunks = recovered.size();
+  spdlog::info("nvme: recovered {} chunks in {} namespaces from the index in {} ms ({} records "
+               "discarded)",
+               recovery_.chunks, recovery_.namespaces, recovery_.millis, recovery_.discarded);
+}
+
+int CacheEngine::io_fd() const { return nvme_ ? nvme_->io().completion_fd() : -1; }
+
+uint32_t CacheEngine::disk_find(NamespaceId ns, const ChunkKey& key) const {
+  if (!nvme_) return ChunkIndex::kAbsent;
+  const uint32_t d = disk_index_->find(ns, key);
+  if (d == ChunkIndex::kAbsent || disk_[d].state != DiskState::kReady || disk_[d].doomed) {
+    return ChunkIndex::kAbsent;
+  }
+  return d;
+}
+
+// --- load, prefetch and promotion ----------------------------------------------------------------
+
+void CacheEngine::load(SessionId session, const proto::KeysRequest& req, LoadDone done) {
+  proto::LoadReply reply;
+  auto entry = find_namespace(req.ns, "load");
+  if (!entry.ok()) return done(entry.status(), reply);
+  auto sess = find_session(session);
+  if (!sess.ok()) return done(sess.status(), reply);
+  const uint64_t bytes = (*entry)->ns.chunk_bytes();
+  const int cls = (*entry)->slot_class;
+
+  LoadOp op;
+  op.session = session;
+  op.bytes = bytes;
+  op.asked = req.keys.size();
+  for (const ChunkKey& key : req.keys) {
+    uint32_t s = index_.find(req.ns, key);
+    if (s != ChunkIndex::kAbsent && meta_[s].state != ChunkState::kReady &&
+        meta_[s].state != ChunkState::kLoading) {
+      break;  // pending: another client is writing it
+    }
+    if (s == ChunkIndex::kAbsent) {
+      const uint32_t d = disk_find(req.ns, key);
+      if (d == ChunkIndex::kAbsent) break;
+      s = start_promotion(d, cls);
+      if (s == kNoSlot) break;
+    }
+    (void)pool_.lease(s);
+    update_evictable(s);
+    op.slots.push_back(s);
+    if (meta_[s].state == ChunkState::kLoading) ++op.waiting;
+  }
+  op.done = std::move(done);
+  if (op.waiting == 0) return complete_load(std::move(op));
+  const uint64_t id = next_op_++;
+  for (SlotId s : op.slots) {
+    if (meta_[s].state == ChunkState::kLoading) load_waiters_.emplace(s, id);
+  }
+  loads_.emplace(id, std::move(op));
+  (void)nvme_->io().submit();
+}
+
+void CacheEngine::complete_load(LoadOp op) {
+  proto::LoadReply& reply = load_reply_;
+  reply.slots.clear();
+  auto sess = find_session(op.session);
+  size_t i = 0;
+  if (sess.ok()) {
+    for (; i < op.slots.size(); ++i) {
+      const SlotId s = op.slots[i];
+      if (meta_[s].state != ChunkState::kReady) break;  // a failed read ends the prefix
+      (*sess)->read_leases.push_back(s);
+      ++read_leases_;
+      reply.slots.push_back(proto::SlotRef{s, 0, pool_.offset(s), op.bytes});
+    }
+  }
+  for (size_t j = i; j < op.slots.size(); ++j) unlease(op.slots[j]);
+  for (size_t k = reply.slots.size(); k-- > 0;) touch(reply.slots[k].slot);
+  hits_ += reply.slots.size();
+  misses_ += op.asked - reply.slots.size();
+  bytes_out_ += reply.slots.size() * op.bytes;
+  if (op.done) op.done(Status::Ok(), reply);
+}
+
+Status CacheEngine::prefetch(const proto::KeysRequest& req, proto::PrefetchReply& reply) {
+  auto entry = find_namespace(req.ns, "prefetch");
+  if (!entry.ok()) return entry.status();
+  reply = proto::PrefetchReply{};
+  for (const ChunkKey& key : req.keys) {
+    const uint32_t s = index_.find(req.ns, key);
+    if (s != ChunkIndex::kAbsent) {
+      if (meta_[s].state == ChunkState::kReady) ++reply.in_host;
+      else if (meta_[s].state == ChunkState::kLoading) ++reply.fetching;
+      else break;
+      continue;
+    }
+    const uint32_t d = disk_find(req.ns, key);
+    if (d == ChunkIndex::kAbsent || start_promotion(d, (*entry)->slot_class) == kNoSlot) break;
+    ++reply.fetching;
+  }
+  if (nvme_) (void)nvme_->io().submit();
+  return Status::Ok();
+}
+
+SlotId CacheEngine::start_promotion(SlotId d, int host_class) {
+  DiskMeta& dm = disk_[d];
+  // Keep the disk chunk from being evicted while room is made in host RAM.
+  ++dm.readers;
+  update_disk_evictable(d);
+  const SlotId s = allocate(host_class);
+  if (s == kNoSlot) {
+    release_disk_reader(d);
+    return kNoSlot;
+  }
+  ChunkMeta& m = meta_[s];
+  m.key = dm.key;
+  m.parent_key = dm.parent_key;
+  m.ns = dm.ns;
+  m.writer = 0;
+  m.state = ChunkState::kLoading;
+  m.on_disk = true;
+  m.writing_down = false;
+  m.loading_from = d;
+  touch(s);
+  (void)index_.insert(dm.ns, dm.key, s);
+  if (!dm.parent_key.is_zero()) {
+    const uint32_t p = index_.find(dm.ns, dm.parent_key);
+    if (p != ChunkIndex::kAbsent &&
+        (meta_[p].state == ChunkState::kReady || meta_[p].state == ChunkState::kPending)) {
+      link_host_parent(s, p);
+    }
+  }
+  ++reads_in_flight_;
+  ++disk_hits_;
+  disk_lru_->touch(d);
+  issue(PendingIo{false, d, region_.data() + pool_.offset(s), dm.stored_bytes,
+                  token(kHostRead, s)});
+  return s;
+}
+
+void CacheEngine::issue(const PendingIo& io) {
+  if (backlog_.empty()) {
+    const bool queued = io.write ? nvme_->queue_write(io.disk, io.buf, io.length, io.token)
+                                 : nvme_->queue_read(io.disk, io.buf, io.length, io.token);
+    if (queued) return;
+  }
+  backlog_.push_back(io);
+}
+
+void CacheEngine::finish_read(SlotId s, int32_t result) {
+  ChunkMeta& m = meta_[s];
+  const SlotId d = m.loading_from;
+  DiskMeta& dm = disk_[d];
+  --reads_in_flight_;
+  bool ok = result >= static_cast<int32_t>(dm.stored_bytes);
+  if (!ok) {
+    ++read_errors_;
+    spdlog::warn("nvme: read of chunk {} (slot {}) failed: {}; dropping it", dm.key.to_hex(), d,
+                 result < 0 ? std::strerror(-result) : "short read");
+  } else {
+    const std::span<const std::byte> bytes(region_.data() + pool_.offset(s), dm.stored_bytes);
+    if (NvmeStore::checksum(bytes) != dm.checksum) {
+      ok = false;
+      ++checksum_failures_;
+      spdlog::error("nvme: chunk {} (slot {}, file {} offset {}) fails its checksum; dropping it, "
+                    "never serving it",
+                    dm.key.to_hex(), d, nvme_->file_of(d), nvme_->file_offset(d));
+    }
+  }
+  m.loading_from = kNoSlot;
+  if (ok) {
+    m.state = ChunkState::kReady;
+    ++ready_chunks_;
+    if (NamespaceEntry* e = ns_entry(m.ns)) ++e->chunks;
+    disk_bytes_out_ += dm.stored_bytes;
+    update_evictable(s);
+  } else {
+    // The host slot never became readable: out of the index, freed once the loads waiting on
+    // it let go. The disk copy is bad: removed.
+    (void)index_.erase(m.ns, m.key);
+    unlink_host_parent(s);
+    if (pool_.leases(s) > 0) m.state = ChunkState::kZombie;
+    else free_slot(s);
+    dm.doomed = true;
+  }
+  release_disk_reader(d);
+  auto [first, last] = load_waiters_.equal_range(s);
+  std::vector<uint64_t> ready_ops;
+  for (auto w = first; w != last; ++w) {
+    auto op = loads_.find(w->second);
+    if (op != loads_.end() && --op->second.waiting == 0) ready_ops.push_back(w->second);
+  }
+  load_waiters_.erase(first, last);
+  for (uint64_t id : ready_ops) {
+    auto op = loads_.find(id);
+    LoadOp finished = std::move(op->second);
+    loads_.erase(op);
+    complete_load(std::move(finished));
+  }
+}
+
+// --- write-down ----------------------------------------------------------------------------------
+
+bool CacheEngine::admitting() {
+  if (!disk_full_) return true;
+  if (std::chrono::steady_clock::now() - disk_full_since_ < options_.nvme.retry_after_full) {
+    return false;
+  }
+  disk_full_ = false;
+  spdlog::info("nvme: trying to admit chunks again after disk full");
+  return true;
+}
+
+void CacheEngine::pump_writes() {
+  if (!nvme_) return;
+  const uint64_t free_bytes = pool_.capacity_bytes() - pool_.used_bytes();
+  const bool pressure = static_cast<double>(free_bytes) <
+                        options_.nvme.writeback_free_fraction *
+                            static_cast<double>(pool_.capacity_bytes());
+  const uint32_t depth = nvme_->io().queue_depth();
+  // Reads wait for nobody: writes use the queue only while there is room left for reads.
+  const uint32_t write_budget = depth > 2 ? depth - depth / 4 : depth;
+  while (!dirty_fifo_.empty() && writes_in_flight_ < write_budget && backlog_.empty() &&
+         (options_.nvme.write_through || flush_requested_ || pressure) && admitting()) {
+    const auto [s, gen] = dirty_fifo_.front();
+    dirty_fifo_.pop_front();
+    if (meta_[s].gen != gen || !is_dirty(meta_[s]) || meta_[s].writing_down) continue;
+    if (!start_write_down(s)) {
+      dirty_fifo_.emplace_front(s, gen);  // no room on disk now: retried later
+      break;
+    }
+  }
+  (void)nvme_->io().submit();
+  if (flush_requested_ && dirty_chunks_ == 0 && writes_in_flight_ == 0) flush_requested_ = false;
+}
+
+bool CacheEngine::start_write_down(SlotId s) {
+  ChunkMeta& m = meta_[s];
+  const NamespaceEntry* e = ns_entry(m.ns);
+  const uint64_t bytes = e->ns.chunk_bytes();
+  auto cls = nvme_->class_for(bytes);
+  if (!cls.ok()) return false;
+  const SlotId d = allocate_disk(*cls);
+  if (d == kNoSlot) {
+    ++unwritable_;
+    return false;
+  }
+  const std::byte* src = region_.data() + pool_.offset(s);
+  DiskMeta& dm = disk_[d];
+  dm.key = m.key;
+  dm.parent_key = m.parent_key;
+  dm.ns = m.ns;
+  dm.stored_bytes = static_cast<uint32_t>(bytes);
+  dm.checksum = NvmeStore::checksum({src, bytes});
+  dm.created_ms = now_ms();
+  dm.readers = 0;
+  dm.doomed = false;
+  dm.source = s;
+  dm.state = DiskState::kWriting;
+  (void)pool_.lease(s);  // the slot must hold still until the write completes
+  update_evictable(s);
+  m.writing_down = true;
+  ++writes_in_flight_;
+  issue(PendingIo{true, d, const_cast<std::byte*>(src), dm.stored_bytes, token(kDiskWrite, d)});
+  // The disk starts on this chunk while the next one's checksum is computed.
+  (void)nvme_->io().submit();
+  return true;
+}
+
+SlotId CacheEngine::allocate_disk(int disk_class) {
+  for (;;) {
+    const SlotId d = nvme_->allocate(disk_class);
+    if (d != kNoSlot) return d;
+    uint32_t victim = disk_lru_->coldest(disk_class);
+    if (victim == LeafFirstLru::kNone) victim = disk_lru_->coldest_any();
+    if (victim == LeafFirstLru::kNone) return kNoSlot;
+    remove_disk(victim);
+    ++disk_evictions_;
+  }
+}
+
+void CacheEngine::release_disk_reader(SlotId d) {
+  DiskMeta& dm = disk_[d];
+  --dm.readers;
+  if (dm.doomed && dm.readers == 0) remove_disk(d);
+  else update_disk_evictable(d);
+}
+
+void CacheEngine::remove_disk(SlotId d) {
+  DiskMeta& dm = disk_[d];
+  if (dm.state != DiskState::kReady) return;
+  if (dm.readers > 0) {  // finished by the last reader
+    dm.doomed = true;
+    disk_lru_->set_evictable(d, 0, false);
+    return;
+  }
+  // The record goes first: after a crash, no record may name a slot that was reused.
+  const std::pair<NamespaceId, ChunkKey> gone{dm.ns, dm.key};
+  if (Status s = nvme_->erase(std::span(&gone, 1)); !s.ok()) {
+    spdlog::error("nvme: {}; chunk {} stays on disk", s.to_string(), dm.key.to_hex());
+    return;
+  }
+  (void)disk_index_->erase(dm.ns, dm.key);
+  const uint32_t p = disk_lru_->unlink_parent(d);
+  if (p != LeafFirstLru::kNone) update_disk_evictable(p);
+  disk_lru_->on_free(d);
+  --disk_chunks_;
+  disk_logical_bytes_ -= dm.stored_bytes;
+  disk_stored_bytes_ -= dm.stored_bytes;
+  if (NamespaceEntry* e = ns_entry(dm.ns)) --e->disk_chunks;
+  // A copy in host RAM is now the only one: it becomes dirty again.
+  const uint32_t s = index_.find(dm.ns, dm.key);
+  if (s != ChunkIndex::kAbsent && meta_[s].state == ChunkState::kReady && meta_[s].on_disk) {
+    meta_[s].on_disk = false;
+    if (is_dirty(meta_[s])) {
+      ++dirty_chunks_;
+      dirty_fifo_.emplace_back(s, meta_[s].gen);
+    }
+  }
+  dm = DiskMeta{};
+  (void)nvme_->free(d);
+}
+
+void CacheEngine::update_disk_evictable(SlotId d) {
+  const DiskMeta& dm = disk_[d];
+  const bool evictable = dm.state == DiskState::kReady && !dm.doomed && dm.readers == 0 &&
+                         disk_lru_->children(d) == 0;
+  disk_lru_->set_evictable(d, nvme_->slot_class(d), evictable);
+}
+
+void CacheEngine::finish_writes(std::span<const IoCompletion> done) {
+  records_scratch_.clear();
+  std::vector<SlotId> written;
+  const uint64_t now = now_ms();
+  for (const IoCompletion& c : done) {
+    const SlotId d = static_cast<SlotId>(token_value(c.user_data));
+    DiskMeta& dm = disk_[d];
+    const SlotId s = dm.source;
+    --writes_in_flight_;
+    meta_[s].writing_down = false;
+    // Evicted or dropped from RAM meanwhile, the chunk still goes to NVMe; deleted, it does not.
+    const bool chunk_alive = meta_[s].state == ChunkState::kReady ||
+                             (meta_[s].state == ChunkState::kZombie && !meta_[s].deleted);
+    if (c.result < static_cast<int32_t>(dm.stored_bytes) || !chunk_alive) {
+      if (c.result == -ENOSPC) {
+        if (!disk_full_) {
+          spdlog::warn("nvme: disk full (ENOSPC); the tier stops admitting chunks for {} s, host "
+                       "RAM and loads go on",
+                       std::chrono::duration_cast<std::chrono::seconds>(
+                           options_.nvme.retry_after_full)
+                           .count());
+        }
+        disk_full_ = true;
+        disk_full_since_ = std::chrono::steady_clock::now();
+      } else if (chunk_alive) {
+        ++write_errors_;
+        spdlog::warn("nvme: write of chunk {} failed: {}; it stays in host RAM only",
+                     dm.key.to_hex(), c.result < 0 ? std::strerror(-c.result) : "short write");
+      }
+      // Still dirty: tried again later (after disk full, once the tier admits again). One that
+      // left RAM meanwhile is lost now, and counted so.
+      if (meta_[s].state == ChunkState::kReady) {
+        if (c.result == -ENOSPC) dirty_fifo_.emplace_front(s, meta_[s].gen);
+        else dirty_fifo_.emplace_back(s, meta_[s].gen);
+      } else if (chunk_alive) {
+        --dirty_chunks_;
+        ++dropped_unwritten_;
+      }
+      dm = DiskMeta{};
+      (void)nvme_->free(d);
+      unlease(s);
+      continue;
+    }
+    storage::ChunkRecord r;
+    r.ns = dm.ns;
+    r.key = dm.key;
+    r.parent = dm.parent_key;
+    r.slot = d;
+    r.file = nvme_->file_of(d);
+    r.offset = nvme_->file_offset(d);
+    r.stored_bytes = dm.stored_bytes;
+    r.logical_bytes = dm.stored_bytes;
+    r.checksum = dm.checksum;
+    r.created_ms = dm.created_ms;
+    r.last_access_ms = now;
+    r.slot_class = static_cast<uint8_t>(nvme_->slot_class(d));
+    records_scratch_.push_back(r);
+    written.push_back(d);
+  }
+  if (written.empty()) return;
+  // One index batch for every write this poll finished: the chunks exist from here on.
+  const Status committed = nvme_->commit(records_scratch_);
+  if (!committed.ok()) spdlog::error("nvme: {}; {} written chunks dropped", committed.to_string(), written.size());
+  for (SlotId d : written) {
+    DiskMeta& dm = disk_[d];
+    const SlotId s = dm.source;
+    if (!committed.ok()) {
+      ++write_errors_;
+      if (meta_[s].state == ChunkState::kReady) {
+        dirty_fifo_.emplace_back(s, meta_[s].gen);
+      } else {
+        --dirty_chunks_;
+        ++dropped_unwritten_;
+      }
+      dm = DiskMeta{};
+      (void)nvme_->free(d);
+      unlease(s);
+      continue;
+    }
+    dm.state = DiskState::kReady;
+    dm.source = kNoSlot;
+    (void)disk_index_->insert(dm.ns, dm.key, d);
+    if (!dm.parent_key.is_zero()) {
+      const uint32_t p = disk_find(dm.ns, dm.parent_key);
+      if (p != ChunkIndex::kAbsent) disk_lru_->link_parent(d, p);
+    }
+    disk_lru_->touch(d);
+    update_disk_evictable(d);
+    ++disk_chunks_;
+    ++written_total_;
+    disk_bytes_in_ += dm.stored_bytes;
+    disk_logical_bytes_ += dm.stored_bytes;
+    disk_stored_bytes_ += dm.stored_bytes;
+    if (NamespaceEntry* e = ns_entry(dm.ns)) ++e->disk_chunks;
+    if (meta_[s].state == ChunkState::kReady) meta_[s].on_disk = true;
+    --dirty_chunks_;  // counted until now, in RAM or not
+    unlease(s);
+  }
+}
+
+// --- completions ---------------------------------------------------------------------------------
+
+void CacheEngine::poll_io() {
+  if (!nvme_) return;
+  for (;;) {
+    const size_t n = nvme_->io().reap(completions_);
+    if (n == 0) break;
+    // Writes are finished together (one index batch); reads and scrubs one by one.
+    std::vector<IoCompletion> writes;
+    for (size_t i = 0; i < n; ++i) {
+      const IoCompletion c = completions_[i];
+      switch (token_kind(c.user_data)) {
+        case kHostRead: finish_read(static_cast<SlotId>(token_value(c.user_data)), c.result); break;
+        case kDiskWrite: writes.push_back(c); break;
+        case kVerifyRead: {
+          const uint64_t v = token_value(c.user_data);
+          finish_verify_read(v >> 20, static_cast<uint32_t>(v & 0xFFFFF), c.result);
+          break;
+        }
+        default: spdlog::error("nvme: completion with unknown token {:x}", c.user_data);
+      }
+    }
+    if (!writes.empty()) finish_writes(writes);
+    // Requests that found the queue full go now.
+    while (!backlog_.empty()) {
+      const PendingIo& io = backlog_.front();
+      const bool queued = io.write ? nvme_->queue_write(io.disk, io.buf, io.length, io.token)
+                                   : nvme_->queue_read(io.disk, io.buf, io.length, io.token);
+      if (!queued) break;
+      backlog_.pop_front();
+    }
+  }
+  pump_writes();
+  (void)nvme_->io().submit();
+}
+
+// --- flush and verify ----------------------------------------------------------------------------
+
+Status CacheEngine::flush(proto::FlushReply& reply) {
+  if (!nvme_) return Status::FailedPrecondition("flush: the NVMe tier is off (nvme.directories is empty)");
+  if (dirty_chunks_ > 0) flush_requested_ = true;
+  pump_writes();
+  reply.dirty_chunks = dirty_chunks_;
+  reply.writes_in_flight = writes_in_flight_;
+  reply.written_total = written_total_;
+  reply.unwritable = disk_full_ ? dirty_chunks_ : 0;
+  return Status::Ok();
+}
+
+void CacheEngine::verify(const proto::VerifyRequest& req, VerifyDone done) {
+  proto::VerifyReply reply;
+  if (!nvme_) {
+    return done(Status::FailedPrecondition("verify: the NVMe tier is off (nvme.directories is empty)"),
+                reply);
+  }
+  reply.cursor_end = disk_.size();
+  if (req.cursor > disk_.size()) {
+    return done(Status::InvalidArgument("verify: cursor " + std::to_string(req.cursor) +
+                                        " is past the end (" + std::to_string(disk_.size()) + ")"),
+                reply);
+  }
+  const uint64_t id = next_op_++ & 0xFFFFFFFF;
+  VerifyOp op;
+  uint64_t c = req.cursor;
+  const uint32_t most = std::min(req.max_chunks, nvme_->io().queue_depth());
+  for (; c < disk_.size() && op.reads.size() < most; ++c) {
+    DiskMeta& dm = disk_[c];
+    if (dm.state != DiskState::kReady || dm.doomed) continue;
+    const uint32_t len = NvmeStore::io_length(dm.stored_bytes);
+    auto* buf = static_cast<std::byte*>(std::aligned_alloc(NvmeStore::kIoAlign, len));
+    if (buf == nullptr) break;
+    ++dm.readers;
+    update_disk_evictable(static_cast<SlotId>(c));
+    op.reads.emplace_back(static_cast<SlotId>(c), buf);
+    issue(PendingIo{false, static_cast<SlotId>(c), buf, dm.stored_bytes,
+                    token(kVerifyRead, id << 20 | (op.reads.size() - 1))});
+  }
+  op.reply.cursor_end = disk_.size();
+  op.reply.next_cursor = c;
+  op.reply.done = c >= disk_.size() ? 1 : 0;
+  op.waiting = static_cast<uint32_t>(op.reads.size());
+  op.done = std::move(done);
+  if (op.waiting == 0) return op.done(Status::Ok(), op.reply);
+  verifies_.emplace(id, std::move(op));
+  (void)nvme_->io().submit();
+}
+
+void CacheEngine::finish_verify_read(uint64_t id, uint32_t index, int32_t result) {
+  auto it = verifies_.find(id);
+  if (it == verifies_.end()) return;
+  VerifyOp& op = it->second;
+  const auto [d, buf] = op.reads[index];
+  DiskMeta& dm = disk_[d];
+  ++op.reply.checked;
+  bool bad = false;
+  if (result < static_cast<int32_t>(dm.stored_bytes)) {
+    ++op.reply.unreadable;
+    ++read_errors_;
+    bad = true;
+    spdlog::warn("verify: chunk {} (slot {}) is unreadable: {}; removed", dm.key.to_hex(), d,
+                 result < 0 ? std::strerror(-result) : "short read");
+  } else if (NvmeStore::checksum({buf, dm.stored_bytes}) != dm.checksum) {
+    ++op.reply.corrupt;
+    ++checksum_failures_;
+    bad = true;
+    spdlog::error("verify: chunk {} (slot {}, file {} offset {}) fails its checksum; removed",
+                  dm.key.to_hex(), d, nvme_->file_of(d), nvme_->file_offset(d));
+  }
+  std::free(buf);
+  if (bad) dm.doomed = true;
+  release_disk_reader(d);
+  if (--op.waiting > 0) return;
+  VerifyOp finished = std::move(op);
+  verifies_.erase(it);
+  finished.done(Status::Ok(), finished.reply);
+}
+
+}  // namespace tierkv::scheduler

@@ -1,0 +1,50 @@
+// A client process for the co-scheduled prefill integration tests.
+//
+//   tierkv_test_prefill_client hang SOCKET
+//     Stores a 32-chunk prompt, begins a prefill session that loads all of it (the daemon's host
+//     reads are throttled, so reads are in flight), takes what is ready, prints "READY" and waits
+//     to be killed.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "tierkv/client.h"
+#include "tierkv/prefill.h"
+
+namespace {
+
+using namespace tierkv;
+
+const Layout kLayout{2, 2, 64, DType::kBFloat16, 64};  // 64 KiB chunks
+
+int hang(const char* socket) {
+  auto client = Client::connect({socket, "test-client prefill hang", true});
+  if (!client.ok()) return 1;
+  auto ns = (*client)->register_layout(kLayout, "prefill");
+  if (!ns.ok()) return 1;
+  std::vector<TokenId> tokens(32 * 64);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = 60000 + i;
+  std::vector<std::byte> kv(32 * ns->chunk_bytes(), std::byte{5});
+  if (!(*client)->put(*ns, tokens, kv).ok()) return 1;
+  PrefillOptions o;
+  o.meeting_point = 0;
+  auto s = PrefillSession::begin(*client, *ns, std::span<const TokenId>(tokens), o);
+  if (!s.ok()) return 1;
+  // Wait until something is delivered and held: leases and reads in flight when killed.
+  while ((*s)->take_ready().empty()) {
+    if (!(*s)->wait_ready(std::chrono::milliseconds(100)).ok()) return 1;
+  }
+  std::printf("READY\n");
+  std::fflush(stdout);
+  for (;;) ::pause();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc == 3 && std::strcmp(argv[1], "hang") == 0) return hang(argv[2]);
+  std::fprintf(stderr, "usage: %s hang SOCKET\n", argv[0]);
+  return 2;
+}
