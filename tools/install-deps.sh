@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config git python3 systemd
+  build-essential cmake pkg-config git python3 python3-venv systemd
   libboost-dev libspdlog-dev libfmt-dev libxxhash-dev libtomlplusplus-dev libcli11-dev
   libsystemd-dev liburing-dev librocksdb-dev libzstd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
