@@ -253,6 +253,8 @@ class E2E:
 
     def forward(self, tokens):
         """Forward over `tokens` after what the cache holds; returns the last position's logits."""
+        if tokens.device != self.dev:
+            tokens = tokens.to(self.dev)  # a few hundred token ids: negligible
         out = self.model(input_ids=tokens.view(1, -1), past_key_values=self.cache, use_cache=True,
                          logits_to_keep=1)
         return out.logits[0, -1]
@@ -335,12 +337,15 @@ class E2E:
         lease.release()
         return logits, n
 
-    def cake(self, req):
-        """The co-scheduled session; returns (logits, summary, plan)."""
+    def cake(self, req, meeting_point=None):
+        """The co-scheduled session (meeting_point None: the daemon plans it; an index: the
+        engine computes the chunks before it, the daemon loads the rest); returns (logits,
+        summary, plan)."""
         self.cache.set_length(0)
         pending = []  # (chunk, event) copies in flight
         ct = self.ct
-        with self.client.begin_prefill(self.ns, req, compute_lookahead=1) as s:
+        with self.client.begin_prefill(self.ns, req, compute_lookahead=1,
+                                       meeting_point=meeting_point) as s:
             plan = s.plan
             n = s.cached_chunks
             while True:
@@ -511,15 +516,19 @@ def run_size(e, prompt_tokens, suffix_tokens, seed, iters, paths, nvme_on):
         r["nvme"] = {"ttft_s": t, "runs_s": ts, "chunks_loaded": n}
         check("nvme", logits, range(n))
 
-    if nvme_on and "cake" in paths:
-        t, ts, (logits, summary, plan) = e.timed(lambda: e.cake(req_cpu), iters,
+    # cake: the daemon plans the meeting point; cake-half: fixed at half the prefix, so that
+    # the combined cache (computed front + loaded back) is checked whatever the planner chooses.
+    for path, mp_fixed in (("cake", None), ("cake-half", chunks // 2)):
+        if not nvme_on or path not in paths:
+            continue
+        t, ts, (logits, summary, plan) = e.timed(lambda: e.cake(req_cpu, mp_fixed), iters,
                                                  lambda: e.to_nvme(req_cpu, chunks))
-        r["cake"] = {"ttft_s": t, "runs_s": ts, "summary": summary, "plan": plan}
+        r[path] = {"ttft_s": t, "runs_s": ts, "summary": summary, "plan": plan}
         loaded = [i for i in range(chunks) if i >= summary["actual_meeting_point"]]
-        check("cake", logits, loaded)
+        check(path, logits, loaded)
         # Chunks the model computed one by one differ from the one-pass prefill by rounding only.
         mp = summary["actual_meeting_point"] * ct
-        r["cake"]["computed_kv_max_abs_diff"] = (
+        r[path]["computed_kv_max_abs_diff"] = (
             max_abs(e.cache.kv[:, :, :, :mp], ref_kv[:, :, :, :mp]) if mp else 0.0)
     del ref_kv
     return r
@@ -565,17 +574,19 @@ def print_table(results, paths):
             if p in r and "loaded_chunks_bit_exact" in r[p]:
                 extra.append("%s: loaded KV bit-exact %s, = split logits %s" % (
                     p, r[p]["loaded_chunks_bit_exact"], r[p]["split_bit_exact"]))
-        if "cake" in r:
-            s, pl = r["cake"]["summary"], r["cake"]["plan"]
-            extra.append("cake: %d computed + %d loaded (met at chunk %d of %d; planned %d; "
+        for path in ("cake", "cake-half"):
+            if path not in r:
+                continue
+            s, pl = r[path]["summary"], r[path]["plan"]
+            extra.append(path + ": %d computed + %d loaded (met at chunk %d of %d; planned %d; "
                          "predicted ms: compute-only %.0f, load-only %.0f, both %.0f), computed "
                          "KV max diff %.2e" % (s["computed"], s["loaded"] + s["handed_over"],
                                                s["actual_meeting_point"], s["chunks"],
                                                s["planned_meeting_point"], pl["compute_only_ms"],
                                                pl["load_only_ms"], pl["bidir_ms"],
-                                               r["cake"]["computed_kv_max_abs_diff"]))
+                                               r[path]["computed_kv_max_abs_diff"]))
             if s["failed"]:
-                extra.append("cake: %d of the daemon's reads FAILED (computed instead)" % s["failed"])
+                extra.append(path + ": %d of the daemon's reads FAILED (computed instead)" % s["failed"])
         log("%s: %s" % (size_label(r["prompt_tokens"]), "; ".join(extra)))
 
 
@@ -586,7 +597,7 @@ def main():
     p.add_argument("--sizes", default="4096,16384,32768", help="prompt tokens, comma-separated")
     p.add_argument("--suffix", type=int, default=128, help="tokens the new request adds")
     p.add_argument("--iters", type=int, default=3, help="timed runs per path (after one warm-up)")
-    p.add_argument("--paths", default="host,nvme,cake")
+    p.add_argument("--paths", default="host,nvme,cake,cake-half")
     p.add_argument("--seed", type=int, default=1234)
     # The model: an 8B-class Llama (Llama-3-8B's shapes) by default.
     p.add_argument("--layers", type=int, default=32)
@@ -615,6 +626,8 @@ def main():
     sizes = [int(x) for x in a.sizes.split(",")]
     paths = [x for x in a.paths.split(",") if x]
     dev = torch.device(a.device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
     if any(s % a.chunk_tokens for s in sizes):
         sys.exit("e2e: prompt sizes must be whole chunks of %d tokens" % a.chunk_tokens)
     tierkvd = shutil.which(a.tierkvd) or a.tierkvd
@@ -707,10 +720,11 @@ def main():
             if x.get("loaded_chunks_bit_exact") is False:
                 failures.append("%s %s: loaded chunks not bit-exact: %s"
                                 % (size_label(r["prompt_tokens"]), path, x.get("chunks_not_bit_exact")))
-        if "cake" in r and r["cake"]["summary"]["failed"]:
-            # Not a wrong answer (failed reads are computed), but the session did not do its job.
-            warnings_.append("%s cake: %d of the daemon's reads failed" % (
-                size_label(r["prompt_tokens"]), r["cake"]["summary"]["failed"]))
+        for path in ("cake", "cake-half"):
+            if path in r and r[path]["summary"]["failed"]:
+                # Not a wrong answer (failed reads are computed), but the session did not load.
+                warnings_.append("%s %s: %d of the daemon's reads failed" % (
+                    size_label(r["prompt_tokens"]), path, r[path]["summary"]["failed"]))
     target = next((r for r in results if r["prompt_tokens"] == 16384 and "host" in r), None)
     verdict = {"logits_check": "pass" if not failures else "FAIL", "failures": failures,
                "warnings": warnings_}
