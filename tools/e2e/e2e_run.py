@@ -19,11 +19,14 @@ for prompts of each size (4k, 16k, 32k tokens by default):
                 with the cache holding the chunks before it) while tierkvd loads from the back;
                 delivered chunks are copied into the same cache, so when the fronts meet the
                 cache holds the whole prefix; then a forward pass over the suffix;
+       - cake-half: the same with the meeting point fixed at half the prefix, so that a cache
+                made of computed and loaded chunks is checked whatever the planner decides;
   3. checks that each path's next-token logits equal those of full recomputation: the max abs
      difference must be within bf16 noise. The noise floor is measured in the same run: logits
      of recomputing the prefix and then the suffix against the cache ("split") differ from the
      one-pass logits by the rounding of different kernel shapes alone. Loads of the raw codec
      must also give the cache bit for bit (checked against the KV the prefill computed).
+     Tolerance: 4x the floor or 4 bf16 ulps (2^-8 relative) of the largest logit, the larger.
 
 Prints a table and writes every figure as JSON (--json-out). See README.md beside this file.
 """
@@ -39,7 +42,6 @@ import subprocess
 import sys
 import tempfile
 import time
-
 import warnings
 
 import torch
@@ -216,6 +218,8 @@ class Daemon:
 
 
 class E2E:
+    """The engine side: one model, its cache, a tierkv client and namespace, and the paths."""
+
     def __init__(self, args, client, ns, model, cache, device):
         self.a = args
         self.client = client
