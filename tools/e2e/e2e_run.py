@@ -451,7 +451,6 @@ def max_abs(a, b):
 
 
 def run_size(e, prompt_tokens, suffix_tokens, seed, iters, paths, nvme_on):
-    a = e.a
     ct = e.ct
     vocab = e.model.config.vocab_size
     g = torch.Generator().manual_seed(seed + prompt_tokens)
