@@ -12,6 +12,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "tierkv/stream_copy.h"
 #include "tierkv/version.h"
 
 namespace tierkv {
@@ -258,7 +259,7 @@ Result<PutResult> Client::put(const Namespace& ns, std::span<const TokenId> toke
   for (size_t i = 0; i < lease->chunks(); ++i) {
     switch (lease->disposition(i)) {
       case proto::PutDisposition::kWrite:
-        std::memcpy(lease->slot(i).data(), kv.data() + i * cb, cb);
+        TIERKV_RETURN_IF_ERROR(lease->write(i, kv.subspan(i * cb, cb)));
         ++result.written;
         break;
       case proto::PutDisposition::kCached: ++result.already_cached; break;
@@ -377,6 +378,24 @@ PutLease::~PutLease() { (void)abort(); }
 
 bool PutLease::needs_write(size_t i) const {
   return client_ != nullptr && slots_[i].disposition == proto::PutDisposition::kWrite;
+}
+
+Status PutLease::write(size_t i, std::span<const std::byte> src) {
+  if (i >= slots_.size()) {
+    return Status::InvalidArgument("chunk " + std::to_string(i) + " is past the lease's " +
+                                   std::to_string(slots_.size()) + " chunks");
+  }
+  if (!needs_write(i)) {
+    return Status::FailedPrecondition("chunk " + std::to_string(i) +
+                                      " needs no write (cached, or being stored by another client)");
+  }
+  if (src.size() != chunk_bytes_) {
+    return Status::InvalidArgument("chunk " + std::to_string(i) + ": " +
+                                   std::to_string(src.size()) + " bytes given, the chunk is " +
+                                   std::to_string(chunk_bytes_));
+  }
+  copy_streaming(slot(i).data(), src.data(), src.size());
+  return Status::Ok();
 }
 
 std::span<std::byte> PutLease::slot(size_t i) const {

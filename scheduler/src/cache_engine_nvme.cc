@@ -535,13 +535,17 @@ void CacheEngine::poll_io() {
   for (;;) {
     const size_t n = nvme_->io().reap(completions_);
     if (n == 0) break;
+    // Refill the queue before the completions' work (checksums, the index batch): the device
+    // keeps reading and writing while this thread verifies what arrived.
+    drain_backlog();
+    (void)nvme_->io().submit();
     // Writes are finished together (one index batch); reads and scrubs one by one.
-    std::vector<IoCompletion> writes;
+    write_scratch_.clear();
     for (size_t i = 0; i < n; ++i) {
       const IoCompletion c = completions_[i];
       switch (token_kind(c.user_data)) {
         case kHostRead: finish_read(static_cast<SlotId>(token_value(c.user_data)), c.result); break;
-        case kDiskWrite: writes.push_back(c); break;
+        case kDiskWrite: write_scratch_.push_back(c); break;
         case kVerifyRead: {
           const uint64_t v = token_value(c.user_data);
           finish_verify_read(v >> 20, static_cast<uint32_t>(v & 0xFFFFF), c.result);
@@ -550,18 +554,22 @@ void CacheEngine::poll_io() {
         default: spdlog::error("nvme: completion with unknown token {:x}", c.user_data);
       }
     }
-    if (!writes.empty()) finish_writes(writes);
-    // Requests that found the queue full go now.
-    while (!backlog_.empty()) {
-      const PendingIo& io = backlog_.front();
-      const bool queued = io.write ? nvme_->queue_write(io.disk, io.buf, io.length, io.token)
-                                   : nvme_->queue_read(io.disk, io.buf, io.length, io.token);
-      if (!queued) break;
-      backlog_.pop_front();
-    }
+    if (!write_scratch_.empty()) finish_writes(write_scratch_);
+    drain_backlog();
   }
   pump_writes();
   (void)nvme_->io().submit();
+}
+
+void CacheEngine::drain_backlog() {
+  // Requests that found the queue full go now, in order.
+  while (!backlog_.empty()) {
+    const PendingIo& io = backlog_.front();
+    const bool queued = io.write ? nvme_->queue_write(io.disk, io.buf, io.length, io.token)
+                                 : nvme_->queue_read(io.disk, io.buf, io.length, io.token);
+    if (!queued) break;
+    backlog_.pop_front();
+  }
 }
 
 // --- flush and verify ----------------------------------------------------------------------------

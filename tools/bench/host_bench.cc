@@ -113,7 +113,10 @@ Result<PutFigures> measure_put(Client& client, const Namespace& ns, size_t chunk
     size_t written = 0;
     for (size_t i = 0; i < lease->chunks(); ++i) {
       if (!lease->needs_write(i)) continue;
-      std::memcpy(lease->slot(i).data(), src->data() + i * cb, cb);
+      // The engine's copy, as libtierkv offers it (streaming stores into the slot).
+      if (Status st = lease->write(i, src->span().subspan(i * cb, cb)); !st.ok()) {
+        return context(st, what);
+      }
       ++written;
     }
     auto committed = lease->commit();
@@ -240,9 +243,13 @@ Result<BenchReport> HostBench::run(const CommonOptions& common) {
     }
   }
 
-  progress("memcpy bandwidth, 32 MiB buffers");
+  // The limit is the faster of glibc's memcpy and a streaming-store copy (what a put uses), both
+  // single-threaded over 32 MiB: a put must not look good against a weaker copy than it uses.
+  progress("memcpy bandwidth, 32 MiB buffers (memcpy and streaming stores)");
   auto mem = measure_memcpy(32 * kMiB, s.memcpy_runs, s.memcpy_run_seconds);
   if (!mem.ok()) return context(mem.status(), "memcpy");
+  auto streamed = measure_memcpy(32 * kMiB, s.memcpy_runs, s.memcpy_run_seconds, true);
+  if (!streamed.ok()) return context(streamed.status(), "streaming copy");
 
   // 1 layer x 8 kv heads x 128 dim bf16 = 4 KiB per token: 512 tokens make 2 MiB, 8192 make 32.
   const auto register_layout = [&](uint32_t layers, uint32_t heads, uint32_t dim,
@@ -357,8 +364,12 @@ Result<BenchReport> HostBench::run(const CommonOptions& common) {
   r.add_info("host_evictions", host_evictions);
   r.add_info("load_iterations", uint64_t{load->iterations});
 
-  const double m = mem->median_GBps;
-  r.add_figure("memcpy_GBps", "memcpy, 1 thread, 32 MiB", m, Unit::kGBps);
+  const double m = std::max(mem->median_GBps, streamed->median_GBps);
+  r.add_figure("memcpy_GBps", "copy limit, 1 thread, 32 MiB (best of the two below)", m,
+               Unit::kGBps);
+  r.add_figure("memcpy_glibc_GBps", "memcpy, 1 thread, 32 MiB", mem->median_GBps, Unit::kGBps);
+  r.add_figure("memcpy_streaming_GBps", "streaming-store copy, 1 thread, 32 MiB",
+               streamed->median_GBps, Unit::kGBps);
   r.add_figure("put_GBps_2MiB", "put, 2 MiB chunks", put2->median_GBps, Unit::kGBps);
   r.add_figure("put_vs_memcpy_2MiB", "put / memcpy, 2 MiB chunks", put2->median_GBps / m,
                Unit::kRatio);

@@ -1,5 +1,7 @@
 #include "bench/measure.h"
 
+#include "tierkv/stream_copy.h"
+
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -60,14 +62,19 @@ void fill_pattern(std::span<std::byte> out, uint64_t seed) {
   for (; i < out.size(); ++i) out[i] = static_cast<std::byte>(i * 131 + seed);
 }
 
-Result<MemcpyFigures> measure_memcpy(size_t bytes, size_t runs, double run_seconds) {
+Result<MemcpyFigures> measure_memcpy(size_t bytes, size_t runs, double run_seconds,
+                                     bool streaming) {
   auto src = PrefaultedBuffer::allocate(bytes);
   if (!src.ok()) return src.status();
   auto dst = PrefaultedBuffer::allocate(bytes);
   if (!dst.ok()) return dst.status();
   fill_pattern(src->span(), 1);
+  const auto copy = [&] {
+    if (streaming) copy_streaming(dst->data(), src->data(), bytes);
+    else std::memcpy(dst->data(), src->data(), bytes);
+  };
   // One untimed copy: warms the TLB and whatever the CPU's frequency governor needs.
-  std::memcpy(dst->data(), src->data(), bytes);
+  copy();
 
   std::vector<double> gbps;
   for (size_t r = 0; r < runs; ++r) {
@@ -75,7 +82,7 @@ Result<MemcpyFigures> measure_memcpy(size_t bytes, size_t runs, double run_secon
     const auto t0 = Clock::now();
     double elapsed = 0;
     do {
-      std::memcpy(dst->data(), src->data(), bytes);
+      copy();
       ++copies;
       elapsed = seconds_since(t0);
     } while (elapsed < run_seconds);

@@ -54,7 +54,9 @@ struct MemcpyFigures {
 };
 // Single-thread memcpy between two prefaulted private buffers of `bytes` each: `runs` runs, each
 // copying repeatedly for at least `run_seconds`; the median run's bandwidth.
-Result<MemcpyFigures> measure_memcpy(size_t bytes, size_t runs, double run_seconds);
+// With `streaming`, the copy is tierkv::copy_streaming (non-temporal stores) instead of memcpy.
+Result<MemcpyFigures> measure_memcpy(size_t bytes, size_t runs, double run_seconds,
+                                     bool streaming = false);
 
 // Keeps the compiler from optimising away a read whose value is otherwise unused.
 inline void do_not_optimize(uint64_t v) { asm volatile("" : : "r"(v) : "memory"); }

@@ -72,6 +72,11 @@ class PutLease {
   bool needs_write(size_t i) const;
   // Where chunk i goes: chunk_bytes of shared memory, or empty if !needs_write(i).
   std::span<std::byte> slot(size_t i) const;
+  // Copies chunk i's bytes (exactly chunk_bytes) from `src` into its slot, with streaming stores:
+  // the chunk goes to shared memory for later readers, so the copy neither reads the slot's old
+  // lines in (no read-for-ownership) nor evicts the engine's working set from the cache. As fast
+  // as the machine's best large memcpy, also for chunks far smaller than the last-level cache.
+  Status write(size_t i, std::span<const std::byte> src);
   proto::PutDisposition disposition(size_t i) const { return slots_[i].disposition; }
   // Makes every written chunk visible to lookups at once (each chunk is whole or absent).
   Result<size_t> commit();

@@ -236,6 +236,7 @@ class CacheEngine {
   // Starts reading disk chunk `d` into a new host slot; kNoSlot when no host slot can be had.
   SlotId start_promotion(SlotId d, int host_class);
   void issue(const PendingIo& io);
+  void drain_backlog();
   void pump_writes();
   bool start_write_down(SlotId host);
   SlotId allocate_disk(int disk_class);
@@ -277,6 +278,7 @@ class CacheEngine {
   std::unordered_map<uint64_t, VerifyOp> verifies_;
   uint64_t next_op_ = 1;
   std::vector<storage::IoCompletion> completions_;
+  std::vector<storage::IoCompletion> write_scratch_;
   std::vector<storage::ChunkRecord> records_scratch_;
   bool flush_requested_ = false;
   bool disk_full_ = false;
