@@ -416,6 +416,36 @@ TEST(DaemonIntegrationTest, SecondDaemonOnTheSameSocketRefusesToStart) {
   EXPECT_NE((second.out + second.err).find("already serving"), std::string::npos) << second.describe();
 }
 
+TEST(DaemonIntegrationTest, PutLeaseWriteCopiesWholeChunksAndRejectsBadCalls) {
+  auto daemon = start_small_daemon();
+  ASSERT_NE(daemon, nullptr);
+  auto c = Client::connect({daemon->socket_path(), "write-test", false});
+  ASSERT_TRUE(c.ok());
+  auto ns = (*c)->register_layout(Layout{2, 2, 64, DType::kBFloat16, 64}, "write");
+  ASSERT_TRUE(ns.ok());
+  std::vector<TokenId> tokens(3 * 64);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = 500 + i;
+  std::vector<std::byte> kv(3 * ns->chunk_bytes());
+  for (size_t i = 0; i < kv.size(); ++i) kv[i] = static_cast<std::byte>(i * 7 + 3);
+  auto put = (*c)->begin_put(*ns, tokens);
+  ASSERT_TRUE(put.ok());
+  const auto cb = ns->chunk_bytes();
+  EXPECT_EQ(put->write(0, std::span(kv).first(cb - 1)).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(put->write(3, std::span(kv).first(cb)).code(), StatusCode::kInvalidArgument);
+  for (size_t i = 0; i < 3; ++i) ASSERT_TRUE(put->write(i, std::span(kv).subspan(i * cb, cb)).ok());
+  ASSERT_TRUE(put->commit().ok());
+  auto load = (*c)->load(*ns, tokens);
+  ASSERT_TRUE(load.ok());
+  ASSERT_EQ(load->chunks(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(std::memcmp(load->chunk(i).data(), kv.data() + i * cb, cb), 0) << "chunk " << i;
+  }
+  // A second put of the same prompt has nothing to write: write() says so.
+  auto again = (*c)->begin_put(*ns, tokens);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->write(0, std::span(kv).first(cb)).code(), StatusCode::kFailedPrecondition);
+}
+
 TEST(DaemonIntegrationTest, SigtermStopsCleanlyAndRemovesTheSocket) {
   auto daemon = start_small_daemon();
   ASSERT_NE(daemon, nullptr);
