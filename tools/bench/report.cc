@@ -60,6 +60,15 @@ void BenchReport::add_target(const std::string& key, bool at_least, double thres
   }
 }
 
+void BenchReport::add_rows(std::string key, std::vector<std::string> columns,
+                           std::vector<std::vector<Cell>> rows) {
+  tables_.push_back({std::move(key), std::move(columns), std::move(rows)});
+}
+
+void BenchReport::add_figure_group(std::string key, std::vector<std::string> figure_keys) {
+  groups_.emplace_back(std::move(key), std::move(figure_keys));
+}
+
 bool BenchReport::Figure::passed() const {
   if (!at_least) return true;
   return *at_least ? value >= threshold : value <= threshold;
@@ -86,6 +95,28 @@ std::string BenchReport::render_table() const {
     out += "\n";
   }
   out += "\n";
+  for (const auto& t : tables_) {
+    std::vector<bool> right;
+    for (const auto& c : t.rows.empty() ? std::vector<Cell>{} : t.rows.front()) {
+      right.push_back(std::holds_alternative<double>(c));
+    }
+    right.resize(t.columns.size(), false);
+    tools::TextTable rows(t.columns, right);
+    for (const auto& r : t.rows) {
+      std::vector<std::string> cells;
+      for (const auto& c : r) {
+        if (const auto* s = std::get_if<std::string>(&c)) {
+          cells.push_back(*s);
+        } else {
+          char buf[32];
+          std::snprintf(buf, sizeof(buf), "%.4g", std::get<double>(c));
+          cells.emplace_back(buf);
+        }
+      }
+      rows.add_row(cells);
+    }
+    out += rows.render() + "\n";
+  }
   tools::TextTable table({"FIGURE", "VALUE", "TARGET", "RESULT"}, {false, true, true, false});
   for (const auto& f : figures_) {
     std::string target, result;
@@ -108,6 +139,27 @@ std::string BenchReport::render_json() const {
     std::visit([&w](const auto& x) { w.value(x); }, v);
   }
   for (const auto& f : figures_) w.field(f.key, f.value);
+  for (const auto& t : tables_) {
+    w.key(t.key).begin_array();
+    for (const auto& r : t.rows) {
+      w.begin_object();
+      for (size_t i = 0; i < r.size() && i < t.columns.size(); ++i) {
+        w.key(t.columns[i]);
+        std::visit([&w](const auto& x) { w.value(x); }, r[i]);
+      }
+      w.end_object();
+    }
+    w.end_array();
+  }
+  for (const auto& [key, names] : groups_) {
+    w.key(key).begin_object();
+    for (const auto& name : names) {
+      for (const auto& f : figures_) {
+        if (f.key == name) w.field(f.key, f.value);
+      }
+    }
+    w.end_object();
+  }
   w.key("targets").begin_object();
   for (const auto& f : figures_) {
     if (!f.at_least) continue;

@@ -30,6 +30,13 @@ class BenchReport {
   // The figure under `key` must be >= (at_least) or <= the threshold.
   void add_target(const std::string& key, bool at_least, double threshold);
 
+  // A table of rows (one JSON array of objects under `key`; a text table before the figures).
+  using Cell = std::variant<std::string, double>;
+  void add_rows(std::string key, std::vector<std::string> columns,
+                std::vector<std::vector<Cell>> rows);
+  // A JSON object under `key` repeating the named figures' values (e.g. a "summary").
+  void add_figure_group(std::string key, std::vector<std::string> figure_keys);
+
   [[nodiscard]] bool pass() const;
   [[nodiscard]] std::string render_table() const;
   [[nodiscard]] std::string render_json() const;
@@ -47,6 +54,13 @@ class BenchReport {
   std::string bench_;
   std::vector<std::pair<std::string, std::variant<std::string, uint64_t, bool>>> info_;
   std::vector<Figure> figures_;
+  struct Rows {
+    std::string key;
+    std::vector<std::string> columns;
+    std::vector<std::vector<Cell>> rows;
+  };
+  std::vector<Rows> tables_;
+  std::vector<std::pair<std::string, std::vector<std::string>>> groups_;
 };
 
 }  // namespace tierkv::bench
