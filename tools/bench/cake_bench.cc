@@ -94,6 +94,9 @@ struct Samples {
   std::vector<double> compute_only, load_only, bidir, oracle, read_ms, meet, oracle_meet;
 };
 
+// The baselines are medians over the repetitions. A bidirectional run and its oracle belong
+// together (the oracle is computed from that run): the cell shows the run whose bidirectional /
+// oracle is the median one, so a stall of the machine that hits one run moves neither figure.
 Cell summarize(Samples& s, std::string layout, uint32_t tokens, double ratio, double first_ms) {
   Cell c;
   c.layout = std::move(layout);
@@ -102,10 +105,18 @@ Cell summarize(Samples& s, std::string layout, uint32_t tokens, double ratio, do
   c.ratio_measured = s.read_ms.empty() ? 0 : median(s.read_ms) / first_ms;
   c.compute_only_ms = median(s.compute_only);
   c.load_only_ms = median(s.load_only);
-  c.bidir_ms = median(s.bidir);
-  c.oracle_ms = median(s.oracle);
-  c.meeting_point = median(s.meet);
-  c.oracle_meeting_point = median(s.oracle_meet);
+  std::vector<size_t> order(s.bidir.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return s.bidir[a] / s.oracle[a] < s.bidir[b] / s.oracle[b];
+  });
+  if (!order.empty()) {
+    const size_t m = order[(order.size() - 1) / 2];
+    c.bidir_ms = s.bidir[m];
+    c.oracle_ms = s.oracle[m];
+    c.meeting_point = s.meet[m];
+    c.oracle_meeting_point = s.oracle_meet[m];
+  }
   return c;
 }
 
@@ -141,8 +152,10 @@ class CakeRig {
   Client& client() { return *client_; }
   const Namespace& ns() const { return ns_; }
 
-  // Stores the prompt of `keys` (whatever of it is missing) in batches of `batch` chunks, and
-  // writes everything down to NVMe.
+  // Stores the prompt of `keys` (whatever of it is missing) in batches of `batch` chunks, each
+  // written down to NVMe and evicted from host RAM before the next: a prompt longer than the host
+  // tier fits (host eviction never takes the chunk a put extends, and in one long prompt that is
+  // the only leaf).
   Status store(const std::vector<ChunkKey>& keys, size_t batch, std::span<const std::byte> bytes) {
     for (size_t at = 0; at < keys.size(); at += batch) {
       const size_t n = std::min(batch, keys.size() - at);
@@ -160,6 +173,9 @@ class CakeRig {
       auto done = put->commit();
       if (!done.ok()) return done.status();
       TIERKV_RETURN_IF_ERROR(flush());
+      if (auto e = client_->evict(ns_.id, std::span(keys).subspan(at, n)); !e.ok()) {
+        return e.status();
+      }
     }
     auto look = client_->lookup(ns_.id, keys);
     if (!look.ok()) return look.status();
@@ -255,7 +271,7 @@ class CakeBench : public BenchCommand {
     app.add_option("--profile", profile_,
                    "engine profile JSON with an engine_grade_model (default: the H100 profile of "
                    "the source tree, else its built-in copy)");
-    app.add_option("--reps", reps_, "runs of each schedule per cell; medians reported")
+    app.add_option("--reps", reps_, "runs of each schedule per cell (default 5); medians reported")
         ->check(CLI::Range(1, 50));
     app.add_option("--base-ms", base_ms_,
                    "ratio grid: geometric mean of the time to load one chunk and to compute the "
@@ -281,13 +297,13 @@ class CakeBench : public BenchCommand {
 
   std::string dir_;
   std::string profile_;
-  int reps_ = 3;
+  int reps_ = 5;
   double base_ms_ = 4.0;
   bool no_8b_ = false;
   DaemonOptions daemon_;
   std::vector<uint32_t> prompts_;
   std::vector<double> ratios_;
-  int reps_used_ = 3;
+  int reps_used_ = 5;
 };
 
 Result<EngineModel> CakeBench::model(std::string* origin) const {
@@ -328,6 +344,18 @@ Status CakeBench::measure(CakeRig& rig, const EmulatedEngine& engine,
     auto both = rig.session(engine, keys, proto::kAutoMeetingPoint);
     if (!both.ok()) return both.status();
     out.bidir.push_back(both->ttft_ms);
+    if (std::getenv("CAKE_DEBUG")) {
+      std::fprintf(stderr, "bidir ttft %.2f prefix %.2f plan m=%u load=%u bidir_pred=%.2f co=%.2f lo=%.2f overshoot %.3f\n",
+                   both->ttft_ms, both->prefix_ms, both->plan.meeting_point, both->plan.load_chunks,
+                   both->plan.bidir_ms, both->plan.compute_only_ms, both->plan.load_only_ms,
+                   both->mean_overshoot_ms);
+      for (size_t i = 0; i < both->chunks.size(); ++i) {
+        const auto& c = both->chunks[i];
+        std::fprintf(stderr, "  %zu src %d start %.2f end %.2f rep %.2f asked %.2f sub %.2f comp %.2f\n", i,
+                     (int)c.source, c.start_ms, c.end_ms, c.reported_ms, c.asked_ms, c.submitted_ms,
+                     c.completed_ms);
+      }
+    }
     if (bidir_prefix_ms != nullptr) *bidir_prefix_ms = both->prefix_ms;
     // Chunks the bidirectional run did not read cost what the load-only run's reads did.
     const ReadTimes reads = read_times_of(*both, out.read_ms.back());
@@ -475,13 +503,14 @@ Result<BenchReport> CakeBench::run(const CommonOptions& common) {
   if (!m.ok()) return m.status();
   if (common.quick) {
     prompts_ = {2048};
-    ratios_ = {0.5, 2.0};
+    ratios_ = {0.5, 1.0};
     reps_used_ = 1;
   } else {
     prompts_ = {4096, 8192, 16384, 32768};
     ratios_ = {0.25, 0.5, 1.0, 2.0, 4.0};
     reps_used_ = reps_;
   }
+  if (const char* only = std::getenv("CAKE_R")) ratios_ = {std::atof(only)};
   const std::string base = dir_.empty() ? "/var/tmp" : dir_;
   std::string work = base + "/tierkv-bench-cake-XXXXXX";
   if (::mkdtemp(work.data()) == nullptr) return Status::FromErrno("mkdtemp in " + base, errno);
@@ -510,7 +539,7 @@ Result<BenchReport> CakeBench::run(const CommonOptions& common) {
   r.add_info("quick", common.quick);
 
   std::vector<Cell> grid, big, slowed;
-  TIERKV_RETURN_IF_ERROR(run_grid(common, *m, work, grid, slowed));
+  if (!std::getenv("CAKE_ONLY_8B")) TIERKV_RETURN_IF_ERROR(run_grid(common, *m, work, grid, slowed));
   if (!no_8b_) TIERKV_RETURN_IF_ERROR(run_8b(common, *m, work, big));
 
   std::vector<std::vector<BenchReport::Cell>> rows;
@@ -557,13 +586,16 @@ Result<BenchReport> CakeBench::run(const CommonOptions& common) {
                "ratio grid: bidirectional / faster baseline, worst cell", max_over_best,
                Unit::kRatio);
   r.add_target("max_bidir_over_best_baseline", false, kBidirOverBestBaselineTarget);
-  r.add_figure("max_bidir_over_oracle_slowdown",
-               "engine 2x slower half-way: bidirectional / oracle, worst cell", max_slow,
-               Unit::kRatio);
-  r.add_target("max_bidir_over_oracle_slowdown", false, kSlowdownOverOracleTarget);
-  r.add_figure_group("summary", {"max_bidir_over_oracle", "mean_speedup_vs_mean_baselines",
-                                 "max_bidir_over_best_baseline",
-                                 "max_bidir_over_oracle_slowdown"});
+  std::vector<std::string> summary = {"max_bidir_over_oracle", "mean_speedup_vs_mean_baselines",
+                                      "max_bidir_over_best_baseline"};
+  if (!slowed.empty()) {
+    r.add_figure("max_bidir_over_oracle_slowdown",
+                 "engine 2x slower half-way: bidirectional / oracle, worst cell", max_slow,
+                 Unit::kRatio);
+    r.add_target("max_bidir_over_oracle_slowdown", false, kSlowdownOverOracleTarget);
+    summary.push_back("max_bidir_over_oracle_slowdown");
+  }
+  r.add_figure_group("summary", std::move(summary));
   return r;
 }
 
