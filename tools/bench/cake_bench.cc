@@ -257,6 +257,25 @@ double mean_read_ms(const EngineRun& run) {
   return n > 0 ? sum / n : 0;
 }
 
+// What happened to each chunk of a bidirectional run, for a person (--trace).
+void print_trace(const EngineRun& run, size_t chunks) {
+  std::fprintf(stderr,
+               "  bidirectional run, %zu chunks: TTFT %.2f ms; planned meeting point %u (%u reads, "
+               "predicted %.2f ms); met at %u; %.3f ms per computed chunk beyond its compute time\n",
+               chunks, run.ttft_ms, run.plan.meeting_point, run.plan.load_chunks, run.plan.bidir_ms,
+               run.summary.actual_meeting_point, run.mean_overshoot_ms);
+  for (size_t i = 0; i < run.chunks.size(); ++i) {
+    const ChunkRecord& c = run.chunks[i];
+    if (c.source == ChunkRecord::Source::kComputed) {
+      std::fprintf(stderr, "    %4zu computed %8.2f .. %8.2f ms (asked %.2f), reported %8.2f\n", i,
+                   c.start_ms, c.end_ms, c.asked_ms, c.reported_ms);
+    } else if (c.source == ChunkRecord::Source::kLoaded) {
+      std::fprintf(stderr, "    %4zu loaded   %8.2f .. %8.2f ms\n", i, c.submitted_ms,
+                   c.completed_ms);
+    }
+  }
+}
+
 class CakeBench : public BenchCommand {
  public:
   [[nodiscard]] std::string name() const override { return "cake"; }
@@ -277,7 +296,18 @@ class CakeBench : public BenchCommand {
                    "ratio grid: geometric mean of the time to load one chunk and to compute the "
                    "first one, ms (r = 1: both take this long)")
         ->check(CLI::Range(0.5, 100.0));
+    app.add_option("--prompts", prompts_opt_, "prompt lengths in tokens, multiples of 256 "
+                                              "(default 4096,8192,16384,32768)")
+        ->delimiter(',')
+        ->check(CLI::Range(256u, 1u << 20));
+    app.add_option("--ratios", ratios_opt_, "load/compute ratios of the grid (default "
+                                            "0.25,0.5,1,2,4)")
+        ->delimiter(',')
+        ->check(CLI::Range(0.01, 100.0));
+    app.add_flag("--no-grid", no_grid_, "skip the ratio grid (and the slowdown runs)");
     app.add_flag("--no-8b", no_8b_, "skip the 8B-class cells");
+    app.add_flag("--trace", trace_,
+                 "print every bidirectional run's chunks (computed when, loaded when) to stderr");
     app.add_option("--daemon", daemon_.daemon_path,
                    "tierkvd binary (default: found beside this one)");
   }
@@ -300,6 +330,10 @@ class CakeBench : public BenchCommand {
   int reps_ = 5;
   double base_ms_ = 4.0;
   bool no_8b_ = false;
+  bool no_grid_ = false;
+  bool trace_ = false;
+  std::vector<uint32_t> prompts_opt_;
+  std::vector<double> ratios_opt_;
   DaemonOptions daemon_;
   std::vector<uint32_t> prompts_;
   std::vector<double> ratios_;
@@ -344,18 +378,7 @@ Status CakeBench::measure(CakeRig& rig, const EmulatedEngine& engine,
     auto both = rig.session(engine, keys, proto::kAutoMeetingPoint);
     if (!both.ok()) return both.status();
     out.bidir.push_back(both->ttft_ms);
-    if (std::getenv("CAKE_DEBUG")) {
-      std::fprintf(stderr, "bidir ttft %.2f prefix %.2f plan m=%u load=%u bidir_pred=%.2f co=%.2f lo=%.2f overshoot %.3f\n",
-                   both->ttft_ms, both->prefix_ms, both->plan.meeting_point, both->plan.load_chunks,
-                   both->plan.bidir_ms, both->plan.compute_only_ms, both->plan.load_only_ms,
-                   both->mean_overshoot_ms);
-      for (size_t i = 0; i < both->chunks.size(); ++i) {
-        const auto& c = both->chunks[i];
-        std::fprintf(stderr, "  %zu src %d start %.2f end %.2f rep %.2f asked %.2f sub %.2f comp %.2f\n", i,
-                     (int)c.source, c.start_ms, c.end_ms, c.reported_ms, c.asked_ms, c.submitted_ms,
-                     c.completed_ms);
-      }
-    }
+    if (trace_) print_trace(*both, keys.size());
     if (bidir_prefix_ms != nullptr) *bidir_prefix_ms = both->prefix_ms;
     // Chunks the bidirectional run did not read cost what the load-only run's reads did.
     const ReadTimes reads = read_times_of(*both, out.read_ms.back());
@@ -387,9 +410,10 @@ Status CakeBench::run_grid(const CommonOptions& common, const EngineModel& model
     progress(common, "r = " + fmt(r, 2) + ": reads throttled to " + fmt(gbps, 3) + " GB/s (" +
                          fmt(load_ms, 2) + " ms a chunk), compute x" + fmt(scale, 3) + " (" +
                          fmt(first_ms, 2) + " ms for the first chunk)");
+    const uint64_t data_mib = longest / kChunkTokens * chunk_bytes / kMiB;
     auto rig = CakeRig::start(daemon_, nvme_dir,
-                              "nvme_read_throttle_GBps = " + fmt(gbps, 6) + "\n", 1024,
-                              kGridLayout);
+                              "nvme_read_throttle_GBps = " + fmt(gbps, 6) + "\n",
+                              data_mib + 512, kGridLayout);
     if (!rig.ok()) return rig.status();
     CakeRig& g = **rig;
     if (!stored) {
@@ -510,7 +534,16 @@ Result<BenchReport> CakeBench::run(const CommonOptions& common) {
     ratios_ = {0.25, 0.5, 1.0, 2.0, 4.0};
     reps_used_ = reps_;
   }
-  if (const char* only = std::getenv("CAKE_R")) ratios_ = {std::atof(only)};
+  if (!prompts_opt_.empty()) prompts_ = prompts_opt_;
+  if (!ratios_opt_.empty()) ratios_ = ratios_opt_;
+  for (uint32_t t : prompts_) {
+    if (t % kChunkTokens != 0) {
+      return Status::InvalidArgument("--prompts: " + std::to_string(t) +
+                                     " tokens is not a multiple of " +
+                                     std::to_string(kChunkTokens) + " (the chunk size)");
+    }
+  }
+  std::sort(prompts_.begin(), prompts_.end());
   const std::string base = dir_.empty() ? "/var/tmp" : dir_;
   std::string work = base + "/tierkv-bench-cake-XXXXXX";
   if (::mkdtemp(work.data()) == nullptr) return Status::FromErrno("mkdtemp in " + base, errno);
@@ -539,7 +572,7 @@ Result<BenchReport> CakeBench::run(const CommonOptions& common) {
   r.add_info("quick", common.quick);
 
   std::vector<Cell> grid, big, slowed;
-  if (!std::getenv("CAKE_ONLY_8B")) TIERKV_RETURN_IF_ERROR(run_grid(common, *m, work, grid, slowed));
+  if (!no_grid_) TIERKV_RETURN_IF_ERROR(run_grid(common, *m, work, grid, slowed));
   if (!no_8b_) TIERKV_RETURN_IF_ERROR(run_8b(common, *m, work, big));
 
   std::vector<std::vector<BenchReport::Cell>> rows;

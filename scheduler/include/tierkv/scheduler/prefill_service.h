@@ -2,10 +2,10 @@
 //
 // It turns the prefill_* requests (tierkv/prefill_protocol.h) into PrefillSessions: finds a
 // prompt's cached prefix through the CacheEngine, builds the session's ChunkLoader (from a
-// ChunkLoaderFactory; by default a TierChunkLoader, which serves the host and NVMe tiers), and keeps what the sessions
-// learn: each tier's read bandwidth and latency (TierCostModel, shared by all sessions), and per
-// namespace the engine's compute profile — registered by the client, or fitted from its reports —
-// and how much slower or faster than that profile the engine last ran.
+// ChunkLoaderFactory; by default a TierChunkLoader, which serves the host and NVMe tiers), and
+// keeps what the sessions learn: each tier's read bandwidth and latency (TierCostModel, shared by
+// all sessions), and per namespace the engine's compute profile — registered by the client, or
+// fitted from its reports — and how much slower or faster than that profile the engine last ran.
 //
 // Leases: each session holds its chunks under an engine session of its own, closed when the
 // session ends, so nothing a session leased outlives it. A client that disconnects has every one
