@@ -4,10 +4,11 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config git python3 systemd
+  build-essential cmake pkg-config git python3 python3-venv systemd
   libboost-dev libspdlog-dev libfmt-dev libxxhash-dev libtomlplusplus-dev libcli11-dev
   libsystemd-dev liburing-dev librocksdb-dev libzstd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  python3-dev pybind11-dev python3-pytest python3-numpy
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

@@ -2,6 +2,7 @@
 // so no product-then-sum is fused: the CUDA port must round each step the same way.
 #include "tierkv/kernels/quantize.h"
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cfloat>
@@ -9,7 +10,6 @@
 #include <cstring>
 #include <string>
 #include <vector>
-#include <algorithm>
 
 #include "tierkv/kernels/half.h"
 
@@ -17,7 +17,9 @@ namespace tierkv::kernels {
 
 namespace {
 
-constexpr float kE4m3Max = 448.0f;
+// Dequantize loops work on tiles of this many elements: fp32 values first, then one conversion
+// pass to the output dtype.
+constexpr uint32_t kTile = 256;
 constexpr int kFp8MinExp = -127;
 // 448 * 2^119 < FLT_MAX < 448 * 2^120: a larger exponent could decode to infinity.
 constexpr int kFp8MaxExp = 119;
@@ -30,27 +32,6 @@ inline float round_even(float v) {
 }
 
 inline bool is_finite_value(float x) { return std::fabs(x) <= FLT_MAX; }
-
-constexpr float e4m3_value(uint8_t q) {
-  const uint32_t sign = uint32_t{q & 0x80u} << 24;
-  const uint32_t e = (q >> 3) & 0xfu;
-  const uint32_t m = q & 0x7u;
-  if (e == 0xf && m == 0x7) return std::bit_cast<float>(sign | 0x7fc00000u);
-  if (e == 0) {
-    // m * 2^-9, exact: m < 8.
-    const float v = static_cast<float>(m) * 0.001953125f;
-    return sign != 0 ? -v : v;
-  }
-  return std::bit_cast<float>(sign | ((e + 120u) << 23) | (m << 20));
-}
-
-constexpr std::array<float, 256> make_e4m3_table() {
-  std::array<float, 256> t{};
-  for (uint32_t i = 0; i < 256; ++i) t[i] = e4m3_value(static_cast<uint8_t>(i));
-  return t;
-}
-
-constexpr std::array<float, 256> kE4m3Table = make_e4m3_table();
 
 // 2^k as a float for k in [-127, 127] (2^-127 is a subnormal, still exact).
 inline float pow2(int k) {
@@ -71,19 +52,68 @@ inline void load_row(DType dtype, const std::byte* in, uint64_t first, uint32_t 
   convert_to_f32(dtype, in + first * eb, n, row);
 }
 
-// Writes fp32 values to the output dtype. Templated so each dequantize loop compiles to a
-// straight-line conversion for its dtype.
+// The per-tile loops of the dequantizers, built twice — for baseline x86-64 and for AVX2 —
+// and chosen at load time (the results are the same: no FMA, same operations).
+#if defined(__x86_64__) && !defined(__clang__)
+#define TIERKV_TILE_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define TIERKV_TILE_CLONES
+#endif
+
+TIERKV_TILE_CLONES void tile_to_bf16(const float* __restrict v, uint32_t n,
+                                     uint16_t* __restrict h) {
+  for (uint32_t j = 0; j < n; ++j) h[j] = f32_to_bf16(v[j]);
+}
+
+TIERKV_TILE_CLONES void tile_to_fp16(const float* __restrict v, uint32_t n,
+                                     uint16_t* __restrict h) {
+  for (uint32_t j = 0; j < n; ++j) h[j] = f32_to_fp16(v[j]);
+}
+
+// Copies n bytes in fixed-size 32-byte pieces (vector moves), then the tail byte by byte: a
+// variable-length memcpy of a few hundred bytes would become a slow `rep movs`.
+inline void copy_short(std::byte* __restrict dst, const void* __restrict src, size_t n) {
+  const auto* s = static_cast<const std::byte*>(src);
+  size_t k = 0;
+  for (; k + 32 <= n; k += 32) std::memcpy(dst + k, s + k, 32);
+  for (; k < n; ++k) dst[k] = s[k];
+}
+
+// Writes `n` fp32 values to elements [i, i + n) of the output, in its dtype.
 template <DType kOut>
-inline void store_out(std::byte* out, uint64_t i, float v) {
+inline void store_tile(std::byte* out, uint64_t i, const float* v, uint32_t n) {
   if constexpr (kOut == DType::kFloat32) {
-    std::memcpy(out + 4 * i, &v, 4);
-  } else if constexpr (kOut == DType::kFloat16) {
-    const uint16_t h = f32_to_fp16(v);
-    std::memcpy(out + 2 * i, &h, 2);
+    copy_short(out + 4 * i, v, 4 * size_t{n});
   } else {
-    const uint16_t h = f32_to_bf16(v);
-    std::memcpy(out + 2 * i, &h, 2);
+    uint16_t h[kTile];
+    if constexpr (kOut == DType::kFloat16) {
+      tile_to_fp16(v, n, h);
+    } else {
+      tile_to_bf16(v, n, h);
+    }
+    copy_short(out + 2 * i, h, 2 * size_t{n});
   }
+}
+
+// e4m3 bits -> fp32 without a table lookup, so loops over a row vectorize: the code's exponent
+// and mantissa bits placed at the top of an fp32 mantissa read as 2^-120 times the value (fp32
+// subnormals for e4m3 subnormals), so one exact multiply by 2^120 gives the value.
+inline float e4m3_decode(uint32_t q) {
+  const uint32_t em = q & 0x7fu;
+  uint32_t bits = std::bit_cast<uint32_t>(std::bit_cast<float>(em << 20) * 0x1p120f);
+  const uint32_t nan = 0u - static_cast<uint32_t>(em == 0x7fu);  // all ones for NaN codes
+  bits = (bits & ~nan) | (0x7fc00000u & nan);
+  return std::bit_cast<float>(bits | ((q & 0x80u) << 24));
+}
+
+TIERKV_TILE_CLONES void fp8_tile(const uint8_t* __restrict q, float scale, uint32_t n,
+                                 float* __restrict out) {
+  for (uint32_t j = 0; j < n; ++j) out[j] = e4m3_decode(q[j]) * scale;
+}
+
+TIERKV_TILE_CLONES void int8_tile(const int8_t* __restrict q, float scale, uint32_t n,
+                                  float* __restrict out) {
+  for (uint32_t j = 0; j < n; ++j) out[j] = static_cast<float>(q[j]) * scale;
 }
 
 // ---- fp8 ----------------------------------------------------------------------------------
@@ -115,6 +145,7 @@ void dequantize_fp8(const SlabShape& s, const std::byte* in, std::byte* out) {
   const uint64_t rows = uint64_t{s.tokens} * s.heads;
   const auto* exps = reinterpret_cast<const uint8_t*>(in);
   const auto* payload = reinterpret_cast<const uint8_t*>(in + rows);
+  float tile[kTile];
   for (uint64_t r = 0; r < rows; ++r) {
     // Any byte decodes: exponents outside [-127, 127] are clamped rather than trusted.
     int k = static_cast<int>(exps[r]) - 127;
@@ -122,8 +153,10 @@ void dequantize_fp8(const SlabShape& s, const std::byte* in, std::byte* out) {
     const float scale = pow2(k);
     const uint8_t* q = payload + r * s.head_dim;
     const uint64_t base = r * s.head_dim;
-    for (uint32_t d = 0; d < s.head_dim; ++d) {
-      store_out<kOut>(out, base + d, kE4m3Table[q[d]] * scale);
+    for (uint32_t d0 = 0; d0 < s.head_dim; d0 += kTile) {
+      const uint32_t n = std::min(kTile, s.head_dim - d0);
+      fp8_tile(q + d0, scale, n, tile);
+      store_tile<kOut>(out, base + d0, tile, n);
     }
   }
 }
@@ -160,12 +193,15 @@ template <DType kOut>
 void dequantize_int8(const SlabShape& s, const std::byte* in, std::byte* out) {
   const uint64_t rows = uint64_t{s.tokens} * s.heads;
   const auto* payload = reinterpret_cast<const int8_t*>(in + 4 * rows);
+  float tile[kTile];
   for (uint64_t r = 0; r < rows; ++r) {
     const float scale = load_f32(in + 4 * r);
     const int8_t* q = payload + r * s.head_dim;
     const uint64_t base = r * s.head_dim;
-    for (uint32_t d = 0; d < s.head_dim; ++d) {
-      store_out<kOut>(out, base + d, static_cast<float>(q[d]) * scale);
+    for (uint32_t d0 = 0; d0 < s.head_dim; d0 += kTile) {
+      const uint32_t n = std::min(kTile, s.head_dim - d0);
+      int8_tile(q + d0, scale, n, tile);
+      store_tile<kOut>(out, base + d0, tile, n);
     }
   }
 }
@@ -188,10 +224,6 @@ inline void put_nibble(uint8_t* packed, uint64_t e, uint8_t q) {
   } else {
     packed[e >> 1] = static_cast<uint8_t>(packed[e >> 1] | (q << 4));
   }
-}
-
-inline uint32_t get_nibble(const uint8_t* packed, uint64_t e) {
-  return (packed[e >> 1] >> ((e & 1) * 4)) & 0xfu;
 }
 
 // Keys: a group is G consecutive tokens of one (head, channel). `mm` holds 2 * H * D floats.
@@ -237,6 +269,37 @@ void quantize_int4_key(const SlabShape& s, uint32_t g, DType dtype, const std::b
   }
 }
 
+// v[j] = v[j] * scale[j] + min[j]: a product, then a sum (two roundings).
+TIERKV_TILE_CLONES void affine_tile(float* __restrict v, const float* __restrict scale,
+                                    const float* __restrict min, uint32_t n) {
+  for (uint32_t j = 0; j < n; ++j) v[j] = v[j] * scale[j] + min[j];
+}
+
+// Both nibbles of every byte value as floats, low nibble first.
+constexpr std::array<std::array<float, 2>, 256> kNibblePairs = [] {
+  std::array<std::array<float, 2>, 256> t{};
+  for (uint32_t b = 0; b < 256; ++b) {
+    t[b] = {static_cast<float>(b & 0xfu), static_cast<float>(b >> 4)};
+  }
+  return t;
+}();
+
+// Unpacks `pairs` bytes into 2 * pairs floats, low nibble first.
+inline void unpack_pairs(const uint8_t* __restrict p, uint32_t pairs, float* __restrict q) {
+  for (uint32_t k = 0; k < pairs; ++k) std::memcpy(q + 2 * k, kNibblePairs[p[k]].data(), 8);
+}
+
+// Unpacks nibbles [e, e + n) of `packed` as floats.
+inline void unpack_nibbles(const uint8_t* packed, uint64_t e, uint32_t n, float* q) {
+  uint32_t j = 0;
+  if ((e & 1) != 0 && n > 0) q[j++] = static_cast<float>(packed[e >> 1] >> 4);
+  const uint8_t* p = packed + ((e + j) >> 1);
+  const uint32_t pairs = (n - j) / 2;
+  unpack_pairs(p, pairs, q + j);
+  j += 2 * pairs;
+  if (j < n) q[j] = static_cast<float>(p[pairs] & 0xfu);
+}
+
 template <DType kOut>
 void dequantize_int4_key(const SlabShape& s, uint32_t g, const std::byte* in, std::byte* out) {
   const uint64_t hd = uint64_t{s.heads} * s.head_dim;
@@ -244,13 +307,19 @@ void dequantize_int4_key(const SlabShape& s, uint32_t g, const std::byte* in, st
   const std::byte* scales = in;
   const std::byte* mins = in + 4 * ngroups;
   const auto* packed = reinterpret_cast<const uint8_t*>(in + 8 * ngroups);
+  float tile[kTile], sc[kTile], mn[kTile];
   for (uint32_t t = 0; t < s.tokens; ++t) {
     const uint64_t gbase = uint64_t{t / g} * hd;
     const uint64_t ebase = t * hd;
-    for (uint64_t c = 0; c < hd; ++c) {
-      const float q = static_cast<float>(get_nibble(packed, ebase + c));
-      const float v = q * load_f32(scales + 4 * (gbase + c)) + load_f32(mins + 4 * (gbase + c));
-      store_out<kOut>(out, ebase + c, v);
+    for (uint64_t c0 = 0; c0 < hd; c0 += kTile) {
+      const auto n = static_cast<uint32_t>(std::min<uint64_t>(kTile, hd - c0));
+      unpack_nibbles(packed, ebase + c0, n, tile);
+      for (uint32_t j = 0; j < n; ++j) {
+        sc[j] = load_f32(scales + 4 * (gbase + c0 + j));
+        mn[j] = load_f32(mins + 4 * (gbase + c0 + j));
+      }
+      affine_tile(tile, sc, mn, n);
+      store_tile<kOut>(out, ebase + c0, tile, n);
     }
   }
 }
@@ -297,17 +366,22 @@ void dequantize_int4_value(const SlabShape& s, uint32_t g, const std::byte* in, 
   const std::byte* scales = in;
   const std::byte* mins = in + 4 * ngroups;
   const auto* packed = reinterpret_cast<const uint8_t*>(in + 8 * ngroups);
+  float tile[kTile];
   for (uint64_t r = 0; r < rows; ++r) {
     const uint64_t ebase = r * s.head_dim;
-    for (uint32_t j = 0; j < gpr; ++j) {
-      const float scale = load_f32(scales + 4 * (r * gpr + j));
-      const float min = load_f32(mins + 4 * (r * gpr + j));
-      const uint32_t d0 = j * g;
-      const uint32_t d1 = std::min(s.head_dim, d0 + g);
-      for (uint32_t d = d0; d < d1; ++d) {
-        const float q = static_cast<float>(get_nibble(packed, ebase + d));
-        store_out<kOut>(out, ebase + d, q * scale + min);
+    for (uint32_t d0 = 0; d0 < s.head_dim; d0 += kTile) {
+      const uint32_t n = std::min(kTile, s.head_dim - d0);
+      unpack_nibbles(packed, ebase + d0, n, tile);
+      // Groups within the tile: runs of equal parameters.
+      for (uint32_t j = 0; j < n;) {
+        const uint32_t grp = (d0 + j) / g;
+        const uint32_t end = std::min(n, (grp + 1) * g - d0);
+        const float scale = load_f32(scales + 4 * (r * gpr + grp));
+        const float min = load_f32(mins + 4 * (r * gpr + grp));
+        for (uint32_t k = j; k < end; ++k) tile[k] = tile[k] * scale + min;
+        j = end;
       }
+      store_tile<kOut>(out, ebase + d0, tile, n);
     }
   }
 }
@@ -316,9 +390,12 @@ template <DType kOut>
 void dequantize_dispatch(const QuantSpec& spec, const SlabShape& shape, const std::byte* in,
                          std::byte* out) {
   switch (spec.scheme) {
-    case QuantScheme::kFp8E4M3: return dequantize_fp8<kOut>(shape, in, out);
-    case QuantScheme::kInt8: return dequantize_int8<kOut>(shape, in, out);
-    case QuantScheme::kInt4Key: return dequantize_int4_key<kOut>(shape, spec.group_size, in, out);
+    case QuantScheme::kFp8E4M3:
+      return dequantize_fp8<kOut>(shape, in, out);
+    case QuantScheme::kInt8:
+      return dequantize_int8<kOut>(shape, in, out);
+    case QuantScheme::kInt4Key:
+      return dequantize_int4_key<kOut>(shape, spec.group_size, in, out);
     case QuantScheme::kInt4Value:
       return dequantize_int4_value<kOut>(shape, spec.group_size, in, out);
   }
@@ -348,7 +425,7 @@ uint8_t f32_to_e4m3(float x) {
   return sign | static_cast<uint8_t>((u >> 20) - (120u << 3));  // rebias exponent 127 -> 7
 }
 
-float e4m3_to_f32(uint8_t q) { return kE4m3Table[q]; }
+float e4m3_to_f32(uint8_t q) { return e4m3_decode(q); }
 
 int fp8_scale_exponent(float amax) {
   if (!(amax > 0.0f)) return 0;
@@ -397,8 +474,10 @@ QuantSizes quant_sizes(const QuantSpec& spec, const SlabShape& shape) {
   const uint64_t rows = uint64_t{shape.tokens} * shape.heads;
   const uint64_t n = shape.elements();
   switch (spec.scheme) {
-    case QuantScheme::kFp8E4M3: return {rows, n};
-    case QuantScheme::kInt8: return {4 * rows, n};
+    case QuantScheme::kFp8E4M3:
+      return {rows, n};
+    case QuantScheme::kInt8:
+      return {4 * rows, n};
     case QuantScheme::kInt4Key: {
       const uint64_t groups =
           ceil_div(shape.tokens, spec.group_size) * shape.heads * shape.head_dim;
@@ -466,8 +545,8 @@ Status quantize_slab(const QuantSpec& spec, const SlabShape& shape, DType dtype,
   return quantize_slab(spec, shape, dtype, in, out, scratch);
 }
 
-Status dequantize_slab(const QuantSpec& spec, const SlabShape& shape,
-                       std::span<const std::byte> in, DType dtype, std::span<std::byte> out) {
+Status dequantize_slab(const QuantSpec& spec, const SlabShape& shape, std::span<const std::byte> in,
+                       DType dtype, std::span<std::byte> out) {
   TIERKV_RETURN_IF_ERROR(validate_quant(spec, shape));
   TIERKV_RETURN_IF_ERROR(check_dtype(dtype));
   const uint64_t in_bytes = quant_sizes(spec, shape).total();

@@ -430,6 +430,23 @@ void CacheEngine::update_disk_evictable(SlotId d) {
   disk_lru_->set_evictable(d, nvme_->slot_class(d), evictable);
 }
 
+void CacheEngine::abandon_write(SlotId d, bool chunk_alive, bool retry_first) {
+  DiskMeta& dm = disk_[d];
+  const SlotId s = dm.source;
+  // Still dirty: tried again later (first, after disk full, once the tier admits again). One
+  // that left RAM meanwhile is lost now, and counted so; a deleted one was never owed.
+  if (meta_[s].state == ChunkState::kReady) {
+    if (retry_first) dirty_fifo_.emplace_front(s, meta_[s].gen);
+    else dirty_fifo_.emplace_back(s, meta_[s].gen);
+  } else if (chunk_alive) {
+    --dirty_chunks_;
+    ++dropped_unwritten_;
+  }
+  dm = DiskMeta{};
+  (void)nvme_->free(d);
+  unlease(s);
+}
+
 void CacheEngine::finish_writes(std::span<const IoCompletion> done) {
   records_scratch_.clear();
   std::vector<SlotId> written;
@@ -459,18 +476,7 @@ void CacheEngine::finish_writes(std::span<const IoCompletion> done) {
         spdlog::warn("nvme: write of chunk {} failed: {}; it stays in host RAM only",
                      dm.key.to_hex(), c.result < 0 ? std::strerror(-c.result) : "short write");
       }
-      // Still dirty: tried again later (after disk full, once the tier admits again). One that
-      // left RAM meanwhile is lost now, and counted so.
-      if (meta_[s].state == ChunkState::kReady) {
-        if (c.result == -ENOSPC) dirty_fifo_.emplace_front(s, meta_[s].gen);
-        else dirty_fifo_.emplace_back(s, meta_[s].gen);
-      } else if (chunk_alive) {
-        --dirty_chunks_;
-        ++dropped_unwritten_;
-      }
-      dm = DiskMeta{};
-      (void)nvme_->free(d);
-      unlease(s);
+      abandon_write(d, chunk_alive, /*retry_first=*/c.result == -ENOSPC);
       continue;
     }
     storage::ChunkRecord r;
@@ -498,15 +504,7 @@ void CacheEngine::finish_writes(std::span<const IoCompletion> done) {
     const SlotId s = dm.source;
     if (!committed.ok()) {
       ++write_errors_;
-      if (meta_[s].state == ChunkState::kReady) {
-        dirty_fifo_.emplace_back(s, meta_[s].gen);
-      } else {
-        --dirty_chunks_;
-        ++dropped_unwritten_;
-      }
-      dm = DiskMeta{};
-      (void)nvme_->free(d);
-      unlease(s);
+      abandon_write(d, /*chunk_alive=*/true, /*retry_first=*/false);
       continue;
     }
     dm.state = DiskState::kReady;

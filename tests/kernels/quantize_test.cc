@@ -79,6 +79,21 @@ TEST(E4m3, DecodesKnownValues) {
   EXPECT_TRUE(std::isnan(e4m3_to_f32(0xff)));
 }
 
+TEST(E4m3, DecodesEveryCodeByTheFormula) {
+  for (int q = 0; q < 256; ++q) {
+    const int e = (q >> 3) & 15, m = q & 7;
+    const double mag = e == 0 ? std::ldexp(m, -9) : std::ldexp(8 + m, e - 10);
+    const float f = e4m3_to_f32(static_cast<uint8_t>(q));
+    if (e == 15 && m == 7) {
+      EXPECT_TRUE(std::isnan(f)) << q;
+      EXPECT_EQ(std::signbit(f), (q & 0x80) != 0) << q;
+    } else {
+      EXPECT_EQ(double{f}, (q & 0x80) ? -mag : mag) << q;
+      EXPECT_EQ(std::signbit(f), (q & 0x80) != 0) << q;
+    }
+  }
+}
+
 TEST(E4m3, EveryCodeRoundTrips) {
   for (int q = 0; q < 256; ++q) {
     const float f = e4m3_to_f32(static_cast<uint8_t>(q));
@@ -181,9 +196,12 @@ std::vector<float> kv_like(const SlabShape& s, DType dtype, uint32_t seed) {
 
 double out_ulp(DType dtype) {
   switch (dtype) {
-    case DType::kBFloat16: return 0x1p-8;
-    case DType::kFloat16: return 0x1p-11;
-    default: return 0.0;
+    case DType::kBFloat16:
+      return 0x1p-8;
+    case DType::kFloat16:
+      return 0x1p-11;
+    default:
+      return 0.0;
   }
 }
 
@@ -254,10 +272,10 @@ void check_int4(QuantScheme scheme, DType dtype, const SlabShape& shape, uint32_
   for (uint32_t t = 0; t < shape.tokens; ++t) {
     for (uint64_t c = 0; c < hd; ++c) {
       const uint64_t i = t * hd + c;
-      const uint64_t grp = scheme == QuantScheme::kInt4Key
-                               ? (t / g) * hd + c
-                               : (uint64_t{t} * shape.heads + c / shape.head_dim) * gpr +
-                                     (c % shape.head_dim) / g;
+      const uint64_t grp =
+          scheme == QuantScheme::kInt4Key
+              ? (t / g) * hd + c
+              : (uint64_t{t} * shape.heads + c / shape.head_dim) * gpr + (c % shape.head_dim) / g;
       ASSERT_LT(grp, ngroups);
       const double scale = load_f32_at(r.encoded, grp);
       const double min = load_f32_at(r.encoded, ngroups + grp);
@@ -306,10 +324,9 @@ TEST(SlabGolden, Int8) {
   const std::vector<float> x{127.0f, -63.5f, 0.5f, 1.5f};
   std::vector<std::byte> enc(quant_sizes({QuantScheme::kInt8, 0}, shape).total());
   ASSERT_EQ(enc.size(), 4u + 4u);
-  ASSERT_TRUE(
-      quantize_slab({QuantScheme::kInt8, 0}, shape, DType::kFloat32, std::as_bytes(std::span(x)),
-                    enc)
-          .ok());
+  ASSERT_TRUE(quantize_slab({QuantScheme::kInt8, 0}, shape, DType::kFloat32,
+                            std::as_bytes(std::span(x)), enc)
+                  .ok());
   EXPECT_EQ(load_f32_at(enc, 0), 1.0f);  // scale = 127 / 127
   // -63.5 -> -64 (ties to even), 0.5 -> 0, 1.5 -> 2.
   const std::vector<int8_t> q{127, -64, 0, 2};
@@ -410,15 +427,13 @@ TEST(Slab, RejectsBadArguments) {
                              std::span(enc).first(enc.size() - 1))
                    .ok());
   EXPECT_FALSE(quantize_slab({QuantScheme::kInt8, 0}, shape, DType::kInt8, in, enc).ok());
-  EXPECT_FALSE(
-      quantize_slab({QuantScheme::kInt8, 0}, {0, 2, 8}, DType::kBFloat16, in, enc).ok());
+  EXPECT_FALSE(quantize_slab({QuantScheme::kInt8, 0}, {0, 2, 8}, DType::kBFloat16, in, enc).ok());
   EXPECT_FALSE(
       quantize_slab({static_cast<QuantScheme>(9), 0}, shape, DType::kBFloat16, in, enc).ok());
   EXPECT_FALSE(validate_quant({QuantScheme::kInt4Key, 0}, shape).ok());
   std::vector<float> small_scratch(1);
-  EXPECT_FALSE(quantize_slab({QuantScheme::kInt8, 0}, shape, DType::kBFloat16, in, enc,
-                             small_scratch)
-                   .ok());
+  EXPECT_FALSE(
+      quantize_slab({QuantScheme::kInt8, 0}, shape, DType::kBFloat16, in, enc, small_scratch).ok());
   std::vector<std::byte> out(in.size());
   EXPECT_FALSE(dequantize_slab({QuantScheme::kInt8, 0}, shape, std::span(enc).first(3),
                                DType::kBFloat16, out)

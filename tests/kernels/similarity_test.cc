@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -71,6 +72,36 @@ TEST(Similarity, TiesZerosAndEmpty) {
   ASSERT_TRUE(best_cosine_match(queries, 3, {}, 0, dim, nullptr, best, sim).ok());
   EXPECT_EQ(best[0], -1);
   EXPECT_TRUE(std::isinf(sim[0]) && sim[0] < 0);
+}
+
+TEST(Similarity, TopMatchesAreSortedAndAgreeWithBruteForce) {
+  std::mt19937 rng(2);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  const uint32_t dim = 9, nc = 40;
+  std::vector<float> cand(nc * dim), q(dim);
+  for (auto& v : cand) v = n(rng);
+  for (auto& v : q) v = n(rng);
+  std::vector<std::pair<double, int>> ref;
+  for (uint32_t c = 0; c < nc; ++c) ref.emplace_back(-cosine_ref(q.data(), &cand[c * dim], dim), c);
+  std::sort(ref.begin(), ref.end());
+  std::vector<int32_t> idx(5);
+  std::vector<float> sim(5);
+  auto got = top_cosine_matches(q, cand, nc, dim, nullptr, 5, idx, sim);
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ(*got, 5u);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(idx[i], ref[i].second);
+    EXPECT_NEAR(sim[i], -ref[i].first, 1e-5);
+  }
+  // Fewer candidates than k; ties keep index order.
+  const std::vector<float> same{1, 0, 2, 0};
+  const std::vector<float> qx{1, 0};
+  auto two = top_cosine_matches(qx, same, 2, 2, nullptr, 5, idx, sim);
+  ASSERT_TRUE(two.ok());
+  EXPECT_EQ(*two, 2u);
+  EXPECT_EQ(idx[0], 0);
+  EXPECT_EQ(idx[1], 1);
+  EXPECT_FALSE(top_cosine_matches(std::span(qx).first(1), same, 2, 2, nullptr, 5, idx, sim).ok());
 }
 
 TEST(Similarity, RejectsShortSpans) {

@@ -44,8 +44,8 @@
 #include "tierkv/client.h"
 #include "tierkv/prefill.h"
 
-#ifndef TIERKV_BENCH_DATA_DIR
-#define TIERKV_BENCH_DATA_DIR ""
+#ifndef TIERKV_SOURCE_DIR
+#define TIERKV_SOURCE_DIR ""
 #endif
 
 namespace tierkv::bench {
@@ -344,9 +344,9 @@ Result<EngineModel> CakeBench::model(std::string* origin) const {
   std::string path = profile_;
   if (path.empty()) {
     const std::string in_tree =
-        std::string(TIERKV_BENCH_DATA_DIR) + "/h100-llama8b-profile.json";
+        std::string(TIERKV_SOURCE_DIR) + "/tools/bench/data/h100-llama8b-profile.json";
     std::error_code ec;
-    if (!std::string(TIERKV_BENCH_DATA_DIR).empty() && std::filesystem::exists(in_tree, ec)) {
+    if (!std::string(TIERKV_SOURCE_DIR).empty() && std::filesystem::exists(in_tree, ec)) {
       path = in_tree;
     }
   }

@@ -2,10 +2,10 @@
 // that KV caches are stored in, plus whole-array helpers over tierkv's DType.
 //
 // Every conversion to a narrower format rounds to nearest, ties to even, and saturates: a finite
-// value beyond the format's largest finite value becomes that value (with its sign); infinities stay
-// infinities and NaN stays a (quiet) NaN. Conversions to fp32 are exact. These are the reference
-// semantics the CUDA kernels must reproduce bit for bit (__float2half_rn / __float2bfloat16_rn
-// round the same way but do not saturate, so the kernels clamp first).
+// value beyond the format's largest finite value becomes that value (with its sign); infinities
+// stay infinities and NaN stays a (quiet) NaN. Conversions to fp32 are exact. These are the
+// reference semantics the CUDA kernels must reproduce bit for bit (__float2half_rn /
+// __float2bfloat16_rn round the same way but do not saturate, so the kernels clamp first).
 //
 // Header-only, branch-light code that compilers vectorize. Thread safety: pure functions.
 #pragma once
@@ -30,35 +30,37 @@ inline float fp16_to_f32(uint16_t h) {
   return std::bit_cast<float>(bits | sign);
 }
 
+// Written with selects rather than early returns so loops over arrays vectorize.
 inline uint16_t f32_to_fp16(float f) {
-  uint32_t u = std::bit_cast<uint32_t>(f);
-  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
-  u &= 0x7fffffffu;
-  if (u > 0x7f800000u) return sign | 0x7e00u;   // NaN
-  if (u == 0x7f800000u) return sign | 0x7c00u;  // inf
-  if (u >= 0x477ff000u) return sign | 0x7bffu;  // >= 65520 would round to inf: saturate
-  if (u < 0x38800000u) {                        // below 2^-14: fp16 subnormal or zero
-    // Adding 0.5 (2^-1) aligns the value's bits so the FPU's own round-to-nearest-even yields
-    // the subnormal mantissa in the low bits.
-    const float t = std::bit_cast<float>(u) + 0.5f;
-    return sign | static_cast<uint16_t>(std::bit_cast<uint32_t>(t) - 0x3f000000u);
-  }
-  const uint32_t odd = (u >> 13) & 1u;
-  u += 0xc8000fffu + odd;  // rebias exponent (127 -> 15) and add the rounding bias
-  return sign | static_cast<uint16_t>(u >> 13);
+  const uint32_t u = std::bit_cast<uint32_t>(f);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  const uint32_t a = u & 0x7fffffffu;
+  // Normal range: rebias the exponent (127 -> 15) and round the mantissa to 10 bits, ties to
+  // even, in one integer add.
+  const uint32_t normal = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;
+  // Below 2^-14 (fp16 subnormal or zero): adding 0.5 aligns the value's bits so the FPU's own
+  // round-to-nearest-even leaves the subnormal mantissa in the low bits.
+  const uint32_t sub = std::bit_cast<uint32_t>(std::bit_cast<float>(a) + 0.5f) - 0x3f000000u;
+  // Selects as masks (all ones where the condition holds), which vectorize.
+  auto mask = [](bool c) { return 0u - static_cast<uint32_t>(c); };
+  auto pick = [](uint32_t m, uint32_t yes, uint32_t no) { return (yes & m) | (no & ~m); };
+  uint32_t r = pick(mask(a < 0x38800000u), sub, normal);
+  r = pick(mask(a >= 0x477ff000u), 0x7bffu, r);  // >= 65520 would round to inf: saturate
+  r = pick(mask(a == 0x7f800000u), 0x7c00u, r);  // inf
+  r = pick(mask(a > 0x7f800000u), 0x7e00u, r);   // NaN
+  return static_cast<uint16_t>(r | sign);
 }
 
 inline float bf16_to_f32(uint16_t b) { return std::bit_cast<float>(uint32_t{b} << 16); }
 
 inline uint16_t f32_to_bf16(float f) {
   const uint32_t u = std::bit_cast<uint32_t>(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // NaN
-  if ((u & 0x7fffffffu) == 0x7f800000u) return static_cast<uint16_t>(u >> 16);           // inf
-  if ((u & 0x7fffffffu) >= 0x7f7f8000u) {  // would round to inf: saturate
-    return static_cast<uint16_t>(((u >> 16) & 0x8000u) | 0x7f7fu);
-  }
-  const uint32_t rounded = u + 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(rounded >> 16);
+  const uint32_t a = u & 0x7fffffffu;
+  uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;  // round to nearest even
+  // Finite values that would round to inf saturate; NaN stays a quiet NaN.
+  r = (a >= 0x7f7f8000u && a < 0x7f800000u) ? ((u >> 16) & 0x8000u) | 0x7f7fu : r;
+  r = a > 0x7f800000u ? (u >> 16) | 0x40u : r;
+  return static_cast<uint16_t>(r);
 }
 
 // True for the dtypes the quantizers and codecs accept as KV elements.

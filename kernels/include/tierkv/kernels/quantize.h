@@ -99,7 +99,8 @@ Status validate_quant(const QuantSpec& spec, const SlabShape& shape);
 // Region sizes for `spec` and `shape`; both must be valid (validate_quant).
 QuantSizes quant_sizes(const QuantSpec& spec, const SlabShape& shape);
 
-// fp32 scratch quantize_slab needs for `spec` and `shape` (both valid): at most 3 * heads * head_dim.
+// fp32 scratch quantize_slab needs for `spec` and `shape` (both valid): at most 3 * heads *
+// head_dim.
 uint64_t quant_scratch_floats(const QuantSpec& spec, const SlabShape& shape);
 
 // Quantizes the slab `in` (shape.elements() elements of `dtype`: fp16, bf16 or fp32) into `out`,
@@ -117,8 +118,8 @@ Status quantize_slab(const QuantSpec& spec, const SlabShape& shape, DType dtype,
 // shape.elements() elements of `dtype` to `out`. Any bit pattern of `in` decodes to some values
 // (never out-of-bounds); corrupt metadata gives wrong values, which is why encoded chunks carry a
 // checksum.
-Status dequantize_slab(const QuantSpec& spec, const SlabShape& shape,
-                       std::span<const std::byte> in, DType dtype, std::span<std::byte> out);
+Status dequantize_slab(const QuantSpec& spec, const SlabShape& shape, std::span<const std::byte> in,
+                       DType dtype, std::span<std::byte> out);
 
 // Scalar building blocks, exposed so tests and the CUDA port can check single values.
 // fp32 -> OCP e4m3 bits, round to nearest even, finite values saturate to +-448, NaN -> 0x7f|sign.

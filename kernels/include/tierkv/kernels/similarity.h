@@ -29,8 +29,17 @@ void vector_norms(const float* vectors, uint32_t count, uint32_t dim, float* nor
 // lets a caller that keeps its candidates across calls compute each norm once.
 // Returns InvalidArgument when a span is shorter than the sizes require.
 Status best_cosine_match(std::span<const float> queries, uint32_t num_queries,
-                         std::span<const float> candidates, uint32_t num_candidates,
-                         uint32_t dim, const float* candidate_norms,
-                         std::span<int32_t> best_index, std::span<float> best_similarity);
+                         std::span<const float> candidates, uint32_t num_candidates, uint32_t dim,
+                         const float* candidate_norms, std::span<int32_t> best_index,
+                         std::span<float> best_similarity);
+
+// For one query: the min(k, num_candidates) candidates of greatest cosine similarity, best first
+// (ties: lower index first), written to index[0..) and similarity[0..); returns how many.
+// candidate_norms as above (may be null). A prefilter: the fused codec shortlists candidates on a
+// cheap summary of each block, then compares the shortlist in full.
+Result<uint32_t> top_cosine_matches(std::span<const float> query, std::span<const float> candidates,
+                                    uint32_t num_candidates, uint32_t dim,
+                                    const float* candidate_norms, uint32_t k,
+                                    std::span<int32_t> index, std::span<float> similarity);
 
 }  // namespace tierkv::kernels

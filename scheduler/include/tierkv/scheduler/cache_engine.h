@@ -242,6 +242,9 @@ class CacheEngine {
   void remove_disk(SlotId d);
   void update_disk_evictable(SlotId d);
   void finish_writes(std::span<const storage::IoCompletion> done);
+  // A write-down that will not land: frees its disk slot and lets go of its host chunk, which
+  // goes back in line if it is still in RAM.
+  void abandon_write(SlotId d, bool chunk_alive, bool retry_first);
   void finish_read(SlotId host, int32_t result);
   void finish_verify_read(uint64_t op, uint32_t index, int32_t result);
   void complete_load(LoadOp op);

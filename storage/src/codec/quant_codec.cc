@@ -1,0 +1,131 @@
+// fp8, int8, int4: each layer's K slab and V slab quantized by the kernels' reference
+// (tierkv/kernels/quantize.h documents the byte layout and error bound of each scheme).
+//
+// Params: int4: [0, 4) uint32 group size. fp8, int8: none.
+// Payload: for each layer: encoded K slab, then encoded V slab (quantize.h's encoded-slab layout,
+// metadata then payload), slab shape [chunk_tokens][num_kv_heads][head_dim].
+//   fp8:  K and V kFp8E4M3 (per-token-per-head power-of-two scale)
+//   int8: K and V kInt8 (per-token-per-head scale)
+//   int4: K kInt4Key (groups of G tokens per channel), V kInt4Value (groups of G channels per
+//         token), as KIVI does.
+// Decoding writes the layout's dtype (rounded to nearest even, saturating).
+#include <vector>
+
+#include "codecs.h"
+#include "tierkv/kernels/half.h"
+#include "tierkv/kernels/quantize.h"
+
+namespace tierkv::storage::codec_internal {
+
+namespace {
+
+using kernels::QuantScheme;
+using kernels::QuantSpec;
+using kernels::SlabShape;
+
+struct Schemes {
+  QuantSpec k;
+  QuantSpec v;
+};
+
+Schemes schemes_for(CodecId id, uint32_t group) {
+  switch (id) {
+    case CodecId::kInt8:
+      return {{QuantScheme::kInt8, 0}, {QuantScheme::kInt8, 0}};
+    case CodecId::kInt4:
+      return {{QuantScheme::kInt4Key, group}, {QuantScheme::kInt4Value, group}};
+    default:
+      return {{QuantScheme::kFp8E4M3, 0}, {QuantScheme::kFp8E4M3, 0}};
+  }
+}
+
+SlabShape slab_shape(const Layout& layout) {
+  return {layout.chunk_tokens, layout.num_kv_heads, layout.head_dim};
+}
+
+class QuantCodec final : public ChunkCodec {
+ public:
+  explicit QuantCodec(const CodecConfig& config) : config_(config) {}
+  const CodecConfig& config() const override { return config_; }
+
+  Status encode(const Layout& layout, std::span<const std::byte> chunk,
+                EncodeBuffer& out) override {
+    TIERKV_RETURN_IF_ERROR(check_encode_input(layout, chunk, /*need_float=*/true));
+    const Schemes s = schemes_for(config_.id, config_.int4_group);
+    const SlabShape shape = slab_shape(layout);
+    TIERKV_RETURN_IF_ERROR(kernels::validate_quant(s.k, shape));
+    TIERKV_RETURN_IF_ERROR(kernels::validate_quant(s.v, shape));
+    const uint64_t kq = kernels::quant_sizes(s.k, shape).total();
+    const uint64_t vq = kernels::quant_sizes(s.v, shape).total();
+    const uint64_t need = std::max(kernels::quant_scratch_floats(s.k, shape),
+                                   kernels::quant_scratch_floats(s.v, shape));
+    if (scratch_.size() < need) scratch_.resize(need);
+    auto buf = out.resize(kChunkHeaderBytes + layout.num_layers * (kq + vq));
+    const uint64_t slab = chunk.size() / (2 * uint64_t{layout.num_layers});
+    std::byte* o = buf.data() + kChunkHeaderBytes;
+    for (uint32_t l = 0; l < layout.num_layers; ++l) {
+      const std::byte* k = chunk.data() + 2 * l * slab;
+      TIERKV_RETURN_IF_ERROR(
+          kernels::quantize_slab(s.k, shape, layout.dtype, {k, slab}, {o, kq}, scratch_));
+      o += kq;
+      TIERKV_RETURN_IF_ERROR(
+          kernels::quantize_slab(s.v, shape, layout.dtype, {k + slab, slab}, {o, vq}, scratch_));
+      o += vq;
+    }
+    Params params{};
+    if (config_.id == CodecId::kInt4) store_le<uint32_t>(params.data(), config_.int4_group);
+    write_header(buf, config_.id, layout, params);
+    return Status::Ok();
+  }
+
+  Status decode(std::span<const std::byte> encoded, std::span<std::byte> out) override {
+    auto info = check_decode_input(encoded, config_.id, out);
+    if (!info.ok()) return info.status();
+    const Layout& layout = info->layout;
+    if (!kernels::is_float_kv_dtype(layout.dtype)) {
+      return Status::InvalidArgument("quantized chunk has non-float dtype " +
+                                     std::string(dtype_name(layout.dtype)));
+    }
+    uint32_t group = 0;
+    if (config_.id == CodecId::kInt4) {
+      group = load_le<uint32_t>(info->params.data());
+      if (group == 0 || group > 4096) {
+        return Status::InvalidArgument("int4 chunk group size " + std::to_string(group) +
+                                       " is out of range [1, 4096]");
+      }
+    }
+    const Schemes s = schemes_for(config_.id, group);
+    const SlabShape shape = slab_shape(layout);
+    const uint64_t kq = kernels::quant_sizes(s.k, shape).total();
+    const uint64_t vq = kernels::quant_sizes(s.v, shape).total();
+    if (info->payload_bytes != layout.num_layers * (kq + vq)) {
+      return Status::InvalidArgument(std::string(codec_name(config_.id)) + " chunk payload is " +
+                                     std::to_string(info->payload_bytes) + " bytes, expected " +
+                                     std::to_string(layout.num_layers * (kq + vq)));
+    }
+    const uint64_t slab = out.size() / (2 * uint64_t{layout.num_layers});
+    const std::byte* in = encoded.data() + kChunkHeaderBytes;
+    for (uint32_t l = 0; l < layout.num_layers; ++l) {
+      std::byte* k = out.data() + 2 * l * slab;
+      TIERKV_RETURN_IF_ERROR(
+          kernels::dequantize_slab(s.k, shape, {in, kq}, layout.dtype, {k, slab}));
+      in += kq;
+      TIERKV_RETURN_IF_ERROR(
+          kernels::dequantize_slab(s.v, shape, {in, vq}, layout.dtype, {k + slab, slab}));
+      in += vq;
+    }
+    return Status::Ok();
+  }
+
+ private:
+  CodecConfig config_;
+  std::vector<float> scratch_;
+};
+
+}  // namespace
+
+std::unique_ptr<ChunkCodec> make_quant_codec(const CodecConfig& config) {
+  return std::make_unique<QuantCodec>(config);
+}
+
+}  // namespace tierkv::storage::codec_internal
