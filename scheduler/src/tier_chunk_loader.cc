@@ -8,8 +8,7 @@ namespace tierkv::scheduler {
 
 TierChunkLoader::TierChunkLoader(CacheEngine& engine, Clock& clock, SessionId lease_session,
                                  NamespaceId ns, uint64_t chunk_bytes,
-                                 std::span<const ChunkKey> keys,
-                                 std::span<const proto::Tier> tiers,
+                                 std::span<const ChunkKey> keys, std::span<const proto::Tier> tiers,
                                  const TierLoaderOptions& options)
     : engine_(engine),
       clock_(clock),
@@ -38,15 +37,19 @@ TierChunkLoader::~TierChunkLoader() {
 
 const ReadThrottle* TierChunkLoader::throttle_of(uint32_t chunk) const {
   switch (tiers_[chunk]) {
-    case proto::Tier::kHost: return options_.host.enabled() ? &options_.host : nullptr;
-    case proto::Tier::kNvme: return options_.nvme.enabled() ? &options_.nvme : nullptr;
-    default: return nullptr;
+    case proto::Tier::kHost:
+      return options_.host.enabled() ? &options_.host : nullptr;
+    case proto::Tier::kNvme:
+      return options_.nvme.enabled() ? &options_.nvme : nullptr;
+    default:
+      return nullptr;
   }
 }
 
 void TierChunkLoader::submit(uint32_t chunk) {
   if (chunk >= keys_.size()) {
-    complete(Completion{chunk, clock_.now_ns(),
+    complete(Completion{chunk,
+                        clock_.now_ns(),
                         Status::InvalidArgument("chunk " + std::to_string(chunk) +
                                                 " is out of range: the prefix has " +
                                                 std::to_string(keys_.size()) + " chunks"),
@@ -72,9 +75,9 @@ void TierChunkLoader::submit(uint32_t chunk) {
     paced_head_ = 0;
   }
   // Issue times ascend per tier; two throttled tiers interleave, so keep the queue ordered.
-  auto pos = std::upper_bound(
-      paced_.begin() + static_cast<std::ptrdiff_t>(paced_head_), paced_.end(), at,
-      [](int64_t t, const Paced& p) { return t < p.issue_ns; });
+  auto pos =
+      std::upper_bound(paced_.begin() + static_cast<std::ptrdiff_t>(paced_head_), paced_.end(), at,
+                       [](int64_t t, const Paced& p) { return t < p.issue_ns; });
   const bool first = pos == paced_.begin() + static_cast<std::ptrdiff_t>(paced_head_);
   paced_.insert(pos, Paced{chunk, at});
   if (first && issue_timer_ != 0) {
@@ -190,28 +193,33 @@ void TierChunkLoader::on_issue_timer() {
 }
 
 void TierChunkLoader::arm_delivery() {
-  if (delivery_timer_ != 0 || done_head_ == done_.size()) return;
+  // While delivering, what completes meanwhile is delivered by the same turn.
+  if (delivering_ || delivery_timer_ != 0 || done_head_ == done_.size()) return;
   delivery_timer_ = clock_.call_at(clock_.now_ns(), [this] { on_delivery_timer(); });
 }
 
 void TierChunkLoader::on_delivery_timer() {
   delivery_timer_ = 0;
   const uint64_t epoch = shared_->epoch;
+  delivering_ = true;
   // A delivery may submit more reads, and a read may complete at once into done_: deliver one at
   // a time from the front, re-reading the queue after each.
   while (done_head_ < done_.size()) {
     Completion c = std::move(done_[done_head_]);
     ++done_head_;
-    if (c.status.ok()) sink_->on_loaded(c.chunk, c.slot, c.at_ns);
-    else sink_->on_loaded(c.chunk, c.status, c.at_ns);
-    if (shared_->epoch != epoch) return;  // the session ended from inside
+    if (c.status.ok())
+      sink_->on_loaded(c.chunk, c.slot, c.at_ns);
+    else
+      sink_->on_loaded(c.chunk, c.status, c.at_ns);
+    if (shared_->epoch != epoch) break;  // the session ended from inside: nothing left
   }
+  delivering_ = false;
 }
 
 std::unique_ptr<ChunkLoader> TierChunkLoaderFactory::make(const LoaderContext& context) {
   return std::make_unique<TierChunkLoader>(engine_, clock_, context.lease_session, context.ns->id,
-                                           context.ns->chunk_bytes(), context.keys,
-                                           context.tiers, options_);
+                                           context.ns->chunk_bytes(), context.keys, context.tiers,
+                                           options_);
 }
 
 }  // namespace tierkv::scheduler

@@ -260,8 +260,7 @@ TEST_F(PrefillNvmeTest, ClientKilledWithNvmeReadsInFlightReleasesEverything) {
   ASSERT_TRUE(wait_until(
       [&] {
         const auto s = stats();
-        return s.prefill.sessions_active == 0 && s.read_leases == 0 &&
-               s.nvme.reads_in_flight == 0;
+        return s.prefill.sessions_active == 0 && s.read_leases == 0 && s.nvme.reads_in_flight == 0;
       },
       20s))
       << daemon_->log();

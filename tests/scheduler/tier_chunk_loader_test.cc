@@ -107,7 +107,8 @@ class TierChunkLoaderTest : public ::testing::Test {
   // Removes chunks from host RAM (they stay on NVMe).
   void evict(const std::vector<ChunkKey>& keys) {
     uint64_t removed = 0;
-    ASSERT_TRUE(engine_->evict(proto::DropRequest{ns_.id, proto::Scope::kKeys, keys}, &removed).ok());
+    ASSERT_TRUE(
+        engine_->evict(proto::DropRequest{ns_.id, proto::Scope::kKeys, keys}, &removed).ok());
     ASSERT_EQ(removed, keys.size());
   }
 

@@ -1,10 +1,10 @@
 // tierkv-bench cake: co-scheduled prefill ("Cake") over the real NVMe tier, against its two
 // baselines and against the best split that was possible.
 //
-// The daemon is the real tierkvd with the real NVMe tier: chunk data in files under --dir (O_DIRECT,
-// so the page cache never serves a read), every chunk written down and evicted from host RAM
-// before each measurement. The engine is EmulatedEngine: it drives a prefill session through the
-// client library exactly as an engine's chunked-prefill loop would, and "computes" a chunk by
+// The daemon is the real tierkvd with the real NVMe tier: chunk data in files under --dir
+// (O_DIRECT, so the page cache never serves a read), every chunk written down and evicted from host
+// RAM before each measurement. The engine is EmulatedEngine: it drives a prefill session through
+// the client library exactly as an engine's chunked-prefill loop would, and "computes" a chunk by
 // sleeping (never spinning: the cores are the daemon's) for the time the engine_grade_model of
 // the H100 profile gives, scaled.
 //
@@ -259,11 +259,12 @@ double mean_read_ms(const EngineRun& run) {
 
 // What happened to each chunk of a bidirectional run, for a person (--trace).
 void print_trace(const EngineRun& run, size_t chunks) {
-  std::fprintf(stderr,
-               "  bidirectional run, %zu chunks: TTFT %.2f ms; planned meeting point %u (%u reads, "
-               "predicted %.2f ms); met at %u; %.3f ms per computed chunk beyond its compute time\n",
-               chunks, run.ttft_ms, run.plan.meeting_point, run.plan.load_chunks, run.plan.bidir_ms,
-               run.summary.actual_meeting_point, run.mean_overshoot_ms);
+  std::fprintf(
+      stderr,
+      "  bidirectional run, %zu chunks: TTFT %.2f ms; planned meeting point %u (%u reads, "
+      "predicted %.2f ms); met at %u; %.3f ms per computed chunk beyond its compute time\n",
+      chunks, run.ttft_ms, run.plan.meeting_point, run.plan.load_chunks, run.plan.bidir_ms,
+      run.summary.actual_meeting_point, run.mean_overshoot_ms);
   for (size_t i = 0; i < run.chunks.size(); ++i) {
     const ChunkRecord& c = run.chunks[i];
     if (c.source == ChunkRecord::Source::kComputed) {
@@ -296,12 +297,14 @@ class CakeBench : public BenchCommand {
                    "ratio grid: geometric mean of the time to load one chunk and to compute the "
                    "first one, ms (r = 1: both take this long)")
         ->check(CLI::Range(0.5, 100.0));
-    app.add_option("--prompts", prompts_opt_, "prompt lengths in tokens, multiples of 256 "
-                                              "(default 4096,8192,16384,32768)")
+    app.add_option("--prompts", prompts_opt_,
+                   "prompt lengths in tokens, multiples of 256 "
+                   "(default 4096,8192,16384,32768)")
         ->delimiter(',')
         ->check(CLI::Range(256u, 1u << 20));
-    app.add_option("--ratios", ratios_opt_, "load/compute ratios of the grid (default "
-                                            "0.25,0.5,1,2,4)")
+    app.add_option("--ratios", ratios_opt_,
+                   "load/compute ratios of the grid (default "
+                   "0.25,0.5,1,2,4)")
         ->delimiter(',')
         ->check(CLI::Range(0.01, 100.0));
     app.add_flag("--no-grid", no_grid_, "skip the ratio grid (and the slowdown runs)");
@@ -316,8 +319,8 @@ class CakeBench : public BenchCommand {
  private:
   Result<EngineModel> model(std::string* origin) const;
   // The ratio grid (and the slowdown runs) on the small layout, one daemon per r.
-  Status run_grid(const CommonOptions& common, const EngineModel& model,
-                  const std::string& work, std::vector<Cell>& cells, std::vector<Cell>& slowed);
+  Status run_grid(const CommonOptions& common, const EngineModel& model, const std::string& work,
+                  std::vector<Cell>& cells, std::vector<Cell>& slowed);
   // The 8B-class cells: reads unthrottled, compute unscaled.
   Status run_8b(const CommonOptions& common, const EngineModel& model, const std::string& work,
                 std::vector<Cell>& cells);
@@ -411,8 +414,7 @@ Status CakeBench::run_grid(const CommonOptions& common, const EngineModel& model
                          fmt(load_ms, 2) + " ms a chunk), compute x" + fmt(scale, 3) + " (" +
                          fmt(first_ms, 2) + " ms for the first chunk)");
     const uint64_t data_mib = longest / kChunkTokens * chunk_bytes / kMiB;
-    auto rig = CakeRig::start(daemon_, nvme_dir,
-                              "nvme_read_throttle_GBps = " + fmt(gbps, 6) + "\n",
+    auto rig = CakeRig::start(daemon_, nvme_dir, "nvme_read_throttle_GBps = " + fmt(gbps, 6) + "\n",
                               data_mib + 512, kGridLayout);
     if (!rig.ok()) return rig.status();
     CakeRig& g = **rig;
@@ -424,8 +426,7 @@ Status CakeBench::run_grid(const CommonOptions& common, const EngineModel& model
       stored = true;
     }
     // The daemon plans with the engine's real speed: the profile, scaled as the engine is.
-    TIERKV_RETURN_IF_ERROR(set_compute_profile(g.client(), g.ns().id,
-                                               model.a_ms_per_token * scale,
+    TIERKV_RETURN_IF_ERROR(set_compute_profile(g.client(), g.ns().id, model.a_ms_per_token * scale,
                                                model.b_ms_per_token2 * scale));
     EngineOptions eo;
     eo.chunk_tokens = kChunkTokens;
@@ -468,8 +469,11 @@ Status CakeBench::run_grid(const CommonOptions& common, const EngineModel& model
       }
       slowed.push_back(summarize(ss, "2KiB/token", tokens, r, first_ms));
       slowed.back().slowdown = true;
-      progress(common, "  " + std::to_string(tokens) + " tokens, engine 2x slower half-way: "
-                           "bidirectional " + fmt(slowed.back().bidir_ms) + " ms, oracle " +
+      slowed.back().ratio_measured = c.ratio_measured;
+      progress(common, "  " + std::to_string(tokens) +
+                           " tokens, engine 2x slower half-way: "
+                           "bidirectional " +
+                           fmt(slowed.back().bidir_ms) + " ms, oracle " +
                            fmt(slowed.back().oracle_ms) + " ms");
     }
   }
@@ -562,7 +566,8 @@ Result<BenchReport> CakeBench::run(const CommonOptions& common) {
                                 tools::human_size(kGridLayout.chunk_bytes()) + "/chunk");
   r.add_info("grid_ratio_by",
              "NVMe reads throttled to a chunk per base_ms*sqrt(r), compute scaled to "
-             "base_ms/sqrt(r) for the first chunk; base_ms = " + fmt(base_ms_, 2));
+             "base_ms/sqrt(r) for the first chunk; base_ms = " +
+                 fmt(base_ms_, 2));
   r.add_info("8b_layout", "32 layers x 8 KV heads x 128 dim x bf16: 128 KiB/token, " +
                               tools::human_size(k8bLayout.chunk_bytes()) +
                               "/chunk, unthrottled, compute unscaled");
@@ -601,12 +606,12 @@ Result<BenchReport> CakeBench::run(const CommonOptions& common) {
     row(c);
     max_slow = std::max(max_slow, c.bidir_ms / c.oracle_ms);
   }
-  r.add_rows("cells",
-             {"layout", "tokens", "ratio", "ratio_measured", "engine", "compute_only_ms",
-              "load_only_ms", "bidir_ms", "oracle_ms", "bidir_over_oracle",
-              "bidir_over_best_baseline", "speedup_vs_mean_baselines", "meeting_point",
-              "oracle_meeting_point"},
-             std::move(rows));
+  r.add_rows(
+      "cells",
+      {"layout", "tokens", "ratio", "ratio_measured", "engine", "compute_only_ms", "load_only_ms",
+       "bidir_ms", "oracle_ms", "bidir_over_oracle", "bidir_over_best_baseline",
+       "speedup_vs_mean_baselines", "meeting_point", "oracle_meeting_point"},
+      std::move(rows));
 
   r.add_figure("max_bidir_over_oracle", "bidirectional / oracle, worst cell", max_over_oracle,
                Unit::kRatio);

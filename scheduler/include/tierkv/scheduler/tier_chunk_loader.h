@@ -90,8 +90,8 @@ class TierChunkLoader final : public ChunkLoader {
   };
 
   void issue(uint32_t chunk);
-  static void on_engine_done(const std::shared_ptr<Shared>& shared, uint64_t epoch,
-                             uint32_t chunk, const Status& status, const proto::LoadReply& reply);
+  static void on_engine_done(const std::shared_ptr<Shared>& shared, uint64_t epoch, uint32_t chunk,
+                             const Status& status, const proto::LoadReply& reply);
   void complete(Completion c);
   void arm_issue();
   void on_issue_timer();
@@ -120,6 +120,7 @@ class TierChunkLoader final : public ChunkLoader {
   std::vector<Completion> done_;  // completions not yet delivered, in order
   size_t done_head_ = 0;
   Clock::TimerId delivery_timer_ = 0;
+  bool delivering_ = false;
   uint32_t slot_scratch_[1] = {};
 };
 
