@@ -414,7 +414,9 @@ Status CakeBench::run_grid(const CommonOptions& common, const EngineModel& model
                          fmt(load_ms, 2) + " ms a chunk), compute x" + fmt(scale, 3) + " (" +
                          fmt(first_ms, 2) + " ms for the first chunk)");
     const uint64_t data_mib = longest / kChunkTokens * chunk_bytes / kMiB;
-    auto rig = CakeRig::start(daemon_, nvme_dir, "nvme_read_throttle_GBps = " + fmt(gbps, 6) + "\n",
+    DaemonOptions d = daemon_;
+    d.host_capacity_gib = 1 + data_mib / 1024;  // the longest prompt, and room to spare
+    auto rig = CakeRig::start(d, nvme_dir, "nvme_read_throttle_GBps = " + fmt(gbps, 6) + "\n",
                               data_mib + 512, kGridLayout);
     if (!rig.ok()) return rig.status();
     CakeRig& g = **rig;
@@ -432,7 +434,7 @@ Status CakeBench::run_grid(const CommonOptions& common, const EngineModel& model
     eo.chunk_tokens = kChunkTokens;
     eo.compute_scale = scale;
     const EmulatedEngine engine(model, eo);
-    {  // Warm-up (not counted): the daemon measures the throttled tier and the engine's speed.
+    if (!common.quick) {  // Warm-up (not counted): the daemon measures the tier and the engine.
       Samples warm;
       TIERKV_RETURN_IF_ERROR(
           measure(g, engine, std::span(keys).first(prompts_.front() / kChunkTokens), 1, warm));
@@ -505,7 +507,7 @@ Status CakeBench::run_8b(const CommonOptions& common, const EngineModel& model,
   eo.chunk_tokens = kChunkTokens;
   const EmulatedEngine engine(model, eo);
   const double first_ms = model.span_ms(0, kChunkTokens);
-  {
+  if (!common.quick) {  // Warm-up (not counted), as for the grid.
     Samples warm;
     TIERKV_RETURN_IF_ERROR(
         measure(g, engine, std::span(keys).first(prompts_.front() / kChunkTokens), 1, warm));
@@ -530,7 +532,7 @@ Result<BenchReport> CakeBench::run(const CommonOptions& common) {
   auto m = model(&origin);
   if (!m.ok()) return m.status();
   if (common.quick) {
-    prompts_ = {2048};
+    prompts_ = {1024};
     ratios_ = {0.5, 1.0};
     reps_used_ = 1;
   } else {
