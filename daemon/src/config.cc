@@ -102,6 +102,11 @@ remote_read_latency_us = 1000.0
 # tier of this bandwidth (GB/s) and latency (us) instead of handing them over at once. 0 = off.
 host_read_throttle_GBps = 0.0
 host_read_throttle_latency_us = 0.0
+# For benchmarks and tests of the schedule: pace reads of chunks on NVMe to this bandwidth (GB/s),
+# each read held this extra latency (us) and its transfer time at that bandwidth before it is
+# issued; every read is still a real read of the disk. 0 = off.
+nvme_read_throttle_GBps = 0.0
+nvme_read_throttle_latency_us = 0.0
 # Recent prefill sessions kept for `tierkvctl stats`.
 recent_sessions = 16
 
@@ -313,6 +318,8 @@ Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view o
                                         "prefill.remote_read_latency_us",
                                         "prefill.host_read_throttle_GBps",
                                         "prefill.host_read_throttle_latency_us",
+                                        "prefill.nvme_read_throttle_GBps",
+                                        "prefill.nvme_read_throttle_latency_us",
                                         "prefill.recent_sessions"}));
   uint64_t v = 0;
   TIERKV_RETURN_IF_ERROR(r.get_string("server.socket_path", c.socket_path));
@@ -357,6 +364,10 @@ Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view o
                                       p.host_throttle.read_GBps));
   TIERKV_RETURN_IF_ERROR(r.get_double("prefill.host_read_throttle_latency_us", 0, 1e9,
                                       p.host_throttle.latency_us));
+  TIERKV_RETURN_IF_ERROR(r.get_double("prefill.nvme_read_throttle_GBps", 0, 1e6,
+                                      p.nvme_throttle.read_GBps));
+  TIERKV_RETURN_IF_ERROR(r.get_double("prefill.nvme_read_throttle_latency_us", 0, 1e9,
+                                      p.nvme_throttle.latency_us));
 
   scheduler::NvmeTierOptions& nv = c.cache.nvme;
   TIERKV_RETURN_IF_ERROR(r.get_string_list("nvme.directories", nv.store.directories));

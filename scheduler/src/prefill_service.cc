@@ -19,12 +19,17 @@ PrefillService::PrefillService(CacheEngine& engine, Clock& clock, const PrefillO
       options_(options),
       factory_(factory),
       costs_(options.tier_costs) {
+  // A throttled tier's throttle is its prior: host chunks then go through the emulated tier (not
+  // resident), NVMe reads come no faster than the throttle.
+  TierCostOptions o = options.tier_costs;
   if (options_.host_throttle.enabled()) {
-    // Host chunks then go through the emulated tier: its throttle is the prior.
-    TierCostOptions o = options.tier_costs;
     o.host = TierCost{false, options_.host_throttle.read_GBps, options_.host_throttle.latency_us};
-    costs_ = TierCostModel(o);
   }
+  if (options_.nvme_throttle.enabled()) {
+    o.nvme.read_GBps = std::min(o.nvme.read_GBps, options_.nvme_throttle.read_GBps);
+    o.nvme.latency_us += options_.nvme_throttle.latency_us;
+  }
+  costs_ = TierCostModel(o);
   options_.queue_depth = std::max<uint32_t>(options_.queue_depth, 1);
   options_.max_lookahead = std::max<uint32_t>(options_.max_lookahead, 1);
 }
@@ -110,9 +115,9 @@ Status PrefillService::begin(SessionId client, const proto::PrefillBeginRequest&
     live->loader = factory_->make(context);
   }
   if (live->loader == nullptr) {
-    live->loader =
-        std::make_unique<HostChunkLoader>(engine_, clock_, live->lease_session, req.ns,
-                                          ns->chunk_bytes(), live->keys, options_.host_throttle);
+    live->loader = std::make_unique<TierChunkLoader>(
+        engine_, clock_, live->lease_session, req.ns, ns->chunk_bytes(), live->keys, live->tiers,
+        TierLoaderOptions{options_.host_throttle, options_.nvme_throttle});
   }
 
   NamespaceProfile& np = profile_of(req.ns);

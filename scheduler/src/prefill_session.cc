@@ -83,6 +83,9 @@ void PrefillSession::start() {
   in.queue_depth = options_.queue_depth;
   in.compute_scale = speed_;
   plan_ = plan_prefill(in, profile_, costs_);
+  // The planner's depth keeps the tier busy; more reads in flight only commit chunks to the
+  // loader earlier (and, with large chunks, queue seconds of I/O) without reading any faster.
+  depth_ = std::min(options_.queue_depth, plan_.queue_depth);
 
   const double now = now_ms();
   stream_end_ms_ = engine_free_ms_ = now;
@@ -103,7 +106,7 @@ void PrefillSession::pump() {
   if (!started_ || ended_) return;
   // Reads first: the loader takes what it can finish before the engine would get there; the
   // engine is then granted work from the front, unless the reads still to come cover it sooner.
-  while (in_flight_ < options_.queue_depth) {
+  while (in_flight_ < depth_) {
     const uint32_t j = next_claim();
     if (j == n_) break;
     if (forced_m_ != proto::kAutoMeetingPoint ? j < forced_m_ : !worth_loading(j)) break;
@@ -153,7 +156,7 @@ bool PrefillSession::hold_grant() const {
     if (unassigned_[t] == 0) continue;
     const TierCost& c = costs_.cost(static_cast<proto::Tier>(t));
     const double transfer = c.transfer_ms(options_.chunk_bytes);
-    const double per_read = std::max(transfer, (c.latency_ms() + transfer) / options_.queue_depth);
+    const double per_read = std::max(transfer, (c.latency_ms() + transfer) / depth_);
     first_latency = std::max(first_latency, c.latency_ms());
     reads += unassigned_[t] * per_read;
   }

@@ -52,10 +52,12 @@ TEST(ConfigTest, PrefillDefaultsAndValues) {
   EXPECT_DOUBLE_EQ(c->prefill.tier_costs.remote.read_GBps, d.tier_costs.remote.read_GBps);
   EXPECT_DOUBLE_EQ(c->prefill.tier_costs.remote.latency_us, d.tier_costs.remote.latency_us);
   EXPECT_FALSE(c->prefill.host_throttle.enabled());
+  EXPECT_FALSE(c->prefill.nvme_throttle.enabled());
 
   auto v = parse_config(
       "[prefill]\nqueue_depth = 3\ncompute_a_ms_per_token = 0.05\ncompute_b_ms_per_token2 = 0\n"
-      "nvme_read_GBps = 6\nhost_read_throttle_GBps = 0.5\nhost_read_throttle_latency_us = 80.0\n",
+      "nvme_read_GBps = 6\nhost_read_throttle_GBps = 0.5\nhost_read_throttle_latency_us = 80.0\n"
+      "nvme_read_throttle_GBps = 0.25\nnvme_read_throttle_latency_us = 30\n",
       "t.toml");
   ASSERT_TRUE(v.ok()) << v.status().to_string();
   EXPECT_EQ(v->prefill.queue_depth, 3u);
@@ -64,6 +66,8 @@ TEST(ConfigTest, PrefillDefaultsAndValues) {
   EXPECT_DOUBLE_EQ(v->prefill.tier_costs.nvme.read_GBps, 6.0);  // an integer is a number too
   EXPECT_TRUE(v->prefill.host_throttle.enabled());
   EXPECT_DOUBLE_EQ(v->prefill.host_throttle.latency_us, 80.0);
+  EXPECT_DOUBLE_EQ(v->prefill.nvme_throttle.read_GBps, 0.25);
+  EXPECT_DOUBLE_EQ(v->prefill.nvme_throttle.latency_us, 30.0);
 }
 
 TEST(ConfigTest, ErrorsNameTheKeyAndTheLine) {

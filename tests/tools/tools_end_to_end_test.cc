@@ -341,6 +341,40 @@ TEST_F(ToolsTest, BenchNvmeQuickReportsEveryFigureAgainstTheRawLimit) {
   EXPECT_EQ(doc["read_errors"].as_number(), 0) << r.out;
 }
 
+TEST_F(ToolsTest, BenchCakeQuickReportsEveryCellAndTheSummary) {
+  TempDir dir;
+  const ProcessResult r =
+      run("tierkv-bench", {"cake", "--quick", "--json", "--dir", dir.path()}, 300s);
+  ASSERT_TRUE(r.ok()) << r.describe();
+  const JsonValue doc = parse_object(r);
+  ASSERT_TRUE(doc.has("cells")) << r.out;
+  const auto& cells = doc["cells"].as_array();
+  ASSERT_FALSE(cells.empty()) << r.out;
+  size_t grid = 0, big = 0;
+  for (const JsonValue& c : cells) {
+    for (const char* key : {"tokens", "ratio", "compute_only_ms", "load_only_ms", "bidir_ms",
+                            "oracle_ms", "bidir_over_oracle", "meeting_point"}) {
+      ASSERT_TRUE(c.has(key)) << key << " missing from a cell of " << r.out;
+      EXPECT_TRUE(c[key].is_number()) << key;
+    }
+    for (const char* key : {"tokens", "compute_only_ms", "load_only_ms", "bidir_ms", "oracle_ms"}) {
+      EXPECT_GT(c[key].as_number(), 0) << key;
+    }
+    grid += c["layout"].as_string() == "2KiB/token" ? 1 : 0;
+    big += c["layout"].as_string() == "128KiB/token" ? 1 : 0;
+  }
+  EXPECT_GT(grid, 0u) << r.out;
+  EXPECT_GT(big, 0u) << r.out;
+  ASSERT_TRUE(doc.has("summary")) << r.out;
+  for (const char* key : {"max_bidir_over_oracle", "mean_speedup_vs_mean_baselines",
+                          "max_bidir_over_best_baseline"}) {
+    ASSERT_TRUE(doc["summary"].has(key)) << key << " missing from " << r.out;
+    EXPECT_TRUE(doc["summary"][key].is_number()) << key;
+    EXPECT_TRUE(doc["targets"].has(key)) << key << " has no target in " << r.out;
+  }
+  EXPECT_TRUE(doc["pass"].is_bool());
+}
+
 TEST_F(ToolsTest, BenchReportsAMissingDaemonBinary) {
   const ProcessResult r = run("tierkv-bench", {"host", "--quick", "--daemon", "/nonexistent"});
   EXPECT_NE(r.exit_code, 0);

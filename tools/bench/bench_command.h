@@ -36,6 +36,7 @@ class BenchCommand {
 std::unique_ptr<BenchCommand> make_host_bench();
 std::unique_ptr<BenchCommand> make_nvme_bench();
 std::unique_ptr<BenchCommand> make_codec_bench();
+std::unique_ptr<BenchCommand> make_cake_bench();
 // Built only with CUDA (TIERKV_HAVE_CUDA).
 std::unique_ptr<BenchCommand> make_gpu_bench();
 

@@ -109,7 +109,10 @@ std::string BenchReport::render_table() const {
           cells.push_back(*s);
         } else {
           char buf[32];
-          std::snprintf(buf, sizeof(buf), "%.4g", std::get<double>(c));
+          const double v = std::get<double>(c);
+          // Whole numbers (token counts, chunk indices) in full; the rest to 4 digits.
+          if (v == std::floor(v) && std::fabs(v) < 1e15) std::snprintf(buf, sizeof(buf), "%.0f", v);
+          else std::snprintf(buf, sizeof(buf), "%.4g", v);
           cells.emplace_back(buf);
         }
       }

@@ -19,7 +19,11 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <span>
 
+#include "tierkv/chunk_key.h"
+#include "tierkv/layout.h"
 #include "tierkv/protocol.h"
 #include "tierkv/status.h"
 
@@ -49,6 +53,23 @@ class ChunkLoader {
   virtual void release(uint32_t chunk, const proto::SlotRef& slot) = 0;
   // Stops every read in flight; no completion after this returns.
   virtual void cancel_all() = 0;
+};
+
+using SessionId = uint64_t;  // an engine session (CacheEngine::open_session)
+
+// What a ChunkLoaderFactory gets to build one session's loader.
+struct LoaderContext {
+  SessionId lease_session = 0;  // lease every slot under this engine session
+  const Namespace* ns = nullptr;
+  std::span<const ChunkKey> keys;  // the cached prefix's keys
+  std::span<const proto::Tier> tiers;
+};
+
+// Builds the loader of each prefill session (PrefillService).
+class ChunkLoaderFactory {
+ public:
+  virtual ~ChunkLoaderFactory() = default;
+  virtual std::unique_ptr<ChunkLoader> make(const LoaderContext& context) = 0;
 };
 
 }  // namespace tierkv::scheduler

@@ -2,10 +2,10 @@
 //
 // It turns the prefill_* requests (tierkv/prefill_protocol.h) into PrefillSessions: finds a
 // prompt's cached prefix through the CacheEngine, builds the session's ChunkLoader (from a
-// ChunkLoaderFactory; by default one that serves the host tier), and keeps what the sessions
-// learn: each tier's read bandwidth and latency (TierCostModel, shared by all sessions), and per
-// namespace the engine's compute profile — registered by the client, or fitted from its reports —
-// and how much slower or faster than that profile the engine last ran.
+// ChunkLoaderFactory; by default a TierChunkLoader, which serves the host and NVMe tiers), and
+// keeps what the sessions learn: each tier's read bandwidth and latency (TierCostModel, shared by
+// all sessions), and per namespace the engine's compute profile — registered by the client, or
+// fitted from its reports — and how much slower or faster than that profile the engine last ran.
 //
 // Leases: each session holds its chunks under an engine session of its own, closed when the
 // session ends, so nothing a session leased outlives it. A client that disconnects has every one
@@ -26,9 +26,9 @@
 #include "tierkv/scheduler/cache_engine.h"
 #include "tierkv/scheduler/chunk_loader.h"
 #include "tierkv/scheduler/clock.h"
-#include "tierkv/scheduler/host_chunk_loader.h"
 #include "tierkv/scheduler/prefill_planner.h"
 #include "tierkv/scheduler/prefill_session.h"
+#include "tierkv/scheduler/tier_chunk_loader.h"
 
 namespace tierkv::scheduler {
 
@@ -39,28 +39,16 @@ struct PrefillOptions {
   uint32_t recent_sessions = 16;   // kept for stats
   ComputeProfile default_profile;  // until a client registers one or enough is learned
   TierCostOptions tier_costs;      // priors, until reads are measured
-  // > 0: host chunks are read through a throttled emulated tier (this bandwidth, this latency)
-  // instead of being handed over at once. For benchmarks and tests of the schedule.
-  HostReadThrottle host_throttle;
-};
-
-// What a ChunkLoaderFactory gets to build one session's loader.
-struct LoaderContext {
-  SessionId lease_session = 0;  // lease every slot under this engine session
-  const Namespace* ns = nullptr;
-  std::span<const ChunkKey> keys;  // the cached prefix's keys
-  std::span<const proto::Tier> tiers;
-};
-
-class ChunkLoaderFactory {
- public:
-  virtual ~ChunkLoaderFactory() = default;
-  virtual std::unique_ptr<ChunkLoader> make(const LoaderContext& context) = 0;
+  // For benchmarks and tests of the schedule (see TierChunkLoader). host_throttle: host chunks
+  // are read through an emulated tier of this bandwidth and latency instead of being handed over
+  // at once. nvme_throttle: NVMe reads (real ones still) are paced to this bandwidth.
+  ReadThrottle host_throttle;
+  ReadThrottle nvme_throttle;
 };
 
 class PrefillService {
  public:
-  // `factory` may be null: then every session gets a HostChunkLoader.
+  // `factory` may be null: then every session gets a TierChunkLoader with the options' throttles.
   PrefillService(CacheEngine& engine, Clock& clock, const PrefillOptions& options,
                  ChunkLoaderFactory* factory = nullptr);
   ~PrefillService();

@@ -46,7 +46,7 @@ struct PrefillSessionOptions {
   uint64_t chunk_bytes = 0;
   uint32_t chunk_tokens = 0;
   uint64_t suffix_tokens = 0;
-  uint32_t queue_depth = 8;        // reads in flight at most
+  uint32_t queue_depth = 8;        // reads in flight at most (the plan may ask for fewer)
   uint32_t compute_lookahead = 1;  // chunks the engine holds granted at once
   // proto::kAutoMeetingPoint: decide and adapt. Otherwise grant [0, m) at start and load every
   // non-resident chunk from m on (baselines and tests).
@@ -170,6 +170,7 @@ class PrefillSession final : public LoadSink {
   uint32_t granted_open_ = 0;  // granted, not yet computed
   uint32_t failed_open_ = 0;   // failed, not yet computed
   uint32_t in_flight_ = 0;
+  uint32_t depth_ = 1;  // reads in flight at most: the plan's depth, within the options'
   std::array<uint32_t, 5> unassigned_{};  // unassigned non-resident chunks per tier
   uint32_t forced_m_ = proto::kAutoMeetingPoint;
   double open_work_ms_ = 0;    // profile time of the engine's granted and failed chunks
