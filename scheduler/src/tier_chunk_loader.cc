@@ -216,10 +216,4 @@ void TierChunkLoader::on_delivery_timer() {
   delivering_ = false;
 }
 
-std::unique_ptr<ChunkLoader> TierChunkLoaderFactory::make(const LoaderContext& context) {
-  return std::make_unique<TierChunkLoader>(engine_, clock_, context.lease_session, context.ns->id,
-                                           context.ns->chunk_bytes(), context.keys, context.tiers,
-                                           options_);
-}
-
 }  // namespace tierkv::scheduler

@@ -25,7 +25,9 @@
 // more cell per prompt uses an 8B-class layout (128 KiB per token) with reads unthrottled and the
 // compute time unscaled: r is then whatever this disk gives. And at r = 1 one run per prompt has
 // the engine slow down 2x half-way (a GPU that starts sharing with other requests): the live
-// session must stay close to the oracle of what happened.
+// session must stay close to the oracle of what happened. Each schedule runs --reps times; the
+// baselines are medians, and a cell's bidirectional and oracle figures come from the run whose
+// bidirectional / oracle is the median (a run and its oracle belong together).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>

@@ -22,7 +22,9 @@
 // "resident" for the planner (PrefillService sets that up), so they come through submit().
 //
 // Threads: the daemon's server thread, which owns the CacheEngine (and runs its poll_io()) and the
-// Clock. No locks. Destroying the loader cancels what is in flight.
+// Clock. No locks. Destroying the loader cancels what is in flight. Allocation: the queues are
+// sized for the prefix at construction; per read, only CacheEngine::load's own record and its
+// completion callback.
 #pragma once
 
 #include <cstdint>
@@ -122,19 +124,6 @@ class TierChunkLoader final : public ChunkLoader {
   Clock::TimerId delivery_timer_ = 0;
   bool delivering_ = false;
   uint32_t slot_scratch_[1] = {};
-};
-
-// Builds a TierChunkLoader for each prefill session (PrefillService's default).
-class TierChunkLoaderFactory final : public ChunkLoaderFactory {
- public:
-  TierChunkLoaderFactory(CacheEngine& engine, Clock& clock, const TierLoaderOptions& options)
-      : engine_(engine), clock_(clock), options_(options) {}
-  std::unique_ptr<ChunkLoader> make(const LoaderContext& context) override;
-
- private:
-  CacheEngine& engine_;
-  Clock& clock_;
-  TierLoaderOptions options_;
 };
 
 }  // namespace tierkv::scheduler
