@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "support/chunk_pattern.h"
+#include "support/nvme_damage.h"
 #include "support/process.h"
 #include "support/test_daemon.h"
 #include "tierkv/client.h"
@@ -19,6 +20,7 @@ namespace {
 
 using testing::chunk_matches;
 using testing::fill_chunk;
+using testing::damage_chunk;
 using testing::TestDaemon;
 using namespace std::chrono_literals;
 
@@ -281,24 +283,6 @@ TEST(NvmeTierTest, SigkillDuringWriteHeavyLoadNeverServesATornChunk) {
   }
   EXPECT_GT(checked, 0u);
   EXPECT_EQ(bad, 0u);
-}
-
-// Flips bytes of the chunk's data in its file, with the daemon stopped.
-void damage_chunk(const TestDaemon& d, const ChunkKey& key) {
-  auto records = storage::NvmeStore::read_index(d.dir() + "/nvme/index");
-  ASSERT_TRUE(records.ok()) << records.status().to_string();
-  for (const auto& r : *records) {
-    if (!(r.key == key)) continue;
-    const int fd = ::open((d.dir() + "/nvme/tierkv-data.bin").c_str(), O_RDWR);
-    ASSERT_GE(fd, 0);
-    char b = 0;
-    ASSERT_EQ(::pread(fd, &b, 1, static_cast<off_t>(r.offset + 1000)), 1);
-    b = static_cast<char>(b ^ 0x5A);
-    ASSERT_EQ(::pwrite(fd, &b, 1, static_cast<off_t>(r.offset + 1000)), 1);
-    ::close(fd);
-    return;
-  }
-  FAIL() << "chunk " << key.to_hex() << " is not in the index";
 }
 
 // Stores the prompt on NVMe, stops the daemon, damages the chunks `damaged` names on disk, and

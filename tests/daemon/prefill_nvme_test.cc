@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "support/chunk_pattern.h"
+#include "support/nvme_damage.h"
 #include "support/process.h"
 #include "support/test_daemon.h"
 #include "tierkv/client.h"
@@ -22,6 +23,7 @@ namespace {
 
 using testing::chunk_matches;
 using testing::fill_chunk;
+using testing::damage_chunk;
 using testing::TestDaemon;
 using testing::wait_until;
 using namespace std::chrono_literals;
@@ -186,24 +188,6 @@ TEST_F(PrefillNvmeTest, RamAndNvmeChunksCoverThePrefixExactlyOnceWithEveryByteVe
   ASSERT_EQ(st.tier_bandwidth.size(), 4u);
   EXPECT_EQ(st.tier_bandwidth[2].tier, Tier::kNvme);
   EXPECT_GT(st.tier_bandwidth[2].samples, 0u) << "NVMe reads measured";
-}
-
-// Flips a byte of the chunk's data in its file, with the daemon stopped.
-void damage_chunk(const TestDaemon& d, const ChunkKey& key) {
-  auto records = storage::NvmeStore::read_index(d.dir() + "/nvme/index");
-  ASSERT_TRUE(records.ok()) << records.status().to_string();
-  for (const auto& r : *records) {
-    if (!(r.key == key)) continue;
-    const int fd = ::open((d.dir() + "/nvme/tierkv-data.bin").c_str(), O_RDWR);
-    ASSERT_GE(fd, 0);
-    char b = 0;
-    ASSERT_EQ(::pread(fd, &b, 1, static_cast<off_t>(r.offset + 1000)), 1);
-    b = static_cast<char>(b ^ 0x5A);
-    ASSERT_EQ(::pwrite(fd, &b, 1, static_cast<off_t>(r.offset + 1000)), 1);
-    ::close(fd);
-    return;
-  }
-  FAIL() << "chunk " << key.to_hex() << " is not in the index";
 }
 
 TEST_F(PrefillNvmeTest, DamagedChunkOnDiskIsComputedInstead) {

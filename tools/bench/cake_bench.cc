@@ -553,15 +553,9 @@ Result<BenchReport> CakeBench::run(const CommonOptions& common) {
   }
   std::sort(prompts_.begin(), prompts_.end());
   const std::string base = dir_.empty() ? "/var/tmp" : dir_;
-  std::string work = base + "/tierkv-bench-cake-XXXXXX";
-  if (::mkdtemp(work.data()) == nullptr) return Status::FromErrno("mkdtemp in " + base, errno);
-  struct Cleanup {
-    std::string path;
-    ~Cleanup() {
-      std::error_code ec;
-      std::filesystem::remove_all(path, ec);
-    }
-  } cleanup{work};
+  auto scratch = ScratchDir::create(base, "tierkv-bench-cake");
+  if (!scratch.ok()) return scratch.status();
+  const std::string& work = scratch->path();
 
   BenchReport r("cake");
   r.add_info("dir", base);

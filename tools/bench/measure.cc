@@ -4,10 +4,13 @@
 
 #include <sys/mman.h>
 
+#include <stdlib.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <utility>
 
 namespace tierkv::bench {
@@ -93,6 +96,18 @@ Result<MemcpyFigures> measure_memcpy(size_t bytes, size_t runs, double run_secon
   f.runs = runs;
   f.median_GBps = median(gbps);
   return f;
+}
+
+Result<ScratchDir> ScratchDir::create(const std::string& base, const std::string& prefix) {
+  std::string path = base + "/" + prefix + "-XXXXXX";
+  if (::mkdtemp(path.data()) == nullptr) return Status::FromErrno("mkdtemp in " + base, errno);
+  return ScratchDir(std::move(path));
+}
+
+ScratchDir::~ScratchDir() {
+  if (path_.empty()) return;
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
 }
 
 }  // namespace tierkv::bench

@@ -3,6 +3,8 @@
 // Thread safety: plain functions and values; a PrefaultedBuffer is owned by one thread at a time.
 #pragma once
 
+#include <string>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -57,6 +59,22 @@ struct MemcpyFigures {
 // With `streaming`, the copy is tierkv::copy_streaming (non-temporal stores) instead of memcpy.
 Result<MemcpyFigures> measure_memcpy(size_t bytes, size_t runs, double run_seconds,
                                      bool streaming = false);
+
+// A fresh directory `<base>/<prefix>-XXXXXX` for a benchmark's files, removed with everything in it
+// when the object goes (on error paths too). Move-only.
+class ScratchDir {
+ public:
+  static Result<ScratchDir> create(const std::string& base, const std::string& prefix);
+  ScratchDir(ScratchDir&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
+  ScratchDir& operator=(ScratchDir&&) = delete;
+  ScratchDir(const ScratchDir&) = delete;
+  ~ScratchDir();
+  [[nodiscard]] const std::string& path() const { return path_; }
+
+ private:
+  explicit ScratchDir(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
 
 // Keeps the compiler from optimising away a read whose value is otherwise unused.
 inline void do_not_optimize(uint64_t v) { asm volatile("" : : "r"(v) : "memory"); }

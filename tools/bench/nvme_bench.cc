@@ -256,15 +256,9 @@ Result<BenchReport> NvmeBench::run(const CommonOptions& common) {
   const int rounds = common.quick ? 1 : rounds_;
   std::string base = dir_;
   if (base.empty()) base = std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/var/tmp";
-  std::string work = base + "/tierkv-bench-nvme-XXXXXX";
-  if (::mkdtemp(work.data()) == nullptr) return Status::FromErrno("mkdtemp in " + base, errno);
-  struct Cleanup {
-    std::string path;
-    ~Cleanup() {
-      std::error_code ec;
-      std::filesystem::remove_all(path, ec);
-    }
-  } cleanup{work};
+  auto scratch = ScratchDir::create(base, "tierkv-bench-nvme");
+  if (!scratch.ok()) return scratch.status();
+  const std::string& work = scratch->path();
 
   BenchReport r("nvme");
   r.add_info("dir", base);
