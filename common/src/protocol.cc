@@ -185,6 +185,10 @@ void encode(ByteWriter& w, const StatsReply& m) {
   w.put(m.prefill);
   w.put_array(std::span<const TierBandwidth>(m.tier_bandwidth));
   w.put_array(std::span<const PrefillRecord>(m.recent_prefills));
+  w.put_array(std::span<const TierCodecStats>(m.tier_codecs));
+  w.put_string(m.nvme_codec);
+  w.put_array(std::span<const CodecStageStats>(m.codec_stages));
+  w.put(m.codec);
 }
 void encode(ByteWriter& w, const ListNamespacesReply& m) {
   w.put(static_cast<uint32_t>(m.namespaces.size()));
@@ -296,6 +300,10 @@ Status decode(ByteReader& r, StatsReply& m) {
   TIERKV_RETURN_IF_ERROR(r.get("prefill", m.prefill));
   TIERKV_RETURN_IF_ERROR(r.get_array("tier_bandwidth", m.tier_bandwidth, 16));
   TIERKV_RETURN_IF_ERROR(r.get_array("recent_prefills", m.recent_prefills, 1024));
+  TIERKV_RETURN_IF_ERROR(r.get_array("tier_codecs", m.tier_codecs, 16));
+  TIERKV_RETURN_IF_ERROR(r.get_string("nvme_codec", m.nvme_codec, 64 * 1024));
+  TIERKV_RETURN_IF_ERROR(r.get_array("codec_stages", m.codec_stages, 16));
+  TIERKV_RETURN_IF_ERROR(r.get("codec", m.codec));
   return r.expect_end("stats reply");
 }
 Status decode(ByteReader& r, ListNamespacesReply& m) {

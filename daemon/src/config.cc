@@ -68,6 +68,27 @@ tenants = []
 index_dir = ""
 # After disk full (ENOSPC) the tier stops admitting chunks for this many seconds, then tries again.
 retry_after_full_s = 30
+# How chunks are stored on NVMe (host RAM always holds them as they are):
+#   "raw"                    as they are: read and written by DMA straight between RAM and disk
+#   "zstd[:LEVEL][:bytes|bits|none]"   lossless; the 16-bit floats' bytes (or bits) in planes,
+#                            then zstd at LEVEL (-7..19, default 1)
+#   "fp8", "int8"            lossy: 8-bit values, a scale per token and head
+#   "int4[:gGROUP]"          lossy: 4-bit values, keys grouped per channel, values per token
+# An encoded chunk takes a disk slot sized to its encoded bytes, so the tier holds more; each
+# chunk records its codec, so chunks written under another codec still load. `tierkv-bench codec`
+# shows each codec's ratio, speed and error on real KV. ("fused" is not available on NVMe yet.)
+codec = "raw"
+# Threads that encode chunks on their way down and decode them on their way up (off the
+# daemon's request thread). 0 = a quarter of the cores, at least 1.
+encode_threads = 0
+decode_threads = 0
+# Staging memory for encoded chunks' disk I/O (encoded into before a write, read into before a
+# decode). When it is full, write-down waits; reads go first. A namespace whose chunks need
+# more than a quarter of it is stored raw. Registered with io_uring like the host tier.
+staging_size = "256MiB"
+
+[nvme.codec_by_tenant]
+# Per-tenant codec, overriding nvme.codec, e.g.  "batch-jobs" = "fp8"
 
 [nvme.fault_injection]
 # For tests only: make the I/O backend fail on purpose. Every Nth read fails with EIO, every Nth
@@ -258,6 +279,34 @@ class TableReader {
     out = *v;
     return Status::Ok();
   }
+  // A codec for the NVMe tier (scheduler::parse_nvme_codec); the message names key and value.
+  Status get_nvme_codec(const char* path, std::string& out) {
+    const toml::node* n = root_.at_path(path).node();
+    if (n == nullptr) return Status::Ok();
+    if (!n->is_string()) return error(*n, path, "must be a codec string such as \"zstd\"");
+    auto c = scheduler::parse_nvme_codec(path, n->as_string()->get());
+    if (!c.ok()) return error(*n, "", c.status().message());
+    out = n->as_string()->get();
+    return Status::Ok();
+  }
+  // A table of tenant = codec.
+  Status get_nvme_codec_table(const char* path,
+                              std::vector<std::pair<std::string, std::string>>& out) {
+    const toml::node* n = root_.at_path(path).node();
+    if (n == nullptr) return Status::Ok();
+    const toml::table* t = n->as_table();
+    if (t == nullptr) return error(*n, path, "must be a table of tenant = \"codec\"");
+    out.clear();
+    for (const auto& [tenant, value] : *t) {
+      const std::string key = std::string(path) + "." + std::string(tenant.str());
+      if (tenant.str().empty()) return error(value, key, "names an empty tenant");
+      if (!value.is_string()) return error(value, key, "must be a codec string such as \"fp8\"");
+      auto c = scheduler::parse_nvme_codec(key, value.as_string()->get());
+      if (!c.ok()) return error(value, "", c.status().message());
+      out.emplace_back(std::string(tenant.str()), value.as_string()->get());
+    }
+    return Status::Ok();
+  }
   Status get_uid_list(const char* path, std::vector<uint32_t>& out) {
     const toml::node* n = root_.at_path(path).node();
     if (n == nullptr) return Status::Ok();
@@ -277,7 +326,7 @@ class TableReader {
   Status error(const toml::node& n, std::string_view key, const std::string& what) const {
     return Status::InvalidArgument(std::string(origin_) + ":" +
                                    std::to_string(n.source().begin.line) + ": " +
-                                   std::string(key) + " " + what);
+                                   (key.empty() ? std::string() : std::string(key) + " ") + what);
   }
 
   const toml::table& root_;
@@ -305,6 +354,9 @@ Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view o
                                         "nvme.min_slot_size", "nvme.queue_depth", "nvme.mode",
                                         "nvme.writeback_free_fraction", "nvme.tenants",
                                         "nvme.index_dir", "nvme.retry_after_full_s",
+                                        "nvme.codec", "nvme.codec_by_tenant",
+                                        "nvme.encode_threads", "nvme.decode_threads",
+                                        "nvme.staging_size",
                                         "nvme.fault_injection.read_eio_every",
                                         "nvme.fault_injection.write_eio_every",
                                         "nvme.fault_injection.short_read_every",
@@ -391,6 +443,20 @@ Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view o
   v = static_cast<uint64_t>(nv.retry_after_full.count() / 1000);
   TIERKV_RETURN_IF_ERROR(r.get_uint("nvme.retry_after_full_s", 86400, v));
   nv.retry_after_full = std::chrono::milliseconds(v * 1000);
+  TIERKV_RETURN_IF_ERROR(r.get_nvme_codec("nvme.codec", nv.codec));
+  TIERKV_RETURN_IF_ERROR(r.get_nvme_codec_table("nvme.codec_by_tenant", nv.codec_by_tenant));
+  v = nv.encode_threads;
+  TIERKV_RETURN_IF_ERROR(r.get_uint("nvme.encode_threads", 1024, v));
+  nv.encode_threads = static_cast<uint32_t>(v);
+  v = nv.decode_threads;
+  TIERKV_RETURN_IF_ERROR(r.get_uint("nvme.decode_threads", 1024, v));
+  nv.decode_threads = static_cast<uint32_t>(v);
+  TIERKV_RETURN_IF_ERROR(r.get_size("nvme.staging_size", nv.staging_bytes));
+  if (nv.staging_bytes < (1u << 20)) {
+    return Status::InvalidArgument(std::string(origin) + ": nvme.staging_size = " +
+                                   std::to_string(nv.staging_bytes) +
+                                   " bytes is less than the minimum 1MiB");
+  }
   storage::FaultPlan& f = nv.store.faults;
   for (auto [key, field] : {std::pair{"nvme.fault_injection.read_eio_every", &f.read_eio_every},
                             std::pair{"nvme.fault_injection.write_eio_every", &f.write_eio_every},

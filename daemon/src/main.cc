@@ -78,7 +78,11 @@ int run(int argc, char** argv) {
       std::cout << "  nvme tier " << daemon::format_size(nv.store.capacity_bytes) << " over "
                 << nv.store.directories.size() << " directories, "
                 << (nv.write_through ? "write-through" : "write-back") << ", queue depth "
-                << nv.store.queue_depth << "\n";
+                << nv.store.queue_depth << "\n  nvme codec " << nv.codec;
+      for (const auto& [tenant, codec] : nv.codec_by_tenant) {
+        std::cout << ", tenant '" << tenant << "': " << codec;
+      }
+      std::cout << "\n";
     }
     return 0;
   }

@@ -2,7 +2,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <string>
+
+#include "codec_stages.h"
+#include "staging_pool.h"
 
 namespace tierkv::scheduler {
 
@@ -48,7 +52,9 @@ CacheEngine::CacheEngine(const CacheOptions& options, storage::ShmRegion region)
       host_lru_(pool_.max_slot_ids(), pool_.num_classes()) {}
 
 CacheEngine::~CacheEngine() {
-  // Let in-flight NVMe I/O finish before the host region it reads into is unmapped.
+  // The codec workers finish their jobs (which read and write the host region and the staging
+  // memory) and stop; then in-flight NVMe I/O finishes before the memory it uses is unmapped.
+  if (codec_stages_) codec_stages_->stop();
   if (nvme_) {
     while (nvme_->io().in_flight() > 0) {
       (void)nvme_->io().wait(std::chrono::milliseconds(100));
@@ -129,7 +135,10 @@ Result<Namespace> CacheEngine::register_namespace(const Layout& requested, std::
   NamespaceEntry entry{Namespace{id, layout, std::string(tenant), std::string(salt)}, *cls, 0, 0,
                        false};
   entry.to_disk = wants_disk(tenant, layout.chunk_bytes());
-  if (entry.to_disk) TIERKV_RETURN_IF_ERROR(nvme_->put_namespace(entry.ns));
+  if (entry.to_disk) {
+    TIERKV_RETURN_IF_ERROR(nvme_->put_namespace(entry.ns));
+    entry.codec = choose_codec(entry.ns);
+  }
   namespaces_.emplace(id, entry);
   return entry.ns;
 }
@@ -426,6 +435,61 @@ void CacheEngine::fill_stats(proto::StatsReply& stats) const {
   n.recovery_ms = recovery_.millis;
   n.logical_bytes = disk_logical_bytes_;
   n.stored_bytes = disk_stored_bytes_;
+  fill_codec_stats(stats);
+}
+
+void CacheEngine::fill_codec_stats(proto::StatsReply& stats) const {
+  stats.tier_codecs.clear();
+  stats.codec_stages.clear();
+  stats.codec = proto::CodecCounters{};
+  stats.nvme_codec.clear();
+  // The host tier holds chunks as they are.
+  proto::TierCodecStats host;
+  host.tier = proto::Tier::kHost;
+  for (const auto& [id, e] : namespaces_) host.logical_bytes += e.chunks * e.ns.chunk_bytes();
+  host.stored_bytes = host.logical_bytes;
+  stats.tier_codecs.push_back(host);
+  if (!nvme_) return;
+  proto::TierCodecStats disk;
+  disk.tier = proto::Tier::kNvme;
+  disk.logical_bytes = disk_logical_bytes_;
+  disk.stored_bytes = disk_stored_bytes_;
+  disk.encoded_chunks = disk_encoded_chunks_;
+  stats.tier_codecs.push_back(disk);
+  stats.nvme_codec = codec_table_.empty() ? "raw" : codec_table_[default_codec_].to_string();
+  for (const auto& [tenant, index] : tenant_codecs_) {
+    stats.nvme_codec += ", " + tenant + "=" + codec_table_[index].to_string();
+  }
+  proto::CodecCounters& c = stats.codec;
+  c.encodes_in_flight = encodes_in_flight_;
+  c.decodes_in_flight = decodes_in_flight_;
+  c.encode_errors = encode_errors_;
+  c.staged_reads_waiting = staged_waiters_.size();
+  c.encode_waits = encode_waits_;
+  if (staging_) {
+    c.staging_capacity_bytes = staging_->capacity_bytes();
+    c.staging_used_bytes = staging_->used_bytes();
+  }
+  // Fused chunks are not written to NVMe yet (their representatives are not persisted): 0.
+  c.fused_representatives = 0;
+  c.fused_representative_bytes = 0;
+  if (!codec_stages_) return;
+  for (const CodecStageStats& st : codec_stages_->stats()) {
+    proto::CodecStageStats w;
+    std::strncpy(w.name, st.stage.name.c_str(), sizeof(w.name) - 1);
+    w.queue_depth = st.stage.queue_depth;
+    w.max_queue_depth = st.stage.max_queue_depth;
+    w.queue_capacity = st.queue_capacity;
+    w.batch_size = st.stage.batch_size;
+    w.workers = st.workers;
+    w.batches = st.stage.batches;
+    w.items = st.stage.items;
+    w.rejected = st.rejected;
+    w.last_batch_items = st.stage.last_batch_items;
+    w.last_latency_us = st.stage.last_latency_us;
+    w.mean_latency_us = st.stage.mean_latency_us;
+    stats.codec_stages.push_back(w);
+  }
 }
 
 void CacheEngine::list_namespaces(proto::ListNamespacesReply& reply) const {

@@ -7,6 +7,9 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "codec_stages.h"
+#include "engine_tokens.h"
+#include "staging_pool.h"
 #include "tierkv/scheduler/cache_engine.h"
 
 namespace tierkv::scheduler {
@@ -18,13 +21,6 @@ using storage::NvmeStore;
 
 namespace {
 
-// I/O tokens: the kind in bits 56..59, the rest says which slot (or verify op and read).
-constexpr uint64_t kKindShift = 56;
-constexpr uint64_t kHostRead = 1, kDiskWrite = 2, kVerifyRead = 3;
-uint64_t token(uint64_t kind, uint64_t value) { return kind << kKindShift | value; }
-uint64_t token_kind(uint64_t t) { return (t >> kKindShift) & 0xF; }
-uint64_t token_value(uint64_t t) { return t & ((1ull << kKindShift) - 1); }
-
 uint64_t now_ms() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                    std::chrono::system_clock::now().time_since_epoch())
@@ -34,6 +30,7 @@ uint64_t now_ms() {
 }  // namespace
 
 Status CacheEngine::open_nvme() {
+  TIERKV_RETURN_IF_ERROR(build_codec_table());
   auto store = NvmeStore::open(options_.nvme.store);
   if (!store.ok()) return store.status();
   nvme_ = std::move(store).value();
@@ -48,7 +45,7 @@ Status CacheEngine::open_nvme() {
   disk_lru_ = std::make_unique<LeafFirstLru>(nvme_->max_slot_ids(), nvme_->num_classes());
   completions_.resize(nvme_->io().queue_depth() * 2);
   recover_nvme();
-  return Status::Ok();
+  return start_codec_stages();
 }
 
 void CacheEngine::recover_nvme() {
@@ -62,13 +59,18 @@ void CacheEngine::recover_nvme() {
                        ns.id, ns.layout.to_string(), cls.status().message());
           return;
         }
-        namespaces_.emplace(ns.id, NamespaceEntry{ns, *cls, 0, 0,
-                                                  wants_disk(ns.tenant, ns.layout.chunk_bytes())});
+        NamespaceEntry entry{ns, *cls, 0, 0, wants_disk(ns.tenant, ns.layout.chunk_bytes())};
+        entry.codec = entry.to_disk ? choose_codec(ns) : 0;
+        namespaces_.emplace(ns.id, entry);
       },
       [&](const storage::ChunkRecord& r) {
         auto ns = namespaces_.find(r.ns);
-        if (ns == namespaces_.end() || r.logical_bytes != ns->second.ns.chunk_bytes() ||
-            r.stored_bytes != r.logical_bytes) {
+        // Raw: exactly the chunk's bytes; encoded: a header at least (the decoder checks the
+        // rest when the chunk is read).
+        const bool sized = storage::is_encoded(r.codec)
+                               ? r.stored_bytes >= storage::kChunkHeaderBytes
+                               : r.stored_bytes == r.logical_bytes;
+        if (ns == namespaces_.end() || r.logical_bytes != ns->second.ns.chunk_bytes() || !sized) {
           // A chunk of a namespace the index does not know, or of the wrong size: unusable.
           const std::pair<NamespaceId, ChunkKey> gone{r.ns, r.key};
           (void)nvme_->erase(std::span(&gone, 1));
@@ -82,7 +84,10 @@ void CacheEngine::recover_nvme() {
         d.checksum = r.checksum;
         d.created_ms = r.created_ms;
         d.stored_bytes = r.stored_bytes;
+        d.logical_bytes = r.logical_bytes;
+        d.codec = r.codec;
         d.state = DiskState::kReady;
+        if (storage::is_encoded(r.codec)) ++disk_encoded_chunks_;
         disk_lru_->set_last_access(r.slot, r.last_access_ms);
         (void)disk_index_->insert(r.ns, r.key, r.slot);
         ++ns->second.disk_chunks;
@@ -235,8 +240,12 @@ SlotId CacheEngine::start_promotion(SlotId d, int host_class) {
   ++reads_in_flight_;
   ++disk_hits_;
   disk_lru_->touch(d);
-  issue(PendingIo{false, d, region_.data() + pool_.offset(s), dm.stored_bytes,
-                  token(kHostRead, s)});
+  if (storage::is_encoded(dm.codec)) {
+    start_staged_read(s);  // into staging, then decoded into the slot
+  } else {
+    issue(PendingIo{false, d, region_.data() + pool_.offset(s), dm.stored_bytes,
+                    token(kHostRead, s)});
+  }
   return s;
 }
 
@@ -253,7 +262,6 @@ void CacheEngine::finish_read(SlotId s, int32_t result) {
   ChunkMeta& m = meta_[s];
   const SlotId d = m.loading_from;
   DiskMeta& dm = disk_[d];
-  --reads_in_flight_;
   bool ok = result >= static_cast<int32_t>(dm.stored_bytes);
   if (!ok) {
     ++read_errors_;
@@ -269,6 +277,14 @@ void CacheEngine::finish_read(SlotId s, int32_t result) {
                     dm.key.to_hex(), d, nvme_->file_of(d), nvme_->file_offset(d));
     }
   }
+  settle_promotion(s, ok);
+}
+
+void CacheEngine::settle_promotion(SlotId s, bool ok) {
+  ChunkMeta& m = meta_[s];
+  const SlotId d = m.loading_from;
+  DiskMeta& dm = disk_[d];
+  --reads_in_flight_;
   m.loading_from = kNoSlot;
   if (ok) {
     m.state = ChunkState::kReady;
@@ -327,45 +343,63 @@ void CacheEngine::pump_writes() {
     const auto [s, gen] = dirty_fifo_.front();
     dirty_fifo_.pop_front();
     if (meta_[s].gen != gen || !is_dirty(meta_[s]) || meta_[s].writing_down) continue;
-    if (!start_write_down(s)) {
+    const NamespaceEntry* e = ns_entry(meta_[s].ns);
+    const bool started = e != nullptr && e->codec != 0 ? start_encode(s) : start_write_down(s);
+    if (!started) {
       dirty_fifo_.emplace_front(s, gen);  // no room on disk now: retried later
       break;
     }
   }
   (void)nvme_->io().submit();
-  if (flush_requested_ && dirty_chunks_ == 0 && writes_in_flight_ == 0) flush_requested_ = false;
+  if (flush_requested_ && dirty_chunks_ == 0 && writes_in_flight_ == 0 && encodes_in_flight_ == 0) {
+    flush_requested_ = false;
+  }
 }
 
 bool CacheEngine::start_write_down(SlotId s) {
   ChunkMeta& m = meta_[s];
   const NamespaceEntry* e = ns_entry(m.ns);
   const uint64_t bytes = e->ns.chunk_bytes();
-  auto cls = nvme_->class_for(bytes);
+  const std::byte* src = region_.data() + pool_.offset(s);
+  if (!issue_write_down(s, src, static_cast<uint32_t>(bytes), static_cast<uint32_t>(bytes),
+                        storage::Codec::kRaw, NvmeStore::checksum({src, bytes}), Staged{})) {
+    return false;
+  }
+  (void)pool_.lease(s);  // the slot must hold still until the write completes
+  m.writing_down = true;
+  update_evictable(s);
+  // The disk starts on this chunk while the next one's checksum is computed.
+  (void)nvme_->io().submit();
+  return true;
+}
+
+bool CacheEngine::issue_write_down(SlotId s, const std::byte* src, uint32_t stored_bytes,
+                                   uint32_t logical_bytes, storage::Codec codec,
+                                   uint64_t checksum, Staged staging) {
+  const ChunkMeta& m = meta_[s];
+  auto cls = nvme_->class_for(stored_bytes);
   if (!cls.ok()) return false;
   const SlotId d = allocate_disk(*cls);
   if (d == kNoSlot) {
     ++unwritable_;
     return false;
   }
-  const std::byte* src = region_.data() + pool_.offset(s);
   DiskMeta& dm = disk_[d];
   dm.key = m.key;
   dm.parent_key = m.parent_key;
   dm.ns = m.ns;
-  dm.stored_bytes = static_cast<uint32_t>(bytes);
-  dm.checksum = NvmeStore::checksum({src, bytes});
+  dm.stored_bytes = stored_bytes;
+  dm.logical_bytes = logical_bytes;
+  dm.codec = codec;
+  dm.checksum = checksum;
   dm.created_ms = now_ms();
   dm.readers = 0;
   dm.doomed = false;
   dm.source = s;
+  dm.staging = staging;
   dm.state = DiskState::kWriting;
-  (void)pool_.lease(s);  // the slot must hold still until the write completes
-  update_evictable(s);
-  m.writing_down = true;
   ++writes_in_flight_;
-  issue(PendingIo{true, d, const_cast<std::byte*>(src), dm.stored_bytes, token(kDiskWrite, d)});
-  // The disk starts on this chunk while the next one's checksum is computed.
-  (void)nvme_->io().submit();
+  issue(PendingIo{true, d, const_cast<std::byte*>(src), stored_bytes, token(kDiskWrite, d)});
   return true;
 }
 
@@ -407,8 +441,9 @@ void CacheEngine::remove_disk(SlotId d) {
   if (p != LeafFirstLru::kNone) update_disk_evictable(p);
   disk_lru_->on_free(d);
   --disk_chunks_;
-  disk_logical_bytes_ -= dm.stored_bytes;
+  disk_logical_bytes_ -= dm.logical_bytes;
   disk_stored_bytes_ -= dm.stored_bytes;
+  if (storage::is_encoded(dm.codec)) --disk_encoded_chunks_;
   if (NamespaceEntry* e = ns_entry(dm.ns)) --e->disk_chunks;
   // A copy in host RAM is now the only one: it becomes dirty again.
   const uint32_t s = index_.find(dm.ns, dm.key);
@@ -433,17 +468,24 @@ void CacheEngine::update_disk_evictable(SlotId d) {
 void CacheEngine::abandon_write(SlotId d, bool chunk_alive, bool retry_first) {
   DiskMeta& dm = disk_[d];
   const SlotId s = dm.source;
+  free_staging(dm.staging);
+  dm = DiskMeta{};
+  (void)nvme_->free(d);
+  requeue_write_down(s, chunk_alive, retry_first);
+}
+
+void CacheEngine::requeue_write_down(SlotId s, bool chunk_alive, bool retry_first) {
+  ChunkMeta& m = meta_[s];
+  m.writing_down = false;
   // Still dirty: tried again later (first, after disk full, once the tier admits again). One
   // that left RAM meanwhile is lost now, and counted so; a deleted one was never owed.
-  if (meta_[s].state == ChunkState::kReady) {
-    if (retry_first) dirty_fifo_.emplace_front(s, meta_[s].gen);
-    else dirty_fifo_.emplace_back(s, meta_[s].gen);
+  if (m.state == ChunkState::kReady) {
+    if (retry_first) dirty_fifo_.emplace_front(s, m.gen);
+    else dirty_fifo_.emplace_back(s, m.gen);
   } else if (chunk_alive) {
     --dirty_chunks_;
     ++dropped_unwritten_;
   }
-  dm = DiskMeta{};
-  (void)nvme_->free(d);
   unlease(s);
 }
 
@@ -457,6 +499,7 @@ void CacheEngine::finish_writes(std::span<const IoCompletion> done) {
     const SlotId s = dm.source;
     --writes_in_flight_;
     meta_[s].writing_down = false;
+    free_staging(dm.staging);  // written (or failed): the staged bytes are no longer needed
     // Evicted or dropped from RAM meanwhile, the chunk still goes to NVMe; deleted, it does not.
     const bool chunk_alive = meta_[s].state == ChunkState::kReady ||
                              (meta_[s].state == ChunkState::kZombie && !meta_[s].deleted);
@@ -487,7 +530,8 @@ void CacheEngine::finish_writes(std::span<const IoCompletion> done) {
     r.file = nvme_->file_of(d);
     r.offset = nvme_->file_offset(d);
     r.stored_bytes = dm.stored_bytes;
-    r.logical_bytes = dm.stored_bytes;
+    r.logical_bytes = dm.logical_bytes;
+    r.codec = dm.codec;
     r.checksum = dm.checksum;
     r.created_ms = dm.created_ms;
     r.last_access_ms = now;
@@ -519,8 +563,9 @@ void CacheEngine::finish_writes(std::span<const IoCompletion> done) {
     ++disk_chunks_;
     ++written_total_;
     disk_bytes_in_ += dm.stored_bytes;
-    disk_logical_bytes_ += dm.stored_bytes;
+    disk_logical_bytes_ += dm.logical_bytes;
     disk_stored_bytes_ += dm.stored_bytes;
+    if (storage::is_encoded(dm.codec)) ++disk_encoded_chunks_;
     if (NamespaceEntry* e = ns_entry(dm.ns)) ++e->disk_chunks;
     if (meta_[s].state == ChunkState::kReady) meta_[s].on_disk = true;
     --dirty_chunks_;  // counted until now, in RAM or not
@@ -532,6 +577,7 @@ void CacheEngine::finish_writes(std::span<const IoCompletion> done) {
 
 void CacheEngine::poll_io() {
   if (!nvme_) return;
+  poll_codecs();
   for (;;) {
     const size_t n = nvme_->io().reap(completions_);
     if (n == 0) break;
@@ -545,6 +591,9 @@ void CacheEngine::poll_io() {
       const IoCompletion c = completions_[i];
       switch (token_kind(c.user_data)) {
         case kHostRead: finish_read(static_cast<SlotId>(token_value(c.user_data)), c.result); break;
+        case kStagedRead:
+          finish_staged_read(static_cast<SlotId>(token_value(c.user_data)), c.result);
+          break;
         case kDiskWrite: write_scratch_.push_back(c); break;
         case kVerifyRead: {
           const uint64_t v = token_value(c.user_data);
@@ -579,7 +628,7 @@ Status CacheEngine::flush(proto::FlushReply& reply) {
   if (dirty_chunks_ > 0) flush_requested_ = true;
   pump_writes();
   reply.dirty_chunks = dirty_chunks_;
-  reply.writes_in_flight = writes_in_flight_;
+  reply.writes_in_flight = writes_in_flight_ + encodes_in_flight_;
   reply.written_total = written_total_;
   reply.unwritable = disk_full_ ? dirty_chunks_ : 0;
   return Status::Ok();

@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -46,6 +48,19 @@ Status from_rocks(const rocksdb::Status& s, const std::string& what) {
 
 }  // namespace
 
+std::string_view stored_codec_name(Codec c) {
+  switch (c) {
+    case Codec::kRaw: return "raw";
+    case Codec::kEncodedRaw: return "raw+header";
+    case Codec::kZstd: return "zstd";
+    case Codec::kFp8: return "fp8";
+    case Codec::kInt8: return "int8";
+    case Codec::kInt4: return "int4";
+    case Codec::kFused: return "fused";
+  }
+  return "unknown";
+}
+
 NvmeStore::NvmeStore(const NvmeOptions& options, SlabSlotPool pool)
     : options_(options), pool_(std::move(pool)) {}
 
@@ -58,6 +73,13 @@ NvmeStore::~NvmeStore() {
 Result<std::unique_ptr<NvmeStore>> NvmeStore::open(const NvmeOptions& o) {
   if (o.directories.empty()) return Status::InvalidArgument("nvme.directories is empty");
   SlotPoolOptions pool_options{"nvme", 0, o.slab_bytes, o.min_slot_bytes};
+  // Fine size classes: encoded chunks vary in size, and a slot only a little larger than its
+  // chunk is what turns compression into capacity. Each class stays a multiple of 4 KiB.
+  pool_options.classes_per_doubling =
+      static_cast<uint32_t>(std::clamp<uint64_t>(o.min_slot_bytes / 4096, 1, 8));
+  if (!std::has_single_bit(pool_options.classes_per_doubling)) {
+    pool_options.classes_per_doubling = std::bit_floor(pool_options.classes_per_doubling);
+  }
   // Whole slabs per file, the same number in every file.
   const uint64_t n = o.directories.size();
   const uint64_t slabs_per_file = o.capacity_bytes / n / o.slab_bytes;
@@ -73,6 +95,11 @@ Result<std::unique_ptr<NvmeStore>> NvmeStore::open(const NvmeOptions& o) {
                                    " exceeds 1 GiB");
   }
   std::unique_ptr<NvmeStore> store(new NvmeStore(o, SlabSlotPool(pool_options)));
+  if (store->pool_.num_classes() > 255) {  // ChunkRecord::slot_class is one byte
+    return Status::InvalidArgument("nvme.slab_size / nvme.min_slot_size gives " +
+                                   std::to_string(store->pool_.num_classes()) +
+                                   " size classes, more than 255");
+  }
   const uint64_t file_bytes = slabs_per_file * o.slab_bytes;
 
   namespace fs = std::filesystem;
@@ -122,16 +149,19 @@ Result<std::unique_ptr<NvmeStore>> NvmeStore::open(const NvmeOptions& o) {
   return store;
 }
 
-uint32_t NvmeStore::file_of(SlotId slot) const {
-  const uint64_t slab = pool_.offset(slot) / options_.slab_bytes;
+uint32_t NvmeStore::file_of_pool_offset(uint64_t off) const {
+  const uint64_t slab = off / options_.slab_bytes;
   return static_cast<uint32_t>(slab % fds_.size());
 }
 
-uint64_t NvmeStore::file_offset(SlotId slot) const {
-  const uint64_t off = pool_.offset(slot);
+uint64_t NvmeStore::file_offset_of(uint64_t off) const {
   const uint64_t slab = off / options_.slab_bytes;
   return slab / fds_.size() * options_.slab_bytes + off % options_.slab_bytes;
 }
+
+uint32_t NvmeStore::file_of(SlotId slot) const { return file_of_pool_offset(pool_.offset(slot)); }
+
+uint64_t NvmeStore::file_offset(SlotId slot) const { return file_offset_of(pool_.offset(slot)); }
 
 bool NvmeStore::queue_write(SlotId slot, const std::byte* buf, uint32_t length, uint64_t token) {
   IoRequest r;
@@ -270,7 +300,13 @@ Status NvmeStore::recover(const std::function<void(const Namespace&)>& on_namesp
     bool ok = v.size() == 1 + sizeof(ChunkRecord) && v[0] == kRecordVersion;
     if (ok) std::memcpy(&r, v.data() + 1, sizeof(r));
     ok = ok && r.slot < pool_.max_slot_ids() && r.slot_class < pool_.num_classes() &&
-         r.stored_bytes <= pool_.class_bytes(r.slot_class) && r.codec == Codec::kRaw;
+         r.stored_bytes <= pool_.class_bytes(r.slot_class) && is_known_codec(r.codec);
+    if (ok) {
+      // The record's file and offset must be where its slot lies in the files as they are now
+      // laid out: an index from other slab or size-class settings names other places.
+      auto at = pool_.offset_in_class(r.slot, r.slot_class);
+      ok = at.ok() && r.file == file_of_pool_offset(*at) && r.offset == file_offset_of(*at);
+    }
     if (!ok) {
       bad_keys.push_back(it->key().ToString());
       continue;
@@ -299,7 +335,10 @@ Status NvmeStore::recover(const std::function<void(const Namespace&)>& on_namesp
   }
   for (const std::string& k : bad_keys) (void)db_->Delete(rocksdb::WriteOptions(), k);
   rep.discarded += bad_keys.size();
-  for (const ChunkRecord& r : records) on_chunk(r);
+  for (const ChunkRecord& r : records) {
+    if (is_encoded(r.codec)) ++rep.encoded;
+    on_chunk(r);
+  }
   rep.chunks = records.size();
   rep.millis = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                          std::chrono::steady_clock::now() - t0)

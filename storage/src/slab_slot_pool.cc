@@ -19,6 +19,16 @@ Status SlotPoolOptions::validate() const {
     return Status::InvalidArgument(tier + ".slab_size / " + tier +
                                    ".min_slot_size exceeds 2^20 slots per slab");
   }
+  if (classes_per_doubling != 1 && classes_per_doubling != 2 && classes_per_doubling != 4 &&
+      classes_per_doubling != 8) {
+    return Status::InvalidArgument(tier + ": " + std::to_string(classes_per_doubling) +
+                                   " size classes per doubling; 1, 2, 4 or 8 are supported");
+  }
+  if (min_slot_bytes / classes_per_doubling % 4096 != 0) {
+    return Status::InvalidArgument(tier + ".min_slot_size = " + std::to_string(min_slot_bytes) +
+                                   " is too small for " + std::to_string(classes_per_doubling) +
+                                   " size classes per doubling (each class a multiple of 4 KiB)");
+  }
   if (region_bytes < page_bytes) {
     return Status::InvalidArgument(tier + ".capacity = " + std::to_string(region_bytes) +
                                    " is smaller than one slab (" + tier + ".slab_size = " +
@@ -35,11 +45,12 @@ SlabSlotPool::SlabSlotPool(const SlotPoolOptions& o)
     : page_bytes_(o.page_bytes),
       num_pages_(o.region_bytes / o.page_bytes),
       max_slots_per_page_(static_cast<uint32_t>(o.page_bytes / o.min_slot_bytes)) {
+  const uint64_t steps = o.classes_per_doubling;
   for (uint64_t s = o.min_slot_bytes; s <= page_bytes_; s *= 2) {
-    class_bytes_.push_back(s);
-    if (s + s / 2 <= page_bytes_) class_bytes_.push_back(s + s / 2);
+    for (uint64_t k = 0; k < steps && s + s * k / steps <= page_bytes_; ++k) {
+      class_bytes_.push_back(s + s * k / steps);
+    }
   }
-  std::sort(class_bytes_.begin(), class_bytes_.end());
   class_free_.resize(class_bytes_.size());
   for (size_t c = 0; c < class_bytes_.size(); ++c) {
     // Room for every slot the class could ever hold, so allocate/free never allocate memory.
@@ -192,6 +203,16 @@ Result<uint32_t> SlabSlotPool::unlease(SlotId slot) {
     return Status::FailedPrecondition("slot " + std::to_string(slot) + " is not leased");
   }
   return --slots_[slot].leases;
+}
+
+Result<uint64_t> SlabSlotPool::offset_in_class(SlotId slot, int cls) const {
+  if (slot >= slots_.size() || cls < 0 || cls >= num_classes() ||
+      slot % max_slots_per_page_ >= slots_in_page(cls)) {
+    return Status::InvalidArgument("slot " + std::to_string(slot) + " does not exist in class " +
+                                   std::to_string(cls));
+  }
+  const uint32_t page = slot / max_slots_per_page_;
+  return uint64_t{page} * page_bytes_ + uint64_t{slot % max_slots_per_page_} * class_bytes_[cls];
 }
 
 uint64_t SlabSlotPool::offset(SlotId slot) const {

@@ -53,15 +53,18 @@ class UringBackend final : public IoBackend {
   }
 
   Result<bool> register_memory(std::byte* base, uint64_t bytes) override {
-    std::vector<iovec> pieces;
-    for (uint64_t at = 0; at < bytes; at += kFixedBufferPiece) {
-      pieces.push_back(iovec{base + at, static_cast<size_t>(std::min(kFixedBufferPiece, bytes - at))});
+    // The kernel keeps one table of fixed buffers: a further region replaces the table with one
+    // that holds every region so far (done at start-up, before any I/O).
+    std::vector<FixedRegion> regions = regions_;
+    regions.push_back(FixedRegion{base, bytes, 0});
+    if (!regions_.empty()) (void)io_uring_unregister_buffers(&ring_);
+    if (register_regions(regions) < 0) {
+      // e.g. ENOMEM under RLIMIT_MEMLOCK: plain reads and writes still go straight to and from
+      // this memory. What was registered before stays so if it can.
+      if (!regions_.empty() && register_regions(regions_) < 0) regions_.clear();
+      return false;
     }
-    const int rc = io_uring_register_buffers(&ring_, pieces.data(),
-                                             static_cast<unsigned>(pieces.size()));
-    if (rc < 0) return false;  // e.g. ENOMEM under RLIMIT_MEMLOCK: plain reads still go direct
-    fixed_base_ = base;
-    fixed_bytes_ = bytes;
+    regions_ = std::move(regions);
     return true;
   }
 
@@ -69,13 +72,16 @@ class UringBackend final : public IoBackend {
     if (in_flight_ >= depth_) return false;
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     if (sqe == nullptr) return false;
-    const bool fixed = fixed_base_ != nullptr && r.buf >= fixed_base_ &&
-                       r.buf + r.length <= fixed_base_ + fixed_bytes_;
-    const int piece = fixed ? static_cast<int>((r.buf - fixed_base_) / kFixedBufferPiece) : -1;
     // A request may not straddle two fixed-buffer pieces; slots never do (slabs divide 1 GiB).
-    const bool in_one_piece =
-        fixed && (r.buf + r.length - 1 - fixed_base_) / kFixedBufferPiece ==
-                     static_cast<uint64_t>(piece);
+    int piece = -1;
+    for (const FixedRegion& f : regions_) {
+      if (r.buf < f.base || r.buf + r.length > f.base + f.bytes) continue;
+      const uint64_t first = static_cast<uint64_t>(r.buf - f.base) / kFixedBufferPiece;
+      const uint64_t last = static_cast<uint64_t>(r.buf + r.length - 1 - f.base) / kFixedBufferPiece;
+      if (first == last) piece = static_cast<int>(f.first_piece + first);
+      break;
+    }
+    const bool in_one_piece = piece >= 0;
     switch (r.op) {
       case IoOp::kRead:
         if (in_one_piece) io_uring_prep_read_fixed(sqe, static_cast<int>(r.file), r.buf, r.length, r.offset, piece);
@@ -146,8 +152,25 @@ class UringBackend final : public IoBackend {
   uint32_t files_ = 0;
   uint32_t in_flight_ = 0;
   uint32_t unsubmitted_ = 0;
-  std::byte* fixed_base_ = nullptr;
-  uint64_t fixed_bytes_ = 0;
+  struct FixedRegion {
+    std::byte* base = nullptr;
+    uint64_t bytes = 0;
+    uint32_t first_piece = 0;  // index of its first piece in the registered table
+  };
+  // Registers `regions` as the table of fixed buffers, each cut into pieces of at most 1 GiB;
+  // sets their first_piece. Returns io_uring_register_buffers' result.
+  int register_regions(std::vector<FixedRegion>& regions) {
+    std::vector<iovec> pieces;
+    for (FixedRegion& r : regions) {
+      r.first_piece = static_cast<uint32_t>(pieces.size());
+      for (uint64_t at = 0; at < r.bytes; at += kFixedBufferPiece) {
+        pieces.push_back(
+            iovec{r.base + at, static_cast<size_t>(std::min(kFixedBufferPiece, r.bytes - at))});
+      }
+    }
+    return io_uring_register_buffers(&ring_, pieces.data(), static_cast<unsigned>(pieces.size()));
+  }
+  std::vector<FixedRegion> regions_;  // registered as fixed buffers, in table order
   std::vector<__kernel_timespec> timeouts_;
 };
 

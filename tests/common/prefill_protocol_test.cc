@@ -218,7 +218,9 @@ TEST(PrefillProtocolTest, StatsReplyCarriesPrefillFieldsAtTheEnd) {
   EXPECT_DOUBLE_EQ(out.recent_prefills[0].saved_ms, 123.5);
 
   // One protocol version, one shape: a reply cut before these fields is an error naming one.
-  buf.resize(buf.size() - sizeof(PrefillRecord) - 4);
+  // (After them come the codec fields: two empty arrays, an empty string, CodecCounters.)
+  const size_t codec_tail = 3 * sizeof(uint32_t) + sizeof(CodecCounters);
+  buf.resize(buf.size() - codec_tail - sizeof(PrefillRecord) - 4);
   StatsReply cut;
   const Status s = decoded(buf, cut);
   EXPECT_EQ(s.code(), StatusCode::kProtocolError);

@@ -98,6 +98,58 @@ TEST(ConfigTest, ErrorsNameTheKeyAndTheLine) {
   }
 }
 
+TEST(ConfigTest, NvmeCodecDefaultsAndValues) {
+  auto d = parse_config(default_config_toml(), "default");
+  ASSERT_TRUE(d.ok());
+  const scheduler::NvmeTierOptions defaults;
+  EXPECT_EQ(d->cache.nvme.codec, "raw");
+  EXPECT_EQ(d->cache.nvme.codec, defaults.codec);
+  EXPECT_TRUE(d->cache.nvme.codec_by_tenant.empty());
+  EXPECT_EQ(d->cache.nvme.encode_threads, defaults.encode_threads);
+  EXPECT_EQ(d->cache.nvme.decode_threads, defaults.decode_threads);
+  EXPECT_EQ(d->cache.nvme.staging_bytes, defaults.staging_bytes);
+
+  auto c = parse_config(
+      "[nvme]\ncodec = \"zstd:3:bits\"\nencode_threads = 6\ndecode_threads = 2\n"
+      "staging_size = \"64MiB\"\n[nvme.codec_by_tenant]\n\"batch jobs\" = \"fp8\"\n"
+      "archive = \"int4:g64\"\n",
+      "t.toml");
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_EQ(c->cache.nvme.codec, "zstd:3:bits");
+  EXPECT_EQ(c->cache.nvme.encode_threads, 6u);
+  EXPECT_EQ(c->cache.nvme.decode_threads, 2u);
+  EXPECT_EQ(c->cache.nvme.staging_bytes, 64ull << 20);
+  const std::vector<std::pair<std::string, std::string>> want = {{"archive", "int4:g64"},
+                                                                 {"batch jobs", "fp8"}};
+  EXPECT_EQ(c->cache.nvme.codec_by_tenant, want);
+}
+
+TEST(ConfigTest, NvmeCodecErrorsNameTheKeyAndTheValue) {
+  struct Case {
+    const char* toml;
+    const char* expect;
+  } cases[] = {
+      {"[nvme]\ncodec = \"lz4\"\n", "t.toml:2: nvme.codec = \"lz4\": codec 'lz4'"},
+      {"[nvme]\ncodec = \"zstd:42\"\n", "nvme.codec = \"zstd:42\""},
+      {"[nvme]\ncodec = \"fused\"\n", "nvme.codec = \"fused\": the fused codec is not available"},
+      {"[nvme]\ncodec = 1\n", "nvme.codec must be a codec string"},
+      {"[nvme.codec_by_tenant]\nbulk = \"fused:0.9\"\n",
+       "t.toml:2: nvme.codec_by_tenant.bulk = \"fused:0.9\": the fused codec"},
+      {"[nvme.codec_by_tenant]\nbulk = \"int4:g0\"\n", "nvme.codec_by_tenant.bulk = \"int4:g0\""},
+      {"[nvme.codec_by_tenant]\nbulk = 8\n", "nvme.codec_by_tenant.bulk must be a codec string"},
+      {"[nvme]\ncodec_by_tenant = \"fp8\"\n", "nvme.codec_by_tenant must be a table"},
+      {"[nvme]\nstaging_size = \"64KiB\"\n", "nvme.staging_size = 65536 bytes is less than"},
+      {"[nvme]\nencode_threads = -1\n", "nvme.encode_threads = -1 is out of range"},
+      {"[nvme]\ncodecs = \"zstd\"\n", "nvme.codecs is not a known option"},
+  };
+  for (const auto& c : cases) {
+    auto r = parse_config(c.toml, "t.toml");
+    ASSERT_FALSE(r.ok()) << c.toml;
+    EXPECT_NE(r.status().message().find(c.expect), std::string::npos)
+        << "config: " << c.toml << "\nmessage: " << r.status().message();
+  }
+}
+
 TEST(ConfigTest, Sizes) {
   EXPECT_EQ(*parse_size("64KiB"), 64u << 10);
   EXPECT_EQ(*parse_size("2 GiB"), 2ull << 30);

@@ -135,6 +135,8 @@ TEST(NvmeStoreTest, RecoversAHundredThousandChunksAndNamesEach) {
       r.slot = (*store)->allocate(cls);
       ASSERT_NE(r.slot, kNoSlot);
       r.slot_class = static_cast<uint8_t>(cls);
+      r.file = (*store)->file_of(r.slot);
+      r.offset = (*store)->file_offset(r.slot);
       r.stored_bytes = r.logical_bytes = 8 * 1024;
       batch.push_back(r);
       if (batch.size() == 4096 || i + 1 == kChunks) {
@@ -156,6 +158,52 @@ TEST(NvmeStoreTest, RecoversAHundredThousandChunksAndNamesEach) {
   EXPECT_EQ((*store)->used_bytes(), uint64_t{kChunks} * 8 * 1024);
   std::printf("recovered %u chunks in %llu ms\n", kChunks,
               static_cast<unsigned long long>(report.millis));
+}
+
+TEST(NvmeStoreTest, RecoveryAcceptsEncodedChunksAndDropsRecordsNamingAnotherPlace) {
+  TempDirectory dir;
+  ChunkRecord encoded, misplaced;
+  {
+    auto store = NvmeStore::open(options(dir.path()));
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)->recover([](const Namespace&) {}, [](const ChunkRecord&) {}, nullptr).ok());
+    // An encoded chunk: 30 KiB of zstd for a 64 KiB chunk, in a slot of the smallest class.
+    const int cls = (*store)->class_for(30 << 10).value();
+    encoded.ns = 1;
+    encoded.key = ChunkKey{1, 1};
+    encoded.slot = (*store)->allocate(cls);
+    encoded.slot_class = static_cast<uint8_t>(cls);
+    encoded.file = (*store)->file_of(encoded.slot);
+    encoded.offset = (*store)->file_offset(encoded.slot);
+    encoded.stored_bytes = 30 << 10;
+    encoded.logical_bytes = 64 << 10;
+    encoded.codec = Codec::kZstd;
+    // A record whose offset is not where its slot lies (an index written under other slab or
+    // size-class settings): it must not be trusted.
+    misplaced = encoded;
+    misplaced.key = ChunkKey{2, 2};
+    misplaced.slot = (*store)->allocate(cls);
+    misplaced.file = (*store)->file_of(misplaced.slot);
+    misplaced.offset = (*store)->file_offset(misplaced.slot) + 4096;
+    const ChunkRecord both[] = {encoded, misplaced};
+    ASSERT_TRUE((*store)->commit(both).ok());
+  }
+  auto store = NvmeStore::open(options(dir.path()));
+  ASSERT_TRUE(store.ok());
+  std::vector<ChunkRecord> got;
+  RecoveryReport report;
+  ASSERT_TRUE((*store)
+                  ->recover([](const Namespace&) {},
+                            [&](const ChunkRecord& r) { got.push_back(r); }, &report)
+                  .ok());
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].key, encoded.key);
+  EXPECT_EQ(got[0].codec, Codec::kZstd);
+  EXPECT_EQ(got[0].stored_bytes, 30u << 10);
+  EXPECT_EQ(got[0].logical_bytes, 64u << 10);
+  EXPECT_EQ(report.encoded, 1u);
+  EXPECT_EQ(report.discarded, 1u);
+  EXPECT_EQ(stored_codec_name(Codec::kZstd), "zstd");
 }
 
 TEST(NvmeStoreTest, RejectsBadOptionsWithTheirNames) {

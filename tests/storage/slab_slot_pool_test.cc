@@ -40,6 +40,36 @@ TEST(SlabSlotPoolTest, ClassesFitSizesWithLittleWaste) {
   EXPECT_NE(too_big.status().message().find("exceeds the largest host slot"), std::string::npos);
 }
 
+TEST(SlabSlotPoolTest, EightClassesPerDoublingWasteAtMostAnEighth) {
+  // The NVMe tier's classes: encoded chunks of any size take a slot at most 1/8 larger.
+  SlotPoolOptions o = small_pool();
+  o.classes_per_doubling = 8;
+  ASSERT_TRUE(o.validate().ok());
+  SlabSlotPool pool(o);
+  EXPECT_EQ(pool.class_bytes(0), 64 * kKiB);
+  EXPECT_EQ(pool.class_bytes(1), 72 * kKiB);
+  EXPECT_EQ(pool.class_bytes(8), 128 * kKiB);
+  EXPECT_EQ(pool.class_bytes(pool.num_classes() - 1), 4 * kMiB);
+  for (uint64_t bytes = 64 * kKiB; bytes <= 4 * kMiB; bytes += 13 * kKiB + 7) {
+    const uint64_t slot = pool.class_bytes(*pool.class_for(bytes));
+    EXPECT_GE(slot, bytes);
+    EXPECT_LE(slot, bytes + bytes / 8 + 1) << bytes;
+    EXPECT_EQ(slot % 4096, 0u);
+  }
+  // Slots of a class tile their slab at multiples of the class size, 4 KiB aligned.
+  const int cls = *pool.class_for(200 * kKiB);
+  const SlotId a = pool.allocate(cls), b = pool.allocate(cls);
+  EXPECT_EQ(pool.offset(b) - pool.offset(a), pool.class_bytes(cls));
+  EXPECT_EQ(*pool.offset_in_class(b, cls), pool.offset(b));
+  EXPECT_FALSE(pool.offset_in_class(b, 999).ok());
+  // Each class must stay a multiple of 4 KiB.
+  o.min_slot_bytes = 16 * kKiB;
+  EXPECT_NE(o.validate().message().find("size classes per doubling"), std::string::npos);
+  o = small_pool();
+  o.classes_per_doubling = 3;
+  EXPECT_FALSE(o.validate().ok());
+}
+
 TEST(SlabSlotPoolTest, AllocateUntilExhaustedThenFreeAndReuse) {
   SlabSlotPool pool(small_pool());
   const int cls = *pool.class_for(1 * kMiB);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,116 @@ std::vector<proto::TierStats> all_tiers(const proto::StatsReply& st) {
       out.push_back(off);
     }
   }
+  return out;
+}
+
+// "2.41x" (logical / stored), or "-" when nothing is stored.
+std::string ratio(uint64_t logical, uint64_t stored) {
+  if (stored == 0) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2fx", static_cast<double>(logical) / static_cast<double>(stored));
+  return buf;
+}
+
+std::string stage_name(const proto::CodecStageStats& s) {
+  return std::string(s.name, strnlen(s.name, sizeof(s.name)));
+}
+
+std::string micros(double us) {
+  char buf[32];
+  if (us >= 1000) std::snprintf(buf, sizeof(buf), "%.1f ms", us / 1000);
+  else std::snprintf(buf, sizeof(buf), "%.0f us", us);
+  return buf;
+}
+
+// The codec figures (`codecs` in JSON): per tier logical vs stored bytes, the NVMe codec, its
+// encode and decode stages, staging memory, fused representatives.
+void write_codec_fields(JsonWriter& w, const proto::StatsReply& st) {
+  w.key("codecs").begin_object();
+  w.field("nvme_codec", st.nvme_codec);
+  w.key("tiers").begin_array();
+  for (const auto& t : st.tier_codecs) {
+    w.begin_object()
+        .field("tier", proto::tier_name(t.tier))
+        .field("logical_bytes", t.logical_bytes)
+        .field("stored_bytes", t.stored_bytes);
+    w.key("ratio");
+    if (t.stored_bytes == 0) {
+      w.null();
+    } else {
+      w.value(static_cast<double>(t.logical_bytes) / static_cast<double>(t.stored_bytes));
+    }
+    w.field("encoded_chunks", t.encoded_chunks).end_object();
+  }
+  w.end_array();
+  w.key("stages").begin_array();
+  for (const auto& s : st.codec_stages) {
+    w.begin_object()
+        .field("stage", stage_name(s))
+        .field("workers", uint64_t{s.workers})
+        .field("queue_depth", s.queue_depth)
+        .field("max_queue_depth", s.max_queue_depth)
+        .field("queue_capacity", s.queue_capacity)
+        .field("batch_size", uint64_t{s.batch_size})
+        .field("batches", s.batches)
+        .field("items", s.items)
+        .field("rejected", s.rejected)
+        .field("last_batch_items", s.last_batch_items)
+        .field("last_latency_us", s.last_latency_us)
+        .field("mean_latency_us", s.mean_latency_us)
+        .end_object();
+  }
+  w.end_array();
+  const proto::CodecCounters& c = st.codec;
+  w.field("encodes_in_flight", c.encodes_in_flight)
+      .field("decodes_in_flight", c.decodes_in_flight)
+      .field("encode_errors", c.encode_errors)
+      .field("staging_capacity_bytes", c.staging_capacity_bytes)
+      .field("staging_used_bytes", c.staging_used_bytes)
+      .field("staged_reads_waiting", c.staged_reads_waiting)
+      .field("encode_waits", c.encode_waits)
+      .field("fused_representatives", c.fused_representatives)
+      .field("fused_representative_bytes", c.fused_representative_bytes);
+  w.end_object();
+}
+
+std::string render_codecs(const proto::StatsReply& st) {
+  if (st.tier_codecs.empty()) return {};
+  std::string out = "\ncodecs: nvme " + (st.nvme_codec.empty() ? std::string("off") : st.nvme_codec) +
+                    "; fused representatives " +
+                    tools::group_thousands(st.codec.fused_representatives) + "\n";
+  TextTable tiers({"TIER", "LOGICAL", "STORED", "RATIO", "ENCODED CHUNKS"},
+                  {false, true, true, true, true});
+  for (const auto& t : st.tier_codecs) {
+    tiers.add_row({std::string(proto::tier_name(t.tier)), tools::human_size(t.logical_bytes),
+                   tools::human_size(t.stored_bytes), ratio(t.logical_bytes, t.stored_bytes),
+                   tools::group_thousands(t.encoded_chunks)});
+  }
+  out += tiers.render(true, "  ");
+  if (st.codec_stages.empty()) return out;
+  TextTable stages({"STAGE", "WORKERS", "QUEUE", "MAX QUEUE", "BATCH", "LAST BATCH", "BATCHES",
+                    "ITEMS", "LAST LATENCY", "MEAN LATENCY"},
+                   {false, true, true, true, true, true, true, true, true, true});
+  for (const auto& s : st.codec_stages) {
+    char last_batch[32];
+    std::snprintf(last_batch, sizeof(last_batch), "%.0f", s.last_batch_items);
+    stages.add_row({stage_name(s), std::to_string(s.workers),
+                    tools::group_thousands(s.queue_depth) + "/" +
+                        tools::group_thousands(s.queue_capacity),
+                    tools::group_thousands(s.max_queue_depth), std::to_string(s.batch_size),
+                    last_batch, tools::group_thousands(s.batches), tools::group_thousands(s.items),
+                    micros(s.last_latency_us), micros(s.mean_latency_us)});
+  }
+  out += stages.render(true, "  ");
+  const proto::CodecCounters& c = st.codec;
+  out += "  " + tools::group_thousands(c.encodes_in_flight) + " encodes and " +
+         tools::group_thousands(c.decodes_in_flight) + " decodes in flight, " +
+         tools::group_thousands(c.encode_errors) + " encode errors; staging " +
+         tools::human_size(c.staging_used_bytes) + " of " +
+         tools::human_size(c.staging_capacity_bytes) + " in use, " +
+         tools::group_thousands(c.staged_reads_waiting) + " reads waiting for it; write-down "
+         "waited " + tools::group_thousands(c.encode_waits) + " times for staging or the encode "
+         "queue\n";
   return out;
 }
 
@@ -265,6 +376,7 @@ Status run_stats(const GlobalOptions& g) {
         .field("logical_bytes", n.logical_bytes)
         .field("stored_bytes", n.stored_bytes)
         .end_object();
+    write_codec_fields(w, *st);
     write_prefill_fields(w, *st);
     w.end_object();
     print_json(w);
@@ -309,8 +421,10 @@ Status run_stats(const GlobalOptions& g) {
            "      recovered " + tools::group_thousands(n.recovered_chunks) + " chunks in " +
            std::to_string(n.recovery_ms) + " ms at start-up; stores " +
            tools::human_size(n.logical_bytes) + " of chunks in " +
-           tools::human_size(n.stored_bytes) + "\n";
+           tools::human_size(n.stored_bytes) + " (" + ratio(n.logical_bytes, n.stored_bytes) +
+           ")\n";
   }
+  out += render_codecs(*st);
   out += render_prefill(*st);
   print(out);
   return Status::Ok();

@@ -276,6 +276,47 @@ struct PrefillRecord {
   double saved_ms = 0;   // predicted compute-only prefix time minus actual_ms
 };
 static_assert(sizeof(PrefillRecord) == 80);
+// A tier's chunks as clients see them (logical) and as the tier holds them (stored, after its
+// codec): logical / stored is the compression the operator gets.
+struct TierCodecStats {
+  Tier tier = Tier::kNone;
+  uint8_t pad[7] = {};
+  uint64_t logical_bytes = 0;
+  uint64_t stored_bytes = 0;   // the encoded bytes (slots round them up: see TierStats used_bytes)
+  uint64_t encoded_chunks = 0;  // chunks held under a codec other than raw
+};
+static_assert(sizeof(TierCodecStats) == 32);
+// One stage of the NVMe tier's codec pipeline ("encode" before write-down, "decode" after a
+// read), as StagePipeline reports it.
+struct CodecStageStats {
+  char name[16] = {};  // NUL-padded
+  uint64_t queue_depth = 0;
+  uint64_t max_queue_depth = 0;
+  uint64_t queue_capacity = 0;
+  uint32_t batch_size = 0;  // the current adaptive batch size
+  uint32_t workers = 0;
+  uint64_t batches = 0;
+  uint64_t items = 0;
+  uint64_t rejected = 0;  // jobs refused because the queue was full (the engine waits and retries)
+  double last_batch_items = 0;
+  double last_latency_us = 0;  // of the last batch
+  double mean_latency_us = 0;  // exponentially weighted over batches
+};
+static_assert(sizeof(CodecStageStats) == 96);
+// The NVMe tier's encoded-chunk machinery.
+struct CodecCounters {
+  uint64_t encodes_in_flight = 0;  // chunks being encoded for write-down
+  uint64_t decodes_in_flight = 0;  // chunks read up and being decoded
+  uint64_t encode_errors = 0;      // chunks a codec refused (written down as they are instead)
+  uint64_t staging_capacity_bytes = 0;
+  uint64_t staging_used_bytes = 0;
+  uint64_t staged_reads_waiting = 0;  // reads waiting for staging memory
+  // Times write-down waited for staging memory or room in the encode queue (backpressure).
+  uint64_t encode_waits = 0;
+  uint64_t fused_representatives = 0;  // representative blocks fused chunks refer to
+  uint64_t fused_representative_bytes = 0;
+};
+static_assert(sizeof(CodecCounters) == 72);
 struct StatsReply {
   std::string daemon_version;
   uint32_t pid = 0;
@@ -291,6 +332,12 @@ struct StatsReply {
   PrefillStats prefill;
   std::vector<TierBandwidth> tier_bandwidth;   // gpu, host, nvme, remote
   std::vector<PrefillRecord> recent_prefills;  // oldest first
+  // Encoded chunks: per tier logical vs stored bytes, the NVMe tier's codec (its default, and
+  // per tenant overrides as "tenant=codec"), its encode and decode stages.
+  std::vector<TierCodecStats> tier_codecs;  // host, nvme
+  std::string nvme_codec;
+  std::vector<CodecStageStats> codec_stages;  // encode, decode; empty when no codec runs
+  CodecCounters codec;
 };
 struct NamespaceInfo {
   Namespace ns;

@@ -3,6 +3,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -31,9 +32,35 @@ std::string_view codec_name(CodecId id) {
 }
 
 std::span<std::byte> EncodeBuffer::resize(size_t n) {
+  if (external_ != nullptr) {
+    if (n <= external_bytes_) {
+      size_ = n;
+      return {external_, n};
+    }
+    // Outgrown: what the caller's memory holds moves here.
+    if (buf_.size() < n) buf_.resize(n);
+    std::memcpy(buf_.data(), external_, std::min(size_, n));
+    external_ = nullptr;
+    external_bytes_ = 0;
+    spilled_ = true;
+  }
   if (buf_.size() < n) buf_.resize(n);
   size_ = n;
   return {buf_.data(), n};
+}
+
+void EncodeBuffer::use_memory(std::span<std::byte> memory) {
+  external_ = memory.data();
+  external_bytes_ = memory.size();
+  size_ = 0;
+  spilled_ = false;
+}
+
+void EncodeBuffer::use_own_memory() {
+  external_ = nullptr;
+  external_bytes_ = 0;
+  size_ = 0;
+  spilled_ = false;
 }
 
 namespace {

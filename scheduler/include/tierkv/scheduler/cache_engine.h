@@ -21,7 +21,18 @@
 //
 // Movement: a committed chunk is written down to NVMe at once (write-through) or once the host
 // tier runs short of free space (write-back), in commit order, in batches up to the I/O queue
-// depth. Host eviction takes the least recently used leaf that already has a copy below (or that
+// depth. A namespace whose NVMe codec (NvmeTierOptions::codec, per tenant codec_by_tenant) is not
+// raw has its chunks encoded on the way down and decoded on the way up, off this thread: the
+// engine keeps its lease on the host slot while an encode worker writes the encoded chunk into a
+// staging buffer, then writes the buffer down (O_DIRECT, 4 KiB rounded) to a disk slot sized by
+// the encoded size; a load reads the encoded chunk into a staging buffer and a decode worker
+// verifies it (the index's checksum, then the chunk's own) and decodes it into the leased host
+// slot. Results come back through the same eventfd as I/O completions (io_fd()) and are applied
+// by poll_io() on this thread. The host tier always holds raw chunks; raw chunks on NVMe move by
+// DMA between the host slot and the disk, without staging. Staging memory is bounded
+// (NvmeTierOptions::staging_bytes): when it or the encode queue is full, write-down waits (and
+// host eviction falls back as for any unwritten chunk); a staged read waits for a buffer, and
+// reads go first. Host eviction takes the least recently used leaf that already has a copy below (or that
 // no tier below wants); only when the coldest leaves are all unwritten does it drop one
 // (counted as dropped_unwritten). A load of a chunk that lies only on NVMe reads it into a host
 // slot (promotion); NVMe evicts by the same leaf-first policy when it needs room.
@@ -43,11 +54,16 @@
 #include "tierkv/scheduler/leaf_first_lru.h"
 #include "tierkv/status.h"
 #include "tierkv/storage/chunk_index.h"
+#include "tierkv/storage/codec.h"
 #include "tierkv/storage/nvme_store.h"
 #include "tierkv/storage/shm_region.h"
 #include "tierkv/storage/slab_slot_pool.h"
 
 namespace tierkv::scheduler {
+
+class CodecStages;
+struct CodecJob;
+class StagingPool;
 
 using SessionId = uint64_t;
 using storage::SlotId;
@@ -61,7 +77,20 @@ struct NvmeTierOptions {
   std::vector<std::string> tenants;
   // After disk full (ENOSPC), how long the tier waits before it tries to admit again.
   std::chrono::milliseconds retry_after_full{30000};
+  // The codec chunks are written down with (a storage::CodecConfig string), and per tenant
+  // overrides of it. "raw" stores a chunk's bytes as they are. fused is refused: its
+  // representatives do not survive a restart yet.
+  std::string codec = "raw";
+  std::vector<std::pair<std::string, std::string>> codec_by_tenant;
+  uint32_t encode_threads = 0;  // 0 = a quarter of the cores, at least 1
+  uint32_t decode_threads = 0;  // 0 = a quarter of the cores, at least 1
+  uint64_t staging_bytes = 256ull << 20;  // staging memory for encoded chunks' I/O
 };
+
+// Parses an NVMe codec setting (`key` names it in messages, e.g. "nvme.codec"): any
+// storage::CodecConfig string except fused, whose representatives the NVMe tier does not persist
+// yet.
+Result<storage::CodecConfig> parse_nvme_codec(std::string_view key, std::string_view spec);
 
 struct CacheOptions {
   uint64_t host_capacity_bytes = 2ull << 30;
@@ -130,7 +159,8 @@ class CacheEngine {
   using VerifyDone = std::function<void(Status, const proto::VerifyReply&)>;
   void verify(const proto::VerifyRequest& req, VerifyDone done);
 
-  // Fills tiers, nvme, namespaces, read_leases, pending_writes; the daemon fills the rest.
+  // Fills tiers, nvme, the codec figures, namespaces, read_leases, pending_writes; the daemon
+  // fills the rest.
   void fill_stats(proto::StatsReply& stats) const;
   void list_namespaces(proto::ListNamespacesReply& reply) const;
 
@@ -144,6 +174,11 @@ class CacheEngine {
 
  private:
   enum class ChunkState : uint8_t { kFree, kPending, kReady, kZombie, kLoading };
+  // A staging buffer (StagingPool::Buffer): a run of 4 KiB pages; pages == 0 is none.
+  struct Staged {
+    uint32_t first = 0;
+    uint32_t pages = 0;
+  };
   struct ChunkMeta {  // per host slot
     ChunkKey key;
     ChunkKey parent_key;
@@ -151,6 +186,7 @@ class CacheEngine {
     SessionId writer = 0;       // pending: the session that may commit it
     uint32_t gen = 0;           // bumped when the slot is freed
     SlotId loading_from = storage::kNoSlot;  // loading: the disk slot being read
+    Staged staging;             // being encoded (ready) or read and decoded (loading)
     ChunkState state = ChunkState::kFree;
     bool on_disk = false;       // ready: an NVMe copy exists
     bool writing_down = false;  // ready: being written to NVMe (the engine holds a lease)
@@ -164,9 +200,12 @@ class CacheEngine {
     uint64_t checksum = 0;
     uint64_t created_ms = 0;
     uint32_t stored_bytes = 0;
+    uint32_t logical_bytes = 0;
     uint32_t readers = 0;                // reads in flight
     SlotId source = storage::kNoSlot;    // writing: the host slot written from
+    Staged staging;                      // writing an encoded chunk: the buffer written from
     DiskState state = DiskState::kFree;
+    storage::Codec codec = storage::Codec::kRaw;
     bool doomed = false;                 // ready: remove once the last reader is done
   };
   struct NamespaceEntry {
@@ -175,6 +214,7 @@ class CacheEngine {
     uint64_t chunks = 0;  // in host RAM
     uint64_t disk_chunks = 0;
     bool to_disk = false;
+    uint16_t codec = 0;  // NVMe codec: index into the codec stages' table; 0 = raw
   };
   struct Session {
     std::vector<SlotId> pending;      // leased for writing
@@ -230,6 +270,7 @@ class CacheEngine {
   bool is_dirty(const ChunkMeta& m) const;
   NamespaceEntry* ns_entry(NamespaceId ns);
   Status drop(const proto::DropRequest& req, bool every_tier, uint64_t* removed);
+  void fill_codec_stats(proto::StatsReply& stats) const;
 
   // --- NVMe tier ---
   uint32_t disk_find(NamespaceId ns, const ChunkKey& key) const;  // ready disk slot or kAbsent
@@ -239,6 +280,32 @@ class CacheEngine {
   void drain_backlog();
   void pump_writes();
   bool start_write_down(SlotId host);
+  // Allocates a disk slot for `stored_bytes` and writes `src` (the host slot, or a staging
+  // buffer) to it for host chunk `host`, whose lease the caller holds. False when no disk slot
+  // can be had.
+  bool issue_write_down(SlotId host, const std::byte* src, uint32_t stored_bytes,
+                        uint32_t logical_bytes, storage::Codec codec, uint64_t checksum,
+                        Staged staging);
+  // --- encoded chunks (cache_engine_codec.cc) ---
+  // Parses the configured codecs into codec_table_ (before recovery, which assigns namespaces
+  // their codec); then, after recovery, starts the staging pool and the codec stages if any
+  // codec is encoded or encoded chunks were recovered.
+  Status build_codec_table();
+  Status start_codec_stages();
+  uint16_t choose_codec(const Namespace& ns) const;
+  bool start_encode(SlotId host);
+  void finish_encode(CodecJob& job);
+  void start_staged_read(SlotId host);
+  void finish_staged_read(SlotId host, int32_t result);
+  void finish_decode(CodecJob& job);
+  void poll_codecs();
+  void free_staging(Staged& staging);
+  // The end of a promotion: the host chunk becomes ready, or (failed) is dropped with its disk
+  // copy; the loads waiting on it complete.
+  void settle_promotion(SlotId host, bool ok);
+  // Lets go of a host chunk whose write-down will not happen now: back in line while it is in RAM
+  // (first if `retry_first`), lost (counted) if it left RAM meanwhile.
+  void requeue_write_down(SlotId host, bool chunk_alive, bool retry_first);
   SlotId allocate_disk(int disk_class);
   void remove_disk(SlotId d);
   void update_disk_evictable(SlotId d);
@@ -282,6 +349,14 @@ class CacheEngine {
   std::vector<storage::ChunkRecord> records_scratch_;
   bool flush_requested_ = false;
   bool disk_full_ = false;
+  // Encoded chunks; null when no namespace's codec is encoded and none was recovered.
+  std::unique_ptr<StagingPool> staging_;
+  std::unique_ptr<CodecStages> codec_stages_;
+  std::vector<storage::CodecConfig> codec_table_;  // [0] = raw
+  std::vector<std::pair<std::string, uint16_t>> tenant_codecs_;  // tenant -> index
+  uint16_t default_codec_ = 0;
+  std::deque<SlotId> staged_waiters_;  // loading host slots waiting for a staging buffer
+  std::vector<CodecJob> codec_done_;
   std::chrono::steady_clock::time_point disk_full_since_{};
   storage::RecoveryReport recovery_;
 
@@ -295,6 +370,8 @@ class CacheEngine {
   uint64_t dirty_chunks_ = 0, writes_in_flight_ = 0, reads_in_flight_ = 0;
   uint64_t read_errors_ = 0, write_errors_ = 0, checksum_failures_ = 0, dropped_unwritten_ = 0;
   uint64_t written_total_ = 0, unwritable_ = 0;
+  uint64_t encodes_in_flight_ = 0, decodes_in_flight_ = 0, encode_errors_ = 0, encode_waits_ = 0;
+  uint64_t disk_encoded_chunks_ = 0;
 };
 
 }  // namespace tierkv::scheduler

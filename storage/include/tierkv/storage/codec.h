@@ -119,19 +119,38 @@ struct CodecConfig {
 
 // A growable output buffer that keeps its capacity across uses, so encoding chunk after chunk
 // into the same buffer allocates only while it grows. Owned by one thread.
+//
+// It can also write into memory the caller owns (use_memory()): an encoder then writes its output
+// straight into, say, an I/O staging buffer. Should the output grow past that memory, what it
+// holds moves into the buffer's own storage and spilled() says so; the caller copies it back if
+// the final size fits.
 class EncodeBuffer {
  public:
   // Makes the buffer `n` bytes long and returns it; the first min(old size, n) bytes keep their
   // contents, the rest are unspecified.
   std::span<std::byte> resize(size_t n);
-  [[nodiscard]] std::span<const std::byte> bytes() const { return {buf_.data(), size_}; }
-  [[nodiscard]] std::span<std::byte> mutable_bytes() { return {buf_.data(), size_}; }
+  [[nodiscard]] std::span<const std::byte> bytes() const {
+    return {external_ ? external_ : buf_.data(), size_};
+  }
+  [[nodiscard]] std::span<std::byte> mutable_bytes() {
+    return {external_ ? external_ : buf_.data(), size_};
+  }
   [[nodiscard]] size_t size() const { return size_; }
   void clear() { size_ = 0; }
+
+  // Empties the buffer and makes it write into `memory` (caller-owned, must outlive the use)
+  // until a resize() outgrows it or use_own_memory() is called.
+  void use_memory(std::span<std::byte> memory);
+  void use_own_memory();
+  // True when the last use_memory() was outgrown: the bytes now lie in the buffer's own storage.
+  [[nodiscard]] bool spilled() const { return spilled_; }
 
  private:
   std::vector<std::byte> buf_;
   size_t size_ = 0;
+  std::byte* external_ = nullptr;
+  size_t external_bytes_ = 0;
+  bool spilled_ = false;
 };
 
 // What an encoded chunk's header says, after its checks passed.

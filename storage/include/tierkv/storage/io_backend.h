@@ -57,7 +57,9 @@ class IoBackend {
   virtual Status register_files(std::span<const int> fds) = 0;
   // Memory requests read into or write from. Registered as fixed buffers where the kernel allows
   // (it pins the pages); where it does not (RLIMIT_MEMLOCK), requests still go straight to and
-  // from this memory, only without the pinning shortcut. Returns whether it was registered.
+  // from this memory, only without the pinning shortcut. Returns whether it was registered. May
+  // be called more than once (the host pool, then staging memory), before any I/O: each call
+  // adds a region and keeps the earlier ones.
   virtual Result<bool> register_memory(std::byte* base, uint64_t bytes) = 0;
 
   // False when in_flight() + queued requests reach the queue depth: reap, then try again.

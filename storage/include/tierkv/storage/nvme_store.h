@@ -22,6 +22,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tierkv/chunk_key.h"
@@ -46,8 +47,24 @@ struct NvmeOptions {
   FaultPlan faults;       // tests only
 };
 
-// Wire-stable and stored: never renumber.
-enum class Codec : uint8_t { kRaw = 0 };
+// How a chunk's bytes lie on disk. Wire-stable and stored: never renumber.
+//   kRaw: the chunk's bytes as they are, exactly as in a host slot (read and written in place).
+//   Any other value: an encoded chunk (tierkv/storage/codec.h: the self-describing 80-byte header,
+//   then the codec's payload), the value being the header's CodecId (kEncodedRaw is CodecId::kRaw:
+//   the bytes as they are behind a header).
+enum class Codec : uint8_t {
+  kRaw = 0,
+  kEncodedRaw = 1,
+  kZstd = 2,
+  kFp8 = 3,
+  kInt8 = 4,
+  kInt4 = 5,
+  kFused = 6,
+};
+inline bool is_known_codec(Codec c) { return static_cast<uint8_t>(c) <= 6; }
+inline bool is_encoded(Codec c) { return c != Codec::kRaw; }
+// "raw", "zstd", ... ("raw+header" for kEncodedRaw).
+std::string_view stored_codec_name(Codec c);
 
 // One chunk's index entry. Fixed-size, stored as is (little-endian) after a version byte.
 struct ChunkRecord {
@@ -57,8 +74,8 @@ struct ChunkRecord {
   SlotId slot = kNoSlot;
   uint32_t file = 0;        // derived from slot; kept for tools reading the index
   uint64_t offset = 0;      // byte offset in that file
-  uint32_t stored_bytes = 0;   // bytes on disk that the checksum covers
-  uint32_t logical_bytes = 0;  // chunk bytes once decoded
+  uint32_t stored_bytes = 0;   // bytes on disk that the checksum covers (encoded size)
+  uint32_t logical_bytes = 0;  // chunk bytes once decoded (the namespace's chunk size)
   uint64_t checksum = 0;       // xxh3-64 of the stored bytes
   uint64_t created_ms = 0;     // unix time
   uint64_t last_access_ms = 0;
@@ -71,6 +88,7 @@ struct RecoveryReport {
   uint64_t chunks = 0;
   uint64_t namespaces = 0;
   uint64_t discarded = 0;  // records that did not fit the current files (removed)
+  uint64_t encoded = 0;    // chunks recovered whose codec is not raw
   uint64_t millis = 0;
 };
 
@@ -124,6 +142,9 @@ class NvmeStore {
 
  private:
   NvmeStore(const NvmeOptions& options, SlabSlotPool pool);
+  // The file and the offset in it of a byte offset in the slab space.
+  uint32_t file_of_pool_offset(uint64_t pool_offset) const;
+  uint64_t file_offset_of(uint64_t pool_offset) const;
 
   NvmeOptions options_;
   SlabSlotPool pool_;

@@ -4,8 +4,11 @@
 // The region is cut into pages of `page_bytes` (default 64 MiB). A page is given to one size class
 // when that class first needs room and is carved into slots of the class's size; a page whose
 // slots are all free can move to another class. Classes run 1x, 1.5x, 2x, 3x, 4x, 6x ... of
-// `min_slot_bytes` up to `page_bytes`, so a chunk wastes at most a third of its slot (and none
-// when its size is a power of two or 1.5 times one, as KV chunks usually are).
+// `min_slot_bytes` up to `page_bytes` (classes_per_doubling = 2, the default), so a chunk wastes
+// at most a third of its slot (and none when its size is a power of two or 1.5 times one, as KV
+// chunks usually are). A tier whose chunks vary in size (encoded chunks on NVMe) asks for finer
+// classes: with 8 per doubling (1x, 1.125x, 1.25x ... 1.875x, 2x, ...) a chunk wastes at most an
+// eighth of its slot, so compression shows as capacity.
 // Allocate and free are O(1) (a free stack per class); nothing is allocated after construction.
 //
 // Each slot carries a lease count: a leased slot cannot be freed (free() reports the misuse), so a
@@ -33,6 +36,9 @@ struct SlotPoolOptions {
   uint64_t region_bytes = 0;
   uint64_t page_bytes = 64ull << 20;     // power of two; also the largest slot
   uint64_t min_slot_bytes = 64ull << 10;  // power of two, >= 8 KiB
+  // Size classes per doubling of the slot size: 1, 2, 4 or 8. Every class must be a multiple of
+  // 4 KiB, so min_slot_bytes / classes_per_doubling must be too.
+  uint32_t classes_per_doubling = 2;
   Status validate() const;
 };
 
@@ -70,6 +76,9 @@ class SlabSlotPool {
     return slot < slots_.size() && slots_[slot].allocated;
   }
   uint64_t offset(SlotId slot) const;
+  // Where `slot` lies if its page holds class `cls` (recovery checks stored offsets with it);
+  // an error if the class has no such slot.
+  Result<uint64_t> offset_in_class(SlotId slot, int cls) const;
   uint64_t slot_bytes(SlotId slot) const { return class_bytes_[slot_class(slot)]; }
   int slot_class(SlotId slot) const { return page_class_[slot / max_slots_per_page_]; }
 
