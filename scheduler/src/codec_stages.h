@@ -62,7 +62,10 @@ struct CodecStageOptions {
   uint32_t decode_threads = 1;
   uint64_t encode_queue = 1024;  // jobs waiting for a worker, at most
   uint64_t decode_queue = 1024;
-  BatchPolicy encode_batch{1, 32, 1, std::chrono::milliseconds(20)};
+  // Encodes are background work: a batch may take 100 ms (a 32 MiB chunk takes tens of ms to
+  // zstd). Decodes are on a load's path: small batches, so one worker never holds several
+  // chunks another could decode meanwhile.
+  BatchPolicy encode_batch{1, 32, 1, std::chrono::milliseconds(100)};
   BatchPolicy decode_batch{1, 4, 1, std::chrono::milliseconds(5)};
   int notify_fd = -1;  // an eventfd written (8 bytes, value 1) when finished jobs are waiting
   storage::RepresentativeStore* representatives = nullptr;  // for fused chunks; may be null

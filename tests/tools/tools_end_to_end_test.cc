@@ -375,6 +375,35 @@ TEST_F(ToolsTest, BenchCakeQuickReportsEveryCellAndTheSummary) {
   EXPECT_TRUE(doc["pass"].is_bool());
 }
 
+TEST_F(ToolsTest, BenchIngestQuickReportsPutLatencyAndTheBatchTrace) {
+  TempDir dir;
+  // Small chunks and a light load: a smoke test of the figures' shape, not a measurement.
+  const ProcessResult r =
+      run("tierkv-bench",
+          {"ingest", "--quick", "--json", "--dir", dir.path(), "--clients", "3", "--rate-GBps",
+           "0.05", "--layers", "3", "--host-capacity-gib", "1"},
+          300s);
+  ASSERT_TRUE(r.ok()) << r.describe();
+  const JsonValue doc = parse_object(r);
+  for (const char* key : {"put_p50_us_off", "put_p99_us_off", "put_p99_us_on", "p99_on_vs_off",
+                          "put_p99_us_zstd", "put_p99_us_fp8", "p99_zstd_vs_off"}) {
+    ASSERT_TRUE(doc.has(key)) << key << " missing from " << r.out;
+    EXPECT_GT(doc[key].as_number(), 0) << key;
+  }
+  EXPECT_TRUE(doc["targets"].has("p99_on_vs_off")) << r.out;
+  EXPECT_GT(doc["chunks_encoded"].as_number(), 0) << r.out;
+  ASSERT_TRUE(doc.has("batch_trace")) << r.out;
+  ASSERT_FALSE(doc["batch_trace"].as_array().empty()) << r.out;
+  for (const JsonValue& s : doc["batch_trace"].as_array()) {
+    for (const char* key : {"t_s", "queue_depth", "batch_size", "batch_taken"}) {
+      ASSERT_TRUE(s.has(key)) << key << " missing from a trace sample of " << r.out;
+    }
+    EXPECT_GE(s["batch_size"].as_number(), 1);
+  }
+  ASSERT_TRUE(doc.has("batch_by_phase")) << r.out;
+  EXPECT_TRUE(doc["pass"].is_bool());
+}
+
 TEST_F(ToolsTest, BenchReportsAMissingDaemonBinary) {
   const ProcessResult r = run("tierkv-bench", {"host", "--quick", "--daemon", "/nonexistent"});
   EXPECT_NE(r.exit_code, 0);

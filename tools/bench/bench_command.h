@@ -37,6 +37,7 @@ std::unique_ptr<BenchCommand> make_host_bench();
 std::unique_ptr<BenchCommand> make_nvme_bench();
 std::unique_ptr<BenchCommand> make_codec_bench();
 std::unique_ptr<BenchCommand> make_cake_bench();
+std::unique_ptr<BenchCommand> make_ingest_bench();
 // Built only with CUDA (TIERKV_HAVE_CUDA).
 std::unique_ptr<BenchCommand> make_gpu_bench();
 

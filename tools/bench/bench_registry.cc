@@ -8,6 +8,7 @@ std::vector<std::unique_ptr<BenchCommand>> all_bench_commands() {
   commands.push_back(make_nvme_bench());
   commands.push_back(make_codec_bench());
   commands.push_back(make_cake_bench());
+  commands.push_back(make_ingest_bench());
 #ifdef TIERKV_HAVE_CUDA
   commands.push_back(make_gpu_bench());
 #endif
