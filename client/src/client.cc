@@ -5,6 +5,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstddef>
@@ -339,13 +340,21 @@ std::vector<ChunkKey> Client::keys(const Namespace& ns, std::span<const TokenId>
   return out;
 }
 
+namespace {
+// The calling thread's chunk keys of a prompt, in a buffer it reuses from call to call.
+std::span<const ChunkKey> thread_keys(const Namespace& ns, std::span<const TokenId> tokens) {
+  thread_local std::vector<ChunkKey> keys;
+  chunk_keys(ns.id, tokens, ns.layout.chunk_tokens, keys);
+  return keys;
+}
+}  // namespace
+
 Result<LookupResult> Client::lookup(const Namespace& ns, std::span<const TokenId> tokens) {
-  const std::vector<ChunkKey> k = keys(ns, tokens);
-  return lookup(ns.id, k);
+  return lookup(ns.id, thread_keys(ns, tokens));
 }
 
 Result<LookupResult> Client::lookup(NamespaceId ns, std::span<const ChunkKey> keys) {
-  proto::KeysRequest req{ns, std::vector<ChunkKey>(keys.begin(), keys.end())};
+  const proto::KeysRequestView req{ns, keys};
   proto::LookupReply rep;
   TIERKV_RETURN_IF_ERROR(call(proto::Op::kLookup, req, rep));
   LookupResult out;
@@ -356,8 +365,7 @@ Result<LookupResult> Client::lookup(NamespaceId ns, std::span<const ChunkKey> ke
 }
 
 Result<PutLease> Client::begin_put(const Namespace& ns, std::span<const TokenId> tokens) {
-  const std::vector<ChunkKey> k = keys(ns, tokens);
-  return begin_put(ns, k, kRootKey);
+  return begin_put(ns, thread_keys(ns, tokens), kRootKey);
 }
 
 Result<PutLease> Client::begin_put(const Namespace& ns, std::span<const ChunkKey> keys,
@@ -411,13 +419,12 @@ Result<PutResult> Client::put(const Namespace& ns, std::span<const TokenId> toke
 
 Result<LoadLease> Client::load(const Namespace& ns, std::span<const TokenId> tokens,
                                size_t max_chunks) {
-  std::vector<ChunkKey> k = keys(ns, tokens);
-  if (k.size() > max_chunks) k.resize(max_chunks);
-  return load(ns.id, k);
+  const std::span<const ChunkKey> k = thread_keys(ns, tokens);
+  return load(ns.id, k.first(std::min(k.size(), max_chunks)));
 }
 
 Result<LoadLease> Client::load(NamespaceId ns, std::span<const ChunkKey> keys) {
-  proto::KeysRequest req{ns, std::vector<ChunkKey>(keys.begin(), keys.end())};
+  const proto::KeysRequestView req{ns, keys};
   proto::LoadReply rep;
   TIERKV_RETURN_IF_ERROR(call(proto::Op::kLoad, req, rep));
   LoadLease lease(shared_from_this(), std::move(rep.slots));
@@ -459,12 +466,11 @@ Result<proto::StatsReply> Client::stats() {
 
 Result<proto::PrefetchReply> Client::prefetch(const Namespace& ns,
                                               std::span<const TokenId> tokens) {
-  const std::vector<ChunkKey> k = keys(ns, tokens);
-  return prefetch(ns.id, k);
+  return prefetch(ns.id, thread_keys(ns, tokens));
 }
 
 Result<proto::PrefetchReply> Client::prefetch(NamespaceId ns, std::span<const ChunkKey> keys) {
-  proto::KeysRequest req{ns, std::vector<ChunkKey>(keys.begin(), keys.end())};
+  const proto::KeysRequestView req{ns, keys};
   proto::PrefetchReply rep;
   TIERKV_RETURN_IF_ERROR(call(proto::Op::kPrefetch, req, rep));
   return rep;

@@ -113,6 +113,12 @@ struct KeysRequest {
   NamespaceId ns = 0;
   std::vector<ChunkKey> keys;
 };
+// The same message over keys the sender already holds (no copy into a vector); its encoding is a
+// KeysRequest's, byte for byte.
+struct KeysRequestView {
+  NamespaceId ns = 0;
+  std::span<const ChunkKey> keys;
+};
 struct LookupReply {
   std::vector<Tier> tiers;  // one per leading cached chunk; size() = cached prefix length
 };
@@ -306,6 +312,7 @@ void encode(wire::ByteWriter& w, const HelloReply& m);
 void encode(wire::ByteWriter& w, const RegisterLayoutRequest& m);
 void encode(wire::ByteWriter& w, const RegisterLayoutReply& m);
 void encode(wire::ByteWriter& w, const KeysRequest& m);
+void encode(wire::ByteWriter& w, const KeysRequestView& m);
 void encode(wire::ByteWriter& w, const LookupReply& m);
 void encode(wire::ByteWriter& w, const LoadReply& m);
 void encode(wire::ByteWriter& w, const PutBeginRequest& m);
