@@ -8,10 +8,10 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
-#include <condition_variable>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -118,8 +118,7 @@ struct Client::Connection {
 
   // Sends the frame in `out` (its request id is filled in here) and waits for its reply, whose
   // payload lands in `in`; returns the reply's status.
-  Status roundtrip(proto::Op op, std::vector<uint8_t>& out, std::vector<uint8_t>& in,
-                   int* fd_out) {
+  Status roundtrip(proto::Op op, std::vector<uint8_t>& out, std::vector<uint8_t>& in, int* fd_out) {
     Pending me;
     me.op = op;
     me.reply = &in;
@@ -131,8 +130,7 @@ struct Client::Connection {
         std::lock_guard lock(mu);
         if (!broken.ok()) return broken;
         me.id = next_request++;
-        if (tail != nullptr) tail->next = &me;
-        else head = &me;
+        (tail != nullptr ? tail->next : head) = &me;
         tail = &me;
       }
       std::memcpy(out.data() + offsetof(proto::FrameHeader, request_id), &me.id, sizeof(me.id));
@@ -208,17 +206,19 @@ struct Client::Connection {
     if (!ours || (h->op != static_cast<uint16_t>(p->op) && h->status == 0)) {
       return Status::ProtocolError("reply (" + std::to_string(h->op) + ", request " +
                                    std::to_string(h->request_id) + ") does not match request " +
-                                   std::to_string(p->id) + " (" + std::string(proto::op_name(p->op)) +
-                                   ")");
+                                   std::to_string(p->id) + " (" +
+                                   std::string(proto::op_name(p->op)) + ")");
     }
     p->status = h->status != 0 ? proto::decode_error(static_cast<StatusCode>(h->status), *p->reply)
                                : Status::Ok();
     return Status::Ok();
   }
 
-  // Under mu: the stream is gone; every request in flight gets `why`.
+  // Under mu: the stream is gone; every request in flight gets `why`. The socket is shut down both
+  // ways, so that a sender blocked on a full socket buffer returns too.
   void fail_all(const Status& why) {
     if (broken.ok()) broken = why;
+    ::shutdown(fd, SHUT_RDWR);
     for (Pending* p = head; p != nullptr;) {
       Pending* next = p->next;
       p->status = why;

@@ -56,9 +56,12 @@ CopyIsa copy_streaming_isa() { return kIsa; }
 
 const char* copy_isa_name(CopyIsa isa) {
   switch (isa) {
-    case CopyIsa::kMemcpy: return "memcpy";
-    case CopyIsa::kSse2: return "sse2";
-    case CopyIsa::kAvx512: return "avx512";
+    case CopyIsa::kMemcpy:
+      return "memcpy";
+    case CopyIsa::kSse2:
+      return "sse2";
+    case CopyIsa::kAvx512:
+      return "avx512";
   }
   return "unknown";
 }

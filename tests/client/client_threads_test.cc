@@ -173,8 +173,8 @@ TEST(ClientThreadsTest, EveryWaitingThreadFailsWhenTheDaemonDies) {
   for (auto& th : threads) th.join();
   EXPECT_TRUE(all_started);
   for (size_t t = 0; t < kThreads; ++t) {
-    EXPECT_EQ(last[t].code(), StatusCode::kUnavailable) << "thread " << t << ": "
-                                                        << last[t].to_string();
+    EXPECT_EQ(last[t].code(), StatusCode::kUnavailable)
+        << "thread " << t << ": " << last[t].to_string();
   }
   // Later calls fail at once with the same cause.
   auto again = client.stats();

@@ -52,9 +52,9 @@ void check_copy(CopyIsa isa, size_t n, size_t src_off, size_t dst_off) {
 
 TEST(StreamCopyTest, EveryStoreWidthCopiesExactlyAnySizeAndAlignment) {
   for (CopyIsa isa : runnable_isas()) {
-    for (size_t n : {size_t{0}, size_t{1}, size_t{63}, size_t{4095}, size_t{4096}, size_t{4097},
-                     size_t{4096 + 255}, size_t{65536}, size_t{65536 + 64 + 17},
-                     size_t{(1 << 20) + 200}}) {
+    for (size_t n :
+         {size_t{0}, size_t{1}, size_t{63}, size_t{4095}, size_t{4096}, size_t{4097},
+          size_t{4096 + 255}, size_t{65536}, size_t{65536 + 64 + 17}, size_t{(1 << 20) + 200}}) {
       for (size_t src_off : {size_t{0}, size_t{3}, size_t{64}}) {
         // 64-aligned (the widest stores), 16-aligned, unaligned (memcpy).
         for (size_t dst_off : {size_t{0}, size_t{16}, size_t{5}}) {

@@ -106,14 +106,16 @@ size_t put_iterations(const Namespace& ns, size_t chunks, uint64_t total_bytes,
 
 // Copies `src` chunk by chunk into the next chunk-sized places of the ring `dst` (as puts fill
 // slots across the pool) with memcpy or the streaming copy; returns the seconds taken.
-double timed_ring_copy(std::span<const std::byte> src, size_t chunk_bytes,
-                       std::span<std::byte> dst, size_t& ring_pos, bool streaming) {
+double timed_ring_copy(std::span<const std::byte> src, size_t chunk_bytes, std::span<std::byte> dst,
+                       size_t& ring_pos, bool streaming) {
   const auto t0 = Clock::now();
   for (size_t at = 0; at + chunk_bytes <= src.size(); at += chunk_bytes) {
     if (ring_pos + chunk_bytes > dst.size()) ring_pos = 0;
     std::byte* d = dst.data() + ring_pos;
-    if (streaming) copy_streaming(d, src.data() + at, chunk_bytes);
-    else std::memcpy(d, src.data() + at, chunk_bytes);
+    if (streaming)
+      copy_streaming(d, src.data() + at, chunk_bytes);
+    else
+      std::memcpy(d, src.data() + at, chunk_bytes);
     ring_pos += chunk_bytes;
   }
   return seconds_since(t0);
@@ -145,7 +147,8 @@ Result<PutFigures> measure_put(Client& client, const Namespace& ns, size_t chunk
     for (int k = 0; k < 2; ++k) {
       const bool streaming = (k + it) % 2 == 1;
       const double seconds = timed_ring_copy(src->span(), cb, limit_region, ring_pos, streaming);
-      if (it > 0) (streaming ? streaming_gbps : memcpy_gbps).push_back(prompt_bytes / seconds / 1e9);
+      if (it > 0)
+        (streaming ? streaming_gbps : memcpy_gbps).push_back(prompt_bytes / seconds / 1e9);
     }
     const std::vector<TokenId> tokens = random_tokens(rng, chunks * ns.layout.chunk_tokens);
     const auto t0 = Clock::now();
@@ -335,7 +338,8 @@ Result<BenchReport> HostBench::run(const CommonOptions& common) {
   // (memfd, reserved and mapped up front), large enough that, as puts do across the pool, the
   // copies keep moving to memory that is not in the cache.
   const uint64_t largest_prompt = std::max(16 * ns2->chunk_bytes(), 4 * ns32->chunk_bytes());
-  const uint64_t limit_bytes = common.quick ? 2 * largest_prompt : std::max(2 * largest_prompt, kGiB);
+  const uint64_t limit_bytes =
+      common.quick ? 2 * largest_prompt : std::max(2 * largest_prompt, kGiB);
   auto limit_region = storage::ShmRegion::create("tierkv-bench-limit", limit_bytes, true);
   if (!limit_region.ok()) return context(limit_region.status(), "copy-limit region");
   const std::span<std::byte> limit_span(limit_region->data(), limit_region->size());
@@ -419,7 +423,8 @@ Result<BenchReport> HostBench::run(const CommonOptions& common) {
   r.add_info("load_iterations", uint64_t{load->iterations});
 
   const double m = std::max(mem->median_GBps, streamed->median_GBps);
-  r.add_info("copy_streaming_isa", std::string(detail::copy_isa_name(detail::copy_streaming_isa())));
+  r.add_info("copy_streaming_isa",
+             std::string(detail::copy_isa_name(detail::copy_streaming_isa())));
   r.add_figure("memcpy_GBps", "memcpy, 1 thread, 32 MiB (best of the two below)", m, Unit::kGBps);
   r.add_figure("memcpy_glibc_GBps", "memcpy, 1 thread, 32 MiB", mem->median_GBps, Unit::kGBps);
   r.add_figure("memcpy_streaming_GBps", "streaming-store copy, 1 thread, 32 MiB",

@@ -3,9 +3,9 @@
 // An engine connects once per process (Client::connect) and shares the Client between its
 // threads: every method is thread-safe. Requests from different threads are pipelined on the one
 // connection (each thread waits for its own reply, not for the others' round trips), and the
-// daemon answers them in order. The daemon's host pool is mapped into this process at connect time, so chunk data
-// is written and read in place in shared memory: PutLease::slot() is where the engine writes a
-// chunk, LoadLease::chunk() is where it reads one. Nothing is copied on the host side.
+// daemon answers them in order. The daemon's host pool is mapped into this process at connect time,
+// so chunk data is written and read in place in shared memory: PutLease::slot() is where the engine
+// writes a chunk, LoadLease::chunk() is where it reads one. Nothing is copied on the host side.
 //
 // Lifetimes: a lease keeps its Client alive. A PutLease that is neither committed nor aborted is
 // aborted when destroyed; a LoadLease is released when destroyed. If this process dies, the daemon
