@@ -148,9 +148,10 @@ void encode(ByteWriter& w, const RegisterLayoutReply& m) {
   w.put(m.ns);
   put_layout(w, m.layout);
 }
-void encode(ByteWriter& w, const KeysRequest& m) {
+void encode(ByteWriter& w, const KeysRequest& m) { encode(w, KeysRequestView{m.ns, m.keys}); }
+void encode(ByteWriter& w, const KeysRequestView& m) {
   w.put(m.ns);
-  w.put_array(std::span<const ChunkKey>(m.keys));
+  w.put_array(m.keys);
 }
 void encode(ByteWriter& w, const LookupReply& m) { w.put_array(std::span<const Tier>(m.tiers)); }
 void encode(ByteWriter& w, const LoadReply& m) { w.put_array(std::span<const SlotRef>(m.slots)); }

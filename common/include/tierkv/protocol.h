@@ -1,10 +1,13 @@
 // The control protocol between libtierkv and tierkvd over a Unix stream socket.
 //
 // Every message is one frame: a 16-byte FrameHeader, then `payload_bytes` of payload encoded with
-// wire::ByteWriter. A client sends a request and reads exactly one reply frame with the same
-// opcode and request id; `status` in a reply is a StatusCode, and a non-OK reply's payload is the
-// error message (a u32-length string). Data never crosses the socket: the Hello reply carries the
-// host pool's memfd (SCM_RIGHTS) and later messages name slots by index and byte offset into it.
+// wire::ByteWriter. Every request gets exactly one reply frame with the same opcode and request
+// id. A client may send further requests before the replies come (libtierkv does, from several
+// threads): the daemon answers each connection's requests one at a time, in the order they
+// arrived, and clients rely on that order. `status` in a reply is a StatusCode, and a non-OK
+// reply's payload is the error message (a u32-length string). Data never crosses the socket: the
+// Hello reply carries the host pool's memfd (SCM_RIGHTS) and later messages name slots by index
+// and byte offset into it.
 //
 // Message structs below are plain values; encode() appends the payload, decode() parses it and
 // names the bad field on failure. Decoders reuse the vectors they are given (no allocation once
@@ -112,6 +115,12 @@ struct RegisterLayoutReply {
 struct KeysRequest {
   NamespaceId ns = 0;
   std::vector<ChunkKey> keys;
+};
+// The same message over keys the sender already holds (no copy into a vector); its encoding is a
+// KeysRequest's, byte for byte.
+struct KeysRequestView {
+  NamespaceId ns = 0;
+  std::span<const ChunkKey> keys;
 };
 struct LookupReply {
   std::vector<Tier> tiers;  // one per leading cached chunk; size() = cached prefix length
@@ -353,6 +362,7 @@ void encode(wire::ByteWriter& w, const HelloReply& m);
 void encode(wire::ByteWriter& w, const RegisterLayoutRequest& m);
 void encode(wire::ByteWriter& w, const RegisterLayoutReply& m);
 void encode(wire::ByteWriter& w, const KeysRequest& m);
+void encode(wire::ByteWriter& w, const KeysRequestView& m);
 void encode(wire::ByteWriter& w, const LookupReply& m);
 void encode(wire::ByteWriter& w, const LoadReply& m);
 void encode(wire::ByteWriter& w, const PutBeginRequest& m);
