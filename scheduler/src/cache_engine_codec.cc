@@ -80,15 +80,17 @@ uint16_t CacheEngine::choose_codec(const Namespace& ns) const {
   if (c == 0) return 0;
   const CodecConfig& config = codec_table_[c];
   if (config.id != CodecId::kZstd && !is_float(ns.layout.dtype)) {
-    spdlog::warn("nvme: codec {} quantizes 16- and 32-bit floats only; tenant '{}''s {} chunks "
-                 "go to NVMe as they are",
-                 config.to_string(), ns.tenant, dtype_name(ns.layout.dtype));
+    spdlog::warn(
+        "nvme: codec {} quantizes 16- and 32-bit floats only; tenant '{}''s {} chunks "
+        "go to NVMe as they are",
+        config.to_string(), ns.tenant, dtype_name(ns.layout.dtype));
     return 0;
   }
   if (staging_bytes_for_encode(ns.chunk_bytes()) > options_.nvme.staging_bytes / 4) {
-    spdlog::warn("nvme: chunks of {} bytes ({}) need more staging memory than a quarter of "
-                 "nvme.staging_size = {} bytes; tenant '{}''s chunks go to NVMe as they are",
-                 ns.chunk_bytes(), ns.layout.to_string(), options_.nvme.staging_bytes, ns.tenant);
+    spdlog::warn(
+        "nvme: chunks of {} bytes ({}) need more staging memory than a quarter of "
+        "nvme.staging_size = {} bytes; tenant '{}''s chunks go to NVMe as they are",
+        ns.chunk_bytes(), ns.layout.to_string(), options_.nvme.staging_bytes, ns.tenant);
     return 0;
   }
   return c;
@@ -123,8 +125,8 @@ Status CacheEngine::start_codec_stages() {
   for (const auto& [tenant, index] : tenant_codecs_) {
     codecs += ", tenant '" + tenant + "': " + codec_table_[index].to_string();
   }
-  spdlog::info("nvme: codec {}; {} encode and {} decode threads, {} MiB of staging memory{}", codecs,
-               o.encode_threads, o.decode_threads, staging_->capacity_bytes() >> 20,
+  spdlog::info("nvme: codec {}; {} encode and {} decode threads, {} MiB of staging memory{}",
+               codecs, o.encode_threads, o.decode_threads, staging_->capacity_bytes() >> 20,
                *fixed ? " (io_uring fixed buffers)" : "");
   return Status::Ok();
 }
@@ -216,8 +218,8 @@ void CacheEngine::finish_encode(CodecJob& job) {
                               NvmeStore::checksum({host, logical}), Staged{});
   } else if (job.as_is) {
     free_staging(staged);
-    issued = issue_write_down(s, host, logical, logical, storage::Codec::kRaw, job.checksum,
-                              Staged{});
+    issued =
+        issue_write_down(s, host, logical, logical, storage::Codec::kRaw, job.checksum, Staged{});
   } else {
     issued = issue_write_down(s, staging_->data(StagingPool::Buffer{staged.first, staged.pages}),
                               static_cast<uint32_t>(job.out_bytes), logical,
@@ -283,10 +285,11 @@ void CacheEngine::finish_decode(CodecJob& job) {
   free_staging(m.staging);
   if (!job.status.ok()) {
     ++checksum_failures_;
-    spdlog::error("nvme: chunk {} (slot {}, file {} offset {}, {}) fails its checksum or does not "
-                  "decode: {}; dropping it, never serving it",
-                  dm.key.to_hex(), d, nvme_->file_of(d), nvme_->file_offset(d),
-                  storage::stored_codec_name(dm.codec), job.status.message());
+    spdlog::error(
+        "nvme: chunk {} (slot {}, file {} offset {}, {}) fails its checksum or does not "
+        "decode: {}; dropping it, never serving it",
+        dm.key.to_hex(), d, nvme_->file_of(d), nvme_->file_offset(d),
+        storage::stored_codec_name(dm.codec), job.status.message());
   }
   settle_promotion(s, job.status.ok());
 }
@@ -296,8 +299,10 @@ void CacheEngine::poll_codecs() {
   codec_done_.clear();
   if (codec_stages_->take_done(codec_done_) == 0) return;
   for (CodecJob& job : codec_done_) {
-    if (job.kind == CodecJob::Kind::kEncode) finish_encode(job);
-    else finish_decode(job);
+    if (job.kind == CodecJob::Kind::kEncode)
+      finish_encode(job);
+    else
+      finish_decode(job);
   }
   codec_done_.clear();
 }

@@ -374,8 +374,8 @@ bool CacheEngine::start_write_down(SlotId s) {
 }
 
 bool CacheEngine::issue_write_down(SlotId s, const std::byte* src, uint32_t stored_bytes,
-                                   uint32_t logical_bytes, storage::Codec codec,
-                                   uint64_t checksum, Staged staging) {
+                                   uint32_t logical_bytes, storage::Codec codec, uint64_t checksum,
+                                   Staged staging) {
   const ChunkMeta& m = meta_[s];
   auto cls = nvme_->class_for(stored_bytes);
   if (!cls.ok()) return false;
@@ -480,8 +480,10 @@ void CacheEngine::requeue_write_down(SlotId s, bool chunk_alive, bool retry_firs
   // Still dirty: tried again later (first, after disk full, once the tier admits again). One
   // that left RAM meanwhile is lost now, and counted so; a deleted one was never owed.
   if (m.state == ChunkState::kReady) {
-    if (retry_first) dirty_fifo_.emplace_front(s, m.gen);
-    else dirty_fifo_.emplace_back(s, m.gen);
+    if (retry_first)
+      dirty_fifo_.emplace_front(s, m.gen);
+    else
+      dirty_fifo_.emplace_back(s, m.gen);
   } else if (chunk_alive) {
     --dirty_chunks_;
     ++dropped_unwritten_;

@@ -38,9 +38,10 @@ Result<std::unique_ptr<CodecStages>> CodecStages::create(const CodecStageOptions
   }
   std::unique_ptr<CodecStages> stages(new CodecStages(options));
   CodecStages* self = stages.get();
-  const auto make = [&](const char* name, uint32_t workers, uint64_t capacity,
-                        const BatchPolicy& batch, void (CodecStages::*handler)(std::vector<CodecJob>&))
-      -> Result<std::unique_ptr<StagePipeline<CodecJob>>> {
+  const auto make =
+      [&](const char* name, uint32_t workers, uint64_t capacity, const BatchPolicy& batch,
+          void (CodecStages::*handler)(
+              std::vector<CodecJob>&)) -> Result<std::unique_ptr<StagePipeline<CodecJob>>> {
     StagePipeline<CodecJob>::Stage stage;
     stage.options.name = name;
     stage.options.queue_capacity = capacity;
@@ -124,8 +125,8 @@ void CodecStages::encode_batch(std::vector<CodecJob>& batch) {
   auto ctx = take_context();
   for (CodecJob& job : batch) {
     if (job.codec >= ctx->encoders.size()) {
-      job.status = Status::Internal("encode job names codec " + std::to_string(job.codec) +
-                                    " of " + std::to_string(ctx->encoders.size()));
+      job.status = Status::Internal("encode job names codec " + std::to_string(job.codec) + " of " +
+                                    std::to_string(ctx->encoders.size()));
       continue;
     }
     auto& encoder = ctx->encoders[job.codec];
@@ -144,8 +145,8 @@ void CodecStages::encode_batch(std::vector<CodecJob>& batch) {
     const auto bytes = ctx->out.bytes();
     if (bytes.size() > job.dst_bytes && bytes.size() < job.src_bytes) {
       job.status = Status::ResourceExhausted("encoded chunk of " + std::to_string(bytes.size()) +
-                                            " bytes exceeds its staging buffer of " +
-                                            std::to_string(job.dst_bytes));
+                                             " bytes exceeds its staging buffer of " +
+                                             std::to_string(job.dst_bytes));
       continue;
     }
     if (bytes.size() >= job.src_bytes) {

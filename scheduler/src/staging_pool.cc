@@ -14,8 +14,8 @@ Result<std::unique_ptr<StagingPool>> StagingPool::create(uint64_t capacity) {
     return Status::InvalidArgument("nvme.staging_size = " + std::to_string(capacity) +
                                    " bytes is too large");
   }
-  void* p = ::mmap(nullptr, pages * kPageBytes, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* p = ::mmap(nullptr, pages * kPageBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
   if (p == MAP_FAILED) {
     return Status::FromErrno("map " + std::to_string(pages * kPageBytes) +
                                  " bytes of NVMe staging memory (nvme.staging_size)",
@@ -33,8 +33,10 @@ StagingPool::~StagingPool() { ::munmap(base_, capacity_bytes()); }
 void StagingPool::mark(uint32_t first, uint32_t pages, bool used) {
   for (uint32_t p = first; p < first + pages; ++p) {
     const uint64_t bit = uint64_t{1} << (p % 64);
-    if (used) used_[p / 64] |= bit;
-    else used_[p / 64] &= ~bit;
+    if (used)
+      used_[p / 64] |= bit;
+    else
+      used_[p / 64] &= ~bit;
   }
 }
 

@@ -50,13 +50,20 @@ Status from_rocks(const rocksdb::Status& s, const std::string& what) {
 
 std::string_view stored_codec_name(Codec c) {
   switch (c) {
-    case Codec::kRaw: return "raw";
-    case Codec::kEncodedRaw: return "raw+header";
-    case Codec::kZstd: return "zstd";
-    case Codec::kFp8: return "fp8";
-    case Codec::kInt8: return "int8";
-    case Codec::kInt4: return "int4";
-    case Codec::kFused: return "fused";
+    case Codec::kRaw:
+      return "raw";
+    case Codec::kEncodedRaw:
+      return "raw+header";
+    case Codec::kZstd:
+      return "zstd";
+    case Codec::kFp8:
+      return "fp8";
+    case Codec::kInt8:
+      return "int8";
+    case Codec::kInt4:
+      return "int4";
+    case Codec::kFused:
+      return "fused";
   }
   return "unknown";
 }

@@ -77,7 +77,8 @@ class UringBackend final : public IoBackend {
     for (const FixedRegion& f : regions_) {
       if (r.buf < f.base || r.buf + r.length > f.base + f.bytes) continue;
       const uint64_t first = static_cast<uint64_t>(r.buf - f.base) / kFixedBufferPiece;
-      const uint64_t last = static_cast<uint64_t>(r.buf + r.length - 1 - f.base) / kFixedBufferPiece;
+      const uint64_t last =
+          static_cast<uint64_t>(r.buf + r.length - 1 - f.base) / kFixedBufferPiece;
       if (first == last) piece = static_cast<int>(f.first_piece + first);
       break;
     }

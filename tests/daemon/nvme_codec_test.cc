@@ -35,10 +35,12 @@ std::unique_ptr<TestDaemon> start_codec_daemon(const std::string& codec,
                                                const std::string& mode = "write-through") {
   testing::TestDaemonOptions o;
   o.host_capacity = "16MiB";
-  o.extra_toml = "slab_size = \"4MiB\"\nprefault = false\n[nvme]\ndirectories = [\"${DIR}/nvme\"]\n"
-                 "capacity = \"64MiB\"\nslab_size = \"4MiB\"\nqueue_depth = 16\n"
-                 "mode = \"" + mode + "\"\nstaging_size = \"" + staging +
-                 "\"\nencode_threads = 2\ncodec = \"" + codec + "\"\n" + extra;
+  o.extra_toml =
+      "slab_size = \"4MiB\"\nprefault = false\n[nvme]\ndirectories = [\"${DIR}/nvme\"]\n"
+      "capacity = \"64MiB\"\nslab_size = \"4MiB\"\nqueue_depth = 16\n"
+      "mode = \"" +
+      mode + "\"\nstaging_size = \"" + staging + "\"\nencode_threads = 2\ncodec = \"" + codec +
+      "\"\n" + extra;
   auto d = TestDaemon::start(o);
   EXPECT_TRUE(d.ok()) << d.status().to_string();
   return d.ok() ? std::move(d).value() : nullptr;
@@ -98,9 +100,9 @@ const RealKv& real_kv() {
         }
         rp.kv.resize(chunks * out.layout.chunk_bytes());
         for (uint32_t c = 0; c < chunks; ++c) {
-          ds->gather_chunk(p, c, kChunkTokens,
-                           std::span(rp.kv).subspan(c * out.layout.chunk_bytes(),
-                                                    out.layout.chunk_bytes()));
+          ds->gather_chunk(
+              p, c, kChunkTokens,
+              std::span(rp.kv).subspan(c * out.layout.chunk_bytes(), out.layout.chunk_bytes()));
         }
         out.prompts.push_back(std::move(rp));
       }
@@ -139,8 +141,7 @@ size_t load_and_check(Client& c, const Namespace& ns, const storage::CodecConfig
     for (size_t i = 0; i < lease->chunks(); ++i) {
       if (std::find(seen.begin(), seen.end(), keys[i]) != seen.end()) continue;
       seen.push_back(keys[i]);
-      const auto original =
-          std::span(p.kv).subspan(i * layout.chunk_bytes(), layout.chunk_bytes());
+      const auto original = std::span(p.kv).subspan(i * layout.chunk_bytes(), layout.chunk_bytes());
       const auto got = lease->chunk(i);
       if (lossless) {
         EXPECT_TRUE(std::equal(got.begin(), got.end(), original.begin(), original.end()))
@@ -215,8 +216,7 @@ TEST_P(NvmeCodecRoundTrip, PutEvictLoadFromNvme) {
 }
 
 INSTANTIATE_TEST_SUITE_P(EachCodec, NvmeCodecRoundTrip,
-                         ::testing::Values("raw", "zstd", "zstd:3:bits", "fp8", "int8",
-                                           "int4:g32"),
+                         ::testing::Values("raw", "zstd", "zstd:3:bits", "fp8", "int8", "int4:g32"),
                          [](const auto& info) {
                            std::string n = info.param;
                            for (char& ch : n) {
@@ -482,8 +482,7 @@ TEST(NvmeCodecTest, TierkvctlStatsShowsTheCompressionAndTheStages) {
 
   const auto human = testing::run_process({ctl, "--socket", d->socket_path(), "stats"});
   ASSERT_TRUE(human.ok()) << human.describe();
-  EXPECT_NE(human.out.find("codecs: nvme zstd:1:bytes, bulk=int8"), std::string::npos)
-      << human.out;
+  EXPECT_NE(human.out.find("codecs: nvme zstd:1:bytes, bulk=int8"), std::string::npos) << human.out;
   EXPECT_NE(human.out.find("encode"), std::string::npos) << human.out;
   EXPECT_NE(human.out.find("RATIO"), std::string::npos) << human.out;
 }

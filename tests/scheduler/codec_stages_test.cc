@@ -1,6 +1,8 @@
 // The NVMe tier's encoded-chunk machinery below the engine: the staging pool (bounded, 4 KiB
 // aligned runs, first fit, never overlapping) and the codec stages (encode into staging, decode
 // with both checksums checked, completions signalled on an eventfd).
+#include "codec_stages.h"
+
 #include <gtest/gtest.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -8,7 +10,6 @@
 #include <cstring>
 #include <random>
 
-#include "codec_stages.h"
 #include "staging_pool.h"
 #include "support/process.h"
 #include "tierkv/storage/nvme_store.h"
@@ -163,7 +164,8 @@ TEST_F(CodecStagesTest, EncodesIntoStagingAndDecodesBackExactly) {
   }
   auto encoded = wait_done(*stages, kChunks);
   ASSERT_EQ(encoded.size(), static_cast<size_t>(kChunks));
-  std::vector<std::vector<std::byte>> decoded(kChunks, std::vector<std::byte>(layout_.chunk_bytes()));
+  std::vector<std::vector<std::byte>> decoded(kChunks,
+                                              std::vector<std::byte>(layout_.chunk_bytes()));
   for (CodecJob& e : encoded) {
     ASSERT_TRUE(e.status.ok()) << e.status.to_string();
     ASSERT_FALSE(e.as_is);

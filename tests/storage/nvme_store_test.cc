@@ -166,7 +166,8 @@ TEST(NvmeStoreTest, RecoveryAcceptsEncodedChunksAndDropsRecordsNamingAnotherPlac
   {
     auto store = NvmeStore::open(options(dir.path()));
     ASSERT_TRUE(store.ok());
-    ASSERT_TRUE((*store)->recover([](const Namespace&) {}, [](const ChunkRecord&) {}, nullptr).ok());
+    ASSERT_TRUE(
+        (*store)->recover([](const Namespace&) {}, [](const ChunkRecord&) {}, nullptr).ok());
     // An encoded chunk: 30 KiB of zstd for a 64 KiB chunk, in a slot of the smallest class.
     const int cls = (*store)->class_for(30 << 10).value();
     encoded.ns = 1;

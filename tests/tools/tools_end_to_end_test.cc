@@ -378,11 +378,10 @@ TEST_F(ToolsTest, BenchCakeQuickReportsEveryCellAndTheSummary) {
 TEST_F(ToolsTest, BenchIngestQuickReportsPutLatencyAndTheBatchTrace) {
   TempDir dir;
   // Small chunks and a light load: a smoke test of the figures' shape, not a measurement.
-  const ProcessResult r =
-      run("tierkv-bench",
-          {"ingest", "--quick", "--json", "--dir", dir.path(), "--clients", "3", "--rate-GBps",
-           "0.05", "--layers", "3", "--host-capacity-gib", "1"},
-          300s);
+  const ProcessResult r = run("tierkv-bench",
+                              {"ingest", "--quick", "--json", "--dir", dir.path(), "--clients", "3",
+                               "--rate-GBps", "0.05", "--layers", "3", "--host-capacity-gib", "1"},
+                              300s);
   ASSERT_TRUE(r.ok()) << r.describe();
   const JsonValue doc = parse_object(r);
   for (const char* key : {"put_p50_us_off", "put_p99_us_off", "put_p99_us_on", "p99_on_vs_off",

@@ -125,7 +125,7 @@ struct Phase {
   std::string tenant;
   double seconds = 0;
   uint32_t clients = 0;
-  double rate_GBps = 0;  // 0: as fast as they can
+  double rate_GBps = 0;   // 0: as fast as they can
   bool measured = false;  // its latencies count for the tenant's figures
 };
 
@@ -192,10 +192,9 @@ Status drain(Client& c, double max_seconds) {
     if (!f.ok()) return context(f.status(), "flush");
     if (f->dirty_chunks == 0 && f->writes_in_flight == 0) return Status::Ok();
     if (seconds_since(t0) > max_seconds) {
-      return Status::Unavailable("write-down did not catch up within " +
-                                 std::to_string(static_cast<int>(max_seconds)) + " s (" +
-                                 std::to_string(f->dirty_chunks) +
-                                 " chunks left): lower --rate-GBps");
+      return Status::Unavailable(
+          "write-down did not catch up within " + std::to_string(static_cast<int>(max_seconds)) +
+          " s (" + std::to_string(f->dirty_chunks) + " chunks left): lower --rate-GBps");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -249,25 +248,27 @@ Result<BenchReport> IngestBench::run(const CommonOptions& common) {
   for (const auto& c : codecs) tenants.push_back("ingest-" + c);
   phases.push_back({"warm-up", tenants[1], common.quick ? 0.2 : 1.0, clients_, rate_GBps_, false});
   for (uint32_t r = 0; r < rounds; ++r) {
-    for (const auto& t : tenants) phases.push_back({"steady", t, steady_s, clients_, rate_GBps_, true});
+    for (const auto& t : tenants)
+      phases.push_back({"steady", t, steady_s, clients_, rate_GBps_, true});
   }
   const std::string traced = tenants[1];
-  phases.push_back({"trace: steady", traced, common.quick ? 0.3 : 1.5, clients_, rate_GBps_, false});
+  phases.push_back(
+      {"trace: steady", traced, common.quick ? 0.3 : 1.5, clients_, rate_GBps_, false});
   phases.push_back({"trace: burst", traced, common.quick ? 0.3 : 1.5, clients_, 0, false});
   phases.push_back({"trace: light", traced, common.quick ? 0.3 : 1.5, 2, rate_GBps_ / 8, false});
 
   // Clients: one thread and connection each; the phases are run in lock-step through `phase_no`.
   struct ClientState {
     std::shared_ptr<Client> client;
-    std::map<std::string, Namespace> ns;  // per tenant
+    std::map<std::string, Namespace> ns;                      // per tenant
     std::map<std::string, std::vector<double>> latencies_us;  // per tenant, measured phases
     uint64_t puts = 0, skipped = 0;
     Status error;
   };
   std::vector<ClientState> states(clients_);
   for (uint32_t i = 0; i < clients_; ++i) {
-    auto c = tools::connect_daemon((*daemon)->socket_path(), "tierkv-bench ingest " + std::to_string(i),
-                                   true);
+    auto c = tools::connect_daemon((*daemon)->socket_path(),
+                                   "tierkv-bench ingest " + std::to_string(i), true);
     if (!c.ok()) return c.status();
     states[i].client = *c;
     for (const auto& t : tenants) {
@@ -282,7 +283,7 @@ Result<BenchReport> IngestBench::run(const CommonOptions& common) {
   std::mutex samples_mu;
   std::vector<Sample> samples;  // guarded by samples_mu
   std::atomic<bool> sampling{false};
-  std::string sample_phase;      // guarded by samples_mu
+  std::string sample_phase;  // guarded by samples_mu
   std::atomic<bool> sampler_stop{false};
   std::thread sampler([&] {
     auto c = tools::connect_daemon((*daemon)->socket_path(), "tierkv-bench ingest sampler", false);
@@ -352,7 +353,8 @@ Result<BenchReport> IngestBench::run(const CommonOptions& common) {
           }
           tokens[0] = static_cast<TokenId>(id);
           tokens[1] = static_cast<TokenId>(id >> 32);
-          const auto src = source->span().subspan((id % kDistinctChunks) * chunk_bytes, chunk_bytes);
+          const auto src =
+              source->span().subspan((id % kDistinctChunks) * chunk_bytes, chunk_bytes);
           const auto t0 = Clock::now();
           auto lease = s.client->begin_put(ns, tokens);
           if (!lease.ok()) {
@@ -465,7 +467,8 @@ Result<BenchReport> IngestBench::run(const CommonOptions& common) {
     r.add_figure("put_p50_us_" + key, "put p50, NVMe codec " + c, p50, Unit::kMicros);
     r.add_figure("put_p99_us_" + key, "put p99, NVMe codec " + c, p99, Unit::kMicros);
     r.add_figure("p99_" + key + "_vs_off", "put p99, " + c + " / off", p99 / off99, Unit::kRatio);
-    const double gbps = put_bytes_by_tenant["ingest-" + c] / put_seconds_by_tenant["ingest-" + c] / 1e9;
+    const double gbps =
+        put_bytes_by_tenant["ingest-" + c] / put_seconds_by_tenant["ingest-" + c] / 1e9;
     r.add_figure("ingest_GBps_" + key, "ingest while encoding with " + c, gbps, Unit::kGBps);
     worst_on = std::max(worst_on, p99);
   }
@@ -492,8 +495,8 @@ Result<BenchReport> IngestBench::run(const CommonOptions& common) {
       taken_max = std::max(taken_max, s.last_batch_items);
     }
     if (n == 0) continue;
-    by_phase.push_back({std::string(name), n, q_sum / n, q_max, b_sum / n, b_max, taken_sum / n,
-                        taken_max});
+    by_phase.push_back(
+        {std::string(name), n, q_sum / n, q_max, b_sum / n, b_max, taken_sum / n, taken_max});
   }
   r.add_rows("batch_by_phase",
              {"phase", "samples", "queue_mean", "queue_max", "batch_size_mean", "batch_size_max",

@@ -59,7 +59,8 @@ std::vector<proto::TierStats> all_tiers(const proto::StatsReply& st) {
 std::string ratio(uint64_t logical, uint64_t stored) {
   if (stored == 0) return "-";
   char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.2fx", static_cast<double>(logical) / static_cast<double>(stored));
+  std::snprintf(buf, sizeof(buf), "%.2fx",
+                static_cast<double>(logical) / static_cast<double>(stored));
   return buf;
 }
 
@@ -69,8 +70,10 @@ std::string stage_name(const proto::CodecStageStats& s) {
 
 std::string micros(double us) {
   char buf[32];
-  if (us >= 1000) std::snprintf(buf, sizeof(buf), "%.1f ms", us / 1000);
-  else std::snprintf(buf, sizeof(buf), "%.0f us", us);
+  if (us >= 1000)
+    std::snprintf(buf, sizeof(buf), "%.1f ms", us / 1000);
+  else
+    std::snprintf(buf, sizeof(buf), "%.0f us", us);
   return buf;
 }
 
@@ -127,9 +130,9 @@ void write_codec_fields(JsonWriter& w, const proto::StatsReply& st) {
 
 std::string render_codecs(const proto::StatsReply& st) {
   if (st.tier_codecs.empty()) return {};
-  std::string out = "\ncodecs: nvme " + (st.nvme_codec.empty() ? std::string("off") : st.nvme_codec) +
-                    "; fused representatives " +
-                    tools::group_thousands(st.codec.fused_representatives) + "\n";
+  std::string out =
+      "\ncodecs: nvme " + (st.nvme_codec.empty() ? std::string("off") : st.nvme_codec) +
+      "; fused representatives " + tools::group_thousands(st.codec.fused_representatives) + "\n";
   TextTable tiers({"TIER", "LOGICAL", "STORED", "RATIO", "ENCODED CHUNKS"},
                   {false, true, true, true, true});
   for (const auto& t : st.tier_codecs) {
@@ -145,12 +148,12 @@ std::string render_codecs(const proto::StatsReply& st) {
   for (const auto& s : st.codec_stages) {
     char last_batch[32];
     std::snprintf(last_batch, sizeof(last_batch), "%.0f", s.last_batch_items);
-    stages.add_row({stage_name(s), std::to_string(s.workers),
-                    tools::group_thousands(s.queue_depth) + "/" +
-                        tools::group_thousands(s.queue_capacity),
-                    tools::group_thousands(s.max_queue_depth), std::to_string(s.batch_size),
-                    last_batch, tools::group_thousands(s.batches), tools::group_thousands(s.items),
-                    micros(s.last_latency_us), micros(s.mean_latency_us)});
+    stages.add_row(
+        {stage_name(s), std::to_string(s.workers),
+         tools::group_thousands(s.queue_depth) + "/" + tools::group_thousands(s.queue_capacity),
+         tools::group_thousands(s.max_queue_depth), std::to_string(s.batch_size), last_batch,
+         tools::group_thousands(s.batches), tools::group_thousands(s.items),
+         micros(s.last_latency_us), micros(s.mean_latency_us)});
   }
   out += stages.render(true, "  ");
   const proto::CodecCounters& c = st.codec;
@@ -159,8 +162,11 @@ std::string render_codecs(const proto::StatsReply& st) {
          tools::group_thousands(c.encode_errors) + " encode errors; staging " +
          tools::human_size(c.staging_used_bytes) + " of " +
          tools::human_size(c.staging_capacity_bytes) + " in use, " +
-         tools::group_thousands(c.staged_reads_waiting) + " reads waiting for it; write-down "
-         "waited " + tools::group_thousands(c.encode_waits) + " times for staging or the encode "
+         tools::group_thousands(c.staged_reads_waiting) +
+         " reads waiting for it; write-down "
+         "waited " +
+         tools::group_thousands(c.encode_waits) +
+         " times for staging or the encode "
          "queue\n";
   return out;
 }

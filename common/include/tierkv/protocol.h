@@ -291,7 +291,7 @@ struct TierCodecStats {
   Tier tier = Tier::kNone;
   uint8_t pad[7] = {};
   uint64_t logical_bytes = 0;
-  uint64_t stored_bytes = 0;   // the encoded bytes (slots round them up: see TierStats used_bytes)
+  uint64_t stored_bytes = 0;    // the encoded bytes (slots round them up: see TierStats used_bytes)
   uint64_t encoded_chunks = 0;  // chunks held under a codec other than raw
 };
 static_assert(sizeof(TierCodecStats) == 32);

@@ -32,8 +32,8 @@
 // DMA between the host slot and the disk, without staging. Staging memory is bounded
 // (NvmeTierOptions::staging_bytes): when it or the encode queue is full, write-down waits (and
 // host eviction falls back as for any unwritten chunk); a staged read waits for a buffer, and
-// reads go first. Host eviction takes the least recently used leaf that already has a copy below (or that
-// no tier below wants); only when the coldest leaves are all unwritten does it drop one
+// reads go first. Host eviction takes the least recently used leaf that already has a copy below
+// (or that no tier below wants); only when the coldest leaves are all unwritten does it drop one
 // (counted as dropped_unwritten). A load of a chunk that lies only on NVMe reads it into a host
 // slot (promotion); NVMe evicts by the same leaf-first policy when it needs room.
 #pragma once
