@@ -418,8 +418,7 @@ Result<BenchReport> NvmeBench::run(const CommonOptions& common) {
     for (int round = 0; round < rounds; ++round) {
       progress(common, size + " blocks, round " + std::to_string(round + 1) + " of " +
                            std::to_string(rounds) +
-                           ": put, then raw write, flush through "
-                           "tierkvd, raw write; raw read, load through tierkvd, raw read");
+                           ": put; raw write, write-down, raw write; raw read, load, raw read");
       const auto keys = single_chunk_keys(*ns, bytes / chunk, static_cast<uint32_t>(b * 100 + round));
       TIERKV_RETURN_IF_ERROR(store_chunks(c, *ns, keys, {buffers->data(), chunk}));
       // Each tierkv measurement sits between two raw ones and is compared with their mean, so a
