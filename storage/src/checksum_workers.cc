@@ -1,10 +1,13 @@
 #include "tierkv/storage/checksum_workers.h"
 
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <string>
+#include <system_error>
 
 #include "tierkv/storage/nvme_store.h"
 
@@ -94,6 +97,7 @@ void ChecksumWorkers::hold_for_test(bool hold) {
 }
 
 void ChecksumWorkers::run() {
+  (void)pthread_setname_np(pthread_self(), "tierkv-verify");  // for top and perf
   std::unique_lock lock(mu_);
   for (;;) {
     wake_.wait(lock, [this] { return stopping_ || (job_count_ > 0 && !held_); });
@@ -114,7 +118,6 @@ void ChecksumWorkers::run() {
     busy_ns_ += static_cast<uint64_t>(ns);
     bytes_ += job.bytes;
     const uint64_t one = 1;
-    // Written under the lock: the destructor cannot close the fd between the push and the write.
     (void)!::write(notify_fd_, &one, sizeof(one));
   }
 }

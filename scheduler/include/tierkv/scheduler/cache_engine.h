@@ -7,10 +7,13 @@
 // NVMe reads and writes go by DMA between that region and the disk (storage::NvmeStore).
 //
 // Ownership and threads: one thread (the daemon's server thread) owns the engine and calls every
-// method, poll_io() included, which runs the NVMe completions; nothing inside locks. Sessions are
-// the engine's view of connected clients: every lease belongs to one, and close_session()
-// reclaims them all (read leases dropped, uncommitted chunks discarded, loads in progress
-// cancelled), so no crash of a client can leak a slot or expose a partial chunk.
+// method, poll_io() included, which runs the NVMe completions; nothing inside locks. The only
+// other threads are the NVMe tier's verify workers (storage::ChecksumWorkers): they hash host
+// slots the engine keeps in their loading state (never freed or reused meanwhile) and hand the
+// results back to poll_io(). Sessions are the engine's view of connected clients: every lease
+// belongs to one, and close_session() reclaims them all (read leases dropped, uncommitted chunks
+// discarded, loads in progress cancelled), so no crash of a client can leak a slot or expose a
+// partial chunk.
 //
 // Host chunk life cycle in a slot:  free -> pending (leased for writing by one session, invisible
 // to lookups) -> ready (indexed, readable) -> free, or ready -> zombie (dropped while leased;

@@ -46,7 +46,8 @@ struct IoCompletion {
 };
 
 // How well the queue is kept busy, counted since the backend was made (stats and tierkv-bench
-// nvme read them to tell a starved queue from a slow disk).
+// nvme read them to tell a starved queue from a slow disk). A request counts from queue() until
+// its completion is reaped, so a reaper that comes late shows as depth, not as idle time.
 struct IoCounters {
   uint64_t submits = 0;    // submit() calls that entered the kernel
   uint64_t submit_ns = 0;  // time the owner thread spent in them
