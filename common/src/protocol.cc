@@ -190,6 +190,7 @@ void encode(ByteWriter& w, const StatsReply& m) {
   w.put_string(m.nvme_codec);
   w.put_array(std::span<const CodecStageStats>(m.codec_stages));
   w.put(m.codec);
+  w.put(m.nvme_io);
 }
 void encode(ByteWriter& w, const ListNamespacesReply& m) {
   w.put(static_cast<uint32_t>(m.namespaces.size()));
@@ -305,6 +306,7 @@ Status decode(ByteReader& r, StatsReply& m) {
   TIERKV_RETURN_IF_ERROR(r.get_string("nvme_codec", m.nvme_codec, 64 * 1024));
   TIERKV_RETURN_IF_ERROR(r.get_array("codec_stages", m.codec_stages, 16));
   TIERKV_RETURN_IF_ERROR(r.get("codec", m.codec));
+  TIERKV_RETURN_IF_ERROR(r.get("nvme_io", m.nvme_io));
   return r.expect_end("stats reply");
 }
 Status decode(ByteReader& r, ListNamespacesReply& m) {

@@ -56,6 +56,10 @@ slab_size = "256MiB"
 min_slot_size = "64KiB"
 # io_uring queue depth: the most reads and writes in flight at once.
 queue_depth = 32
+# Reads and writes of at least this size are issued by the kernel's I/O worker threads rather than
+# inside the daemon's submit call, which blocks while the device's request queue is full (32 reads
+# of 32 MiB at once can hold it for half a second, and every client waits). "0" = none.
+async_io_min = "4MiB"
 # "write-back": chunks are written down once the host tier runs short of free space (see
 # writeback_free_fraction), coldest first in commit order, so hot chunks may never touch the disk.
 # "write-through": every committed chunk is written down at once.
@@ -68,6 +72,9 @@ tenants = []
 index_dir = ""
 # After disk full (ENOSPC) the tier stops admitting chunks for this many seconds, then tries again.
 retry_after_full_s = 30
+# Threads that check the checksum of every chunk read from NVMe, off the server thread (which then
+# only submits and reaps I/O). 0 = the server thread checks them itself.
+verify_threads = 2
 # How chunks are stored on NVMe (host RAM always holds them as they are):
 #   "raw"                    as they are: read and written by DMA straight between RAM and disk
 #   "zstd[:LEVEL][:bytes|bits|none]"   lossless; the 16-bit floats' bytes (or bits) in planes,
@@ -357,6 +364,7 @@ Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view o
                                         "nvme.codec", "nvme.codec_by_tenant",
                                         "nvme.encode_threads", "nvme.decode_threads",
                                         "nvme.staging_size",
+                                        "nvme.async_io_min", "nvme.verify_threads",
                                         "nvme.fault_injection.read_eio_every",
                                         "nvme.fault_injection.write_eio_every",
                                         "nvme.fault_injection.short_read_every",
@@ -429,6 +437,7 @@ Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view o
   v = nv.store.queue_depth;
   TIERKV_RETURN_IF_ERROR(r.get_uint("nvme.queue_depth", 4096, v));
   nv.store.queue_depth = static_cast<uint32_t>(v);
+  TIERKV_RETURN_IF_ERROR(r.get_size("nvme.async_io_min", nv.store.async_min_bytes));
   std::string mode = "write-back";
   TIERKV_RETURN_IF_ERROR(r.get_string("nvme.mode", mode));
   if (mode != "write-back" && mode != "write-through") {
@@ -457,6 +466,9 @@ Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view o
                                    std::to_string(nv.staging_bytes) +
                                    " bytes is less than the minimum 1MiB");
   }
+  v = nv.verify_threads;
+  TIERKV_RETURN_IF_ERROR(r.get_uint("nvme.verify_threads", 64, v));
+  nv.verify_threads = static_cast<uint32_t>(v);
   storage::FaultPlan& f = nv.store.faults;
   for (auto [key, field] : {std::pair{"nvme.fault_injection.read_eio_every", &f.read_eio_every},
                             std::pair{"nvme.fault_injection.write_eio_every", &f.write_eio_every},

@@ -208,25 +208,24 @@ void CacheEngine::finish_encode(CodecJob& job) {
   const NamespaceEntry* e = ns_entry(m.ns);
   const auto logical = static_cast<uint32_t>(e->ns.chunk_bytes());
   const std::byte* host = region_.data() + pool_.offset(s);
-  bool issued = false;
+  SlotId d = kNoSlot;
   if (!job.status.ok()) {
     ++encode_errors_;
     spdlog::warn("nvme: encoding chunk {} with {} failed: {}; writing it down as it is",
                  m.key.to_hex(), codec_table_[e->codec].to_string(), job.status.message());
     free_staging(staged);
-    issued = issue_write_down(s, host, logical, logical, storage::Codec::kRaw,
-                              NvmeStore::checksum({host, logical}), Staged{});
+    d = issue_write_down(s, host, logical, logical, storage::Codec::kRaw,
+                         hash_inline({host, logical}), Staged{});
   } else if (job.as_is) {
     free_staging(staged);
-    issued =
-        issue_write_down(s, host, logical, logical, storage::Codec::kRaw, job.checksum, Staged{});
+    d = issue_write_down(s, host, logical, logical, storage::Codec::kRaw, job.checksum, Staged{});
   } else {
-    issued = issue_write_down(s, staging_->data(StagingPool::Buffer{staged.first, staged.pages}),
-                              static_cast<uint32_t>(job.out_bytes), logical,
-                              static_cast<storage::Codec>(job.out_codec), job.checksum, staged);
-    if (!issued) free_staging(staged);
+    d = issue_write_down(s, staging_->data(StagingPool::Buffer{staged.first, staged.pages}),
+                         static_cast<uint32_t>(job.out_bytes), logical,
+                         static_cast<storage::Codec>(job.out_codec), job.checksum, staged);
+    if (d == kNoSlot) free_staging(staged);
   }
-  if (!issued) requeue_write_down(s, chunk_alive, /*retry_first=*/true);
+  if (d == kNoSlot) requeue_write_down(s, chunk_alive, /*retry_first=*/true);
 }
 
 // --- loads ---------------------------------------------------------------------------------------
@@ -255,7 +254,7 @@ void CacheEngine::finish_staged_read(SlotId s, int32_t result) {
     spdlog::warn("nvme: read of chunk {} (slot {}) failed: {}; dropping it", dm.key.to_hex(), d,
                  result < 0 ? std::strerror(-result) : "short read");
     free_staging(m.staging);
-    settle_promotion(s, false);
+    end_promotion(s, false);
     return;
   }
   CodecJob job;
@@ -270,7 +269,7 @@ void CacheEngine::finish_staged_read(SlotId s, int32_t result) {
     // Cannot happen (the queue holds as many jobs as staging has pages); fail safe if it does.
     spdlog::error("nvme: cannot decode chunk {}: {}; dropping it", dm.key.to_hex(), q.message());
     free_staging(m.staging);
-    settle_promotion(s, false);
+    end_promotion(s, false);
     return;
   }
   ++decodes_in_flight_;
@@ -291,7 +290,7 @@ void CacheEngine::finish_decode(CodecJob& job) {
         dm.key.to_hex(), d, nvme_->file_of(d), nvme_->file_offset(d),
         storage::stored_codec_name(dm.codec), job.status.message());
   }
-  settle_promotion(s, job.status.ok());
+  end_promotion(s, job.status.ok());
 }
 
 void CacheEngine::poll_codecs() {

@@ -63,9 +63,9 @@ TEST(CodecStatsProtocolTest, CodecFieldsRoundTripAndTruncationsFail) {
   EXPECT_EQ(out.codec.encode_waits, 11u);
   EXPECT_EQ(out.codec.fused_representatives, 2u);
 
-  // Cut inside the codec counters, the last field: an error that names it.
+  // Cut inside the codec counters (the NVMe I/O counters follow them): an error that names them.
   StatsReply cut;
-  const Status s = decoded(std::span(buf).first(buf.size() - 8), cut);
+  const Status s = decoded(std::span(buf).first(buf.size() - sizeof(NvmeIoStats) - 8), cut);
   EXPECT_EQ(s.code(), StatusCode::kProtocolError);
   EXPECT_NE(s.message().find("codec"), std::string::npos) << s.message();
 }

@@ -241,6 +241,24 @@ struct NvmeStats {
   uint64_t stored_bytes = 0;    // bytes those chunks take on disk
 };
 static_assert(sizeof(NvmeStats) == 96);
+// Where the NVMe tier's time goes, summed since the daemon started: tells a starved I/O queue
+// from a slow disk (tierkv-bench nvme reports these per measurement).
+struct NvmeIoStats {
+  uint64_t submits = 0;             // io_uring submissions (system calls)
+  uint64_t submit_ns = 0;           // server-thread time spent in them
+  uint64_t busy_ns = 0;             // time with at least one read or write in the queue
+  uint64_t depth_ns = 0;            // reads and writes in the queue integrated over time: the mean
+                                    // queue depth while busy is depth_ns / busy_ns
+  uint64_t polls = 0;               // completion rounds the server thread ran
+  uint64_t poll_ns = 0;             // server-thread time spent in them (verification included)
+  uint64_t reads_verified = 0;      // chunks read from NVMe whose checksum was checked
+  uint64_t verified_inline = 0;     // of those, checked on the server thread (no worker free)
+  uint64_t inline_hash_ns = 0;      // server-thread time spent hashing (inline checks, write-downs)
+  uint64_t worker_hash_ns = 0;      // verify workers' time spent hashing, summed over them
+  uint32_t verify_threads = 0;      // [nvme] verify_threads
+  uint32_t verifies_in_flight = 0;  // chunks read and handed to a worker, not yet checked
+};
+static_assert(sizeof(NvmeIoStats) == 88);
 // Co-scheduled prefill, since the daemon started.
 struct PrefillStats {
   uint64_t sessions_started = 0;
@@ -347,6 +365,7 @@ struct StatsReply {
   std::string nvme_codec;
   std::vector<CodecStageStats> codec_stages;  // encode, decode; empty when no codec runs
   CodecCounters codec;
+  NvmeIoStats nvme_io;
 };
 struct NamespaceInfo {
   Namespace ns;

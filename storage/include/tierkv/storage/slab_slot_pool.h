@@ -9,7 +9,10 @@
 // chunks usually are). A tier whose chunks vary in size (encoded chunks on NVMe) asks for finer
 // classes: with 8 per doubling (1x, 1.125x, 1.25x ... 1.875x, 2x, ...) a chunk wastes at most an
 // eighth of its slot, so compression shows as capacity.
-// Allocate and free are O(1) (a free stack per class); nothing is allocated after construction.
+// Allocate and free are O(1) (a free stack per class: the slot freed last is reused first, warm
+// in the caches), or, with `lowest_first`, O(log n) (a heap per class: the free slot at the lowest
+// offset is handed out first, so chunks allocated together lie in offset order — what a disk
+// reads fastest when they are read back together). Nothing is allocated after construction.
 //
 // Each slot carries a lease count: a leased slot cannot be freed (free() reports the misuse), so a
 // chunk being read or written is never reused. Which chunk lives in a slot is the caller's
@@ -39,6 +42,7 @@ struct SlotPoolOptions {
   // Size classes per doubling of the slot size: 1, 2, 4 or 8. Every class must be a multiple of
   // 4 KiB, so min_slot_bytes / classes_per_doubling must be too.
   uint32_t classes_per_doubling = 2;
+  bool lowest_first = false;  // see above; the NVMe tier's files set it
   Status validate() const;
 };
 
@@ -96,16 +100,19 @@ class SlabSlotPool {
     uint32_t leases = 0;
   };
   void assign_page(uint32_t page, int cls);
+  void push_free(int cls, SlotId slot);
+  SlotId pop_free(int cls);
   bool reclaim_empty_page(int except_cls);
   uint32_t slots_in_page(int cls) const {
     return static_cast<uint32_t>(page_bytes_ / class_bytes_[cls]);
   }
 
+  bool lowest_first_;
   uint64_t page_bytes_;
   uint64_t num_pages_;
   uint32_t max_slots_per_page_;
   std::vector<uint64_t> class_bytes_;
-  std::vector<std::vector<SlotId>> class_free_;  // per class: stack of free slots
+  std::vector<std::vector<SlotId>> class_free_;  // per class: free slots, a stack or a min-heap
   std::vector<int> page_class_;                  // -1 = page free
   std::vector<uint32_t> page_used_;              // allocated slots per page
   std::vector<uint32_t> free_pages_;             // stack
