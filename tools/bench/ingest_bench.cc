@@ -430,7 +430,9 @@ Result<BenchReport> IngestBench::run(const CommonOptions& common) {
   r.add_info("layout", layout.to_string());
   r.add_info("chunk_bytes", chunk_bytes);
   r.add_info("data", data_dir + "/unrelated.tkv (tiled)");
-  r.add_info("offered_GBps", std::to_string(rate_GBps_));
+  char offered[32];
+  std::snprintf(offered, sizeof(offered), "%.3g", rate_GBps_);
+  r.add_info("offered_GBps", std::string(offered));
   r.add_info("rounds", uint64_t{rounds});
   r.add_info("quick", common.quick);
   r.add_info("puts", puts);
