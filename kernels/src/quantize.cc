@@ -210,12 +210,17 @@ void dequantize_int8(const SlabShape& s, const std::byte* in, std::byte* out) {
 
 inline uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 
-inline uint8_t quantize_nibble(float x, float min, float inv) {
+// q = clamp(rint((x - min) * inv), 0, kMax); NaN -> 0. kMax = 15 (int4) or 255 (int8 key).
+template <uint32_t kMax>
+inline uint8_t quantize_level(float x, float min, float inv) {
   float v = (x - min) * inv;
   if (v != v) v = 0.0f;
-  v = v > 15.0f ? 15.0f : v;
+  v = v > float(kMax) ? float(kMax) : v;
   v = v < 0.0f ? 0.0f : v;
   return static_cast<uint8_t>(round_even(v));
+}
+inline uint8_t quantize_nibble(float x, float min, float inv) {
+  return quantize_level<15>(x, min, inv);
 }
 
 inline void put_nibble(uint8_t* packed, uint64_t e, uint8_t q) {
@@ -227,13 +232,15 @@ inline void put_nibble(uint8_t* packed, uint64_t e, uint8_t q) {
 }
 
 // Keys: a group is G consecutive tokens of one (head, channel). `mm` holds 2 * H * D floats.
-void quantize_int4_key(const SlabShape& s, uint32_t g, DType dtype, const std::byte* in,
-                       std::byte* out, float* row, float* mm) {
+// kMax = 15: int4, nibbles packed; kMax = 255: int8 key, one byte per element.
+template <uint32_t kMax>
+void quantize_key_groups(const SlabShape& s, uint32_t g, DType dtype, const std::byte* in,
+                         std::byte* out, float* row, float* mm) {
   const uint64_t hd = uint64_t{s.heads} * s.head_dim;
   const uint64_t ngroups = ceil_div(s.tokens, g) * hd;
   std::byte* scales = out;
   std::byte* mins = out + 4 * ngroups;
-  auto* packed = reinterpret_cast<uint8_t*>(out + 8 * ngroups);
+  auto* payload = reinterpret_cast<uint8_t*>(out + 8 * ngroups);
   float* lo = mm;
   float* hi = mm + hd;
   for (uint32_t t0 = 0; t0 < s.tokens; t0 += g) {
@@ -254,16 +261,22 @@ void quantize_int4_key(const SlabShape& s, uint32_t g, DType dtype, const std::b
     const uint64_t gbase = uint64_t{t0 / g} * hd;
     for (uint64_t c = 0; c < hd; ++c) {
       if (lo[c] > hi[c]) lo[c] = hi[c] = 0.0f;  // no finite element
-      store_f32(scales + 4 * (gbase + c), (hi[c] - lo[c]) / 15.0f);
+      store_f32(scales + 4 * (gbase + c), (hi[c] - lo[c]) / float(kMax));
       store_f32(mins + 4 * (gbase + c), lo[c]);
       // Reuse hi[] for the inverse step.
-      hi[c] = hi[c] > lo[c] ? 15.0f / (hi[c] - lo[c]) : 0.0f;
+      hi[c] = hi[c] > lo[c] ? float(kMax) / (hi[c] - lo[c]) : 0.0f;
     }
     for (uint32_t t = t0; t < t1; ++t) {
       load_row(dtype, in, t * hd, static_cast<uint32_t>(hd), row);
       const uint64_t ebase = t * hd;
-      for (uint64_t c = 0; c < hd; ++c) {
-        put_nibble(packed, ebase + c, quantize_nibble(row[c], lo[c], hi[c]));
+      if constexpr (kMax == 15) {
+        for (uint64_t c = 0; c < hd; ++c) {
+          put_nibble(payload, ebase + c, quantize_nibble(row[c], lo[c], hi[c]));
+        }
+      } else {
+        for (uint64_t c = 0; c < hd; ++c) {
+          payload[ebase + c] = quantize_level<kMax>(row[c], lo[c], hi[c]);
+        }
       }
     }
   }
@@ -300,24 +313,32 @@ inline void unpack_nibbles(const uint8_t* packed, uint64_t e, uint32_t n, float*
   if (j < n) q[j] = static_cast<float>(p[pairs] & 0xfu);
 }
 
-template <DType kOut>
-void dequantize_int4_key(const SlabShape& s, uint32_t g, const std::byte* in, std::byte* out) {
+TIERKV_TILE_CLONES void u8_tile(const uint8_t* __restrict q, uint32_t n, float* __restrict out) {
+  for (uint32_t j = 0; j < n; ++j) out[j] = static_cast<float>(q[j]);
+}
+
+// Keys (kInt4Key: kMax = 15, kInt8Key: kMax = 255): token by token, each element's own
+// channel group's scale and min.
+template <DType kOut, uint32_t kMax>
+void dequantize_key_groups(const SlabShape& s, uint32_t g, const std::byte* in, std::byte* out) {
   const uint64_t hd = uint64_t{s.heads} * s.head_dim;
   const uint64_t ngroups = ceil_div(s.tokens, g) * hd;
   const std::byte* scales = in;
   const std::byte* mins = in + 4 * ngroups;
-  const auto* packed = reinterpret_cast<const uint8_t*>(in + 8 * ngroups);
+  const auto* payload = reinterpret_cast<const uint8_t*>(in + 8 * ngroups);
   float tile[kTile], sc[kTile], mn[kTile];
   for (uint32_t t = 0; t < s.tokens; ++t) {
     const uint64_t gbase = uint64_t{t / g} * hd;
     const uint64_t ebase = t * hd;
     for (uint64_t c0 = 0; c0 < hd; c0 += kTile) {
       const auto n = static_cast<uint32_t>(std::min<uint64_t>(kTile, hd - c0));
-      unpack_nibbles(packed, ebase + c0, n, tile);
-      for (uint32_t j = 0; j < n; ++j) {
-        sc[j] = load_f32(scales + 4 * (gbase + c0 + j));
-        mn[j] = load_f32(mins + 4 * (gbase + c0 + j));
+      if constexpr (kMax == 15) {
+        unpack_nibbles(payload, ebase + c0, n, tile);
+      } else {
+        u8_tile(payload + ebase + c0, n, tile);
       }
+      copy_short(reinterpret_cast<std::byte*>(sc), scales + 4 * (gbase + c0), 4 * size_t{n});
+      copy_short(reinterpret_cast<std::byte*>(mn), mins + 4 * (gbase + c0), 4 * size_t{n});
       affine_tile(tile, sc, mn, n);
       store_tile<kOut>(out, ebase + c0, tile, n);
     }
@@ -395,7 +416,9 @@ void dequantize_dispatch(const QuantSpec& spec, const SlabShape& shape, const st
     case QuantScheme::kInt8:
       return dequantize_int8<kOut>(shape, in, out);
     case QuantScheme::kInt4Key:
-      return dequantize_int4_key<kOut>(shape, spec.group_size, in, out);
+      return dequantize_key_groups<kOut, 15>(shape, spec.group_size, in, out);
+    case QuantScheme::kInt8Key:
+      return dequantize_key_groups<kOut, 255>(shape, spec.group_size, in, out);
     case QuantScheme::kInt4Value:
       return dequantize_int4_value<kOut>(shape, spec.group_size, in, out);
   }
@@ -446,9 +469,11 @@ Status validate_quant(const QuantSpec& spec, const SlabShape& shape) {
       break;
     case QuantScheme::kInt4Key:
     case QuantScheme::kInt4Value:
+    case QuantScheme::kInt8Key:
       if (spec.group_size == 0 || spec.group_size > 65536) {
-        return Status::InvalidArgument("int4 group_size = " + std::to_string(spec.group_size) +
-                                       " is out of range [1, 65536]");
+        return Status::InvalidArgument(
+            std::string(spec.scheme == QuantScheme::kInt8Key ? "int8 key" : "int4") +
+            " group_size = " + std::to_string(spec.group_size) + " is out of range [1, 65536]");
       }
       break;
     default:
@@ -487,12 +512,19 @@ QuantSizes quant_sizes(const QuantSpec& spec, const SlabShape& shape) {
       const uint64_t groups = rows * ceil_div(shape.head_dim, spec.group_size);
       return {8 * groups, ceil_div(n, 2)};
     }
+    case QuantScheme::kInt8Key: {
+      const uint64_t groups =
+          ceil_div(shape.tokens, spec.group_size) * shape.heads * shape.head_dim;
+      return {8 * groups, n};
+    }
   }
   return {};
 }
 
 uint64_t quant_scratch_floats(const QuantSpec& spec, const SlabShape& shape) {
-  if (spec.scheme == QuantScheme::kInt4Key) return 3 * uint64_t{shape.heads} * shape.head_dim;
+  if (spec.scheme == QuantScheme::kInt4Key || spec.scheme == QuantScheme::kInt8Key) {
+    return 3 * uint64_t{shape.heads} * shape.head_dim;
+  }
   return shape.head_dim;
 }
 
@@ -527,8 +559,12 @@ Status quantize_slab(const QuantSpec& spec, const SlabShape& shape, DType dtype,
     case QuantScheme::kInt4Key:
       // The payload is built by or-ing nibbles in: start from zeros.
       std::memset(out.data(), 0, out.size());
-      quantize_int4_key(shape, spec.group_size, dtype, in.data(), out.data(), scratch.data(),
-                        scratch.data() + hd);
+      quantize_key_groups<15>(shape, spec.group_size, dtype, in.data(), out.data(), scratch.data(),
+                              scratch.data() + hd);
+      break;
+    case QuantScheme::kInt8Key:
+      quantize_key_groups<255>(shape, spec.group_size, dtype, in.data(), out.data(), scratch.data(),
+                               scratch.data() + hd);
       break;
     case QuantScheme::kInt4Value:
       std::memset(out.data(), 0, out.size());

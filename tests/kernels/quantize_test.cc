@@ -273,7 +273,7 @@ void check_int4(QuantScheme scheme, DType dtype, const SlabShape& shape, uint32_
     for (uint64_t c = 0; c < hd; ++c) {
       const uint64_t i = t * hd + c;
       const uint64_t grp =
-          scheme == QuantScheme::kInt4Key
+          scheme != QuantScheme::kInt4Value
               ? (t / g) * hd + c
               : (uint64_t{t} * shape.heads + c / shape.head_dim) * gpr + (c % shape.head_dim) / g;
       ASSERT_LT(grp, ngroups);
@@ -290,6 +290,30 @@ void check_int4(QuantScheme scheme, DType dtype, const SlabShape& shape, uint32_
 TEST_P(SlabTest, Int4KeyWithinBound) {
   check_int4(QuantScheme::kInt4Key, GetParam(), {64, 2, 32}, 32);
   check_int4(QuantScheme::kInt4Key, GetParam(), {37, 3, 5}, 16);  // partial groups, odd count
+}
+
+TEST_P(SlabTest, Int8KeyWithinBound) {
+  check_int4(QuantScheme::kInt8Key, GetParam(), {64, 2, 32}, 64);
+  check_int4(QuantScheme::kInt8Key, GetParam(), {37, 3, 5}, 16);  // partial groups
+}
+
+// Keys with an outlier channel (a large offset, little variation across tokens): per channel,
+// int8 keys keep the small channels' detail that a per-token int8 scale loses to the outlier.
+TEST(Slab, Int8KeyBeatsPerTokenInt8OnOutlierChannels) {
+  const SlabShape shape{64, 1, 16};
+  std::mt19937 rng(21);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  std::vector<float> x(shape.elements());
+  for (uint32_t t = 0; t < shape.tokens; ++t) {
+    for (uint32_t d = 0; d < shape.head_dim; ++d) x[t * 16 + d] = d == 3 ? 40.0f + n(rng) : n(rng);
+  }
+  auto err = [&](QuantScheme scheme) {
+    const auto r = round_trip({scheme, 64}, shape, DType::kFloat32, x);
+    double e = 0;
+    for (size_t i = 0; i < x.size(); ++i) e += (r.decoded[i] - x[i]) * (r.decoded[i] - x[i]);
+    return e;
+  };
+  EXPECT_LT(err(QuantScheme::kInt8Key) * 10, err(QuantScheme::kInt8));
 }
 
 TEST_P(SlabTest, Int4ValueWithinBound) {
@@ -371,6 +395,23 @@ TEST(SlabGolden, Int4KeyAndValue) {
   }
 }
 
+TEST(SlabGolden, Int8Key) {
+  // 3 tokens x 1 head x 2 channels, G = 4: channel 0 in [0, 255] (scale 1), channel 1 constant.
+  const SlabShape shape{3, 1, 2};
+  const std::vector<float> x{0.0f, 10.0f, 255.0f, 10.0f, 100.5f, 10.0f};
+  const QuantSpec spec{QuantScheme::kInt8Key, 4};
+  std::vector<std::byte> enc(quant_sizes(spec, shape).total());
+  ASSERT_EQ(enc.size(), 2u * 8 + 6);
+  ASSERT_TRUE(quantize_slab(spec, shape, DType::kFloat32, std::as_bytes(std::span(x)), enc).ok());
+  EXPECT_EQ(load_f32_at(enc, 0), 1.0f);   // scale ch0
+  EXPECT_EQ(load_f32_at(enc, 1), 0.0f);   // scale ch1
+  EXPECT_EQ(load_f32_at(enc, 2), 0.0f);   // min ch0
+  EXPECT_EQ(load_f32_at(enc, 3), 10.0f);  // min ch1
+  // q = {0, 0, 255, 0, 100 (100.5 ties to even), 0}.
+  const std::vector<uint8_t> q{0, 0, 255, 0, 100, 0};
+  for (size_t i = 0; i < q.size(); ++i) EXPECT_EQ(std::to_integer<uint8_t>(enc[16 + i]), q[i]) << i;
+}
+
 TEST(Slab, NonFiniteInputsFollowTheRules) {
   const SlabShape shape{1, 1, 4};
   const std::vector<float> x{INFINITY, -INFINITY, NAN, 2.0f};
@@ -400,7 +441,7 @@ TEST(Slab, ElementOrderIsTokenHeadChannel) {
   // A single large element must land at its [t][h][d] position after a round trip.
   const SlabShape shape{4, 3, 8};
   for (QuantScheme scheme : {QuantScheme::kFp8E4M3, QuantScheme::kInt8, QuantScheme::kInt4Key,
-                             QuantScheme::kInt4Value}) {
+                             QuantScheme::kInt4Value, QuantScheme::kInt8Key}) {
     for (uint64_t pos : {0ull, 5ull, 37ull, 95ull}) {
       std::vector<float> x(shape.elements(), 0.0f);
       x[pos] = 64.0f;
@@ -448,7 +489,7 @@ TEST(Slab, AnyBytesDecodeWithoutFault) {
   std::mt19937 rng(5);
   const SlabShape shape{9, 2, 7};
   for (QuantScheme scheme : {QuantScheme::kFp8E4M3, QuantScheme::kInt8, QuantScheme::kInt4Key,
-                             QuantScheme::kInt4Value}) {
+                             QuantScheme::kInt4Value, QuantScheme::kInt8Key}) {
     const QuantSpec spec{scheme, 4};
     std::vector<std::byte> enc(quant_sizes(spec, shape).total());
     for (int iter = 0; iter < 50; ++iter) {
@@ -465,7 +506,7 @@ TEST(Slab, QuantizeIsDeterministic) {
   const SlabShape shape{32, 2, 16};
   const auto x = kv_like(shape, DType::kBFloat16, 9);
   for (QuantScheme scheme : {QuantScheme::kFp8E4M3, QuantScheme::kInt8, QuantScheme::kInt4Key,
-                             QuantScheme::kInt4Value}) {
+                             QuantScheme::kInt4Value, QuantScheme::kInt8Key}) {
     const auto a = round_trip({scheme, 8}, shape, DType::kBFloat16, x);
     const auto b = round_trip({scheme, 8}, shape, DType::kBFloat16, x);
     EXPECT_EQ(a.encoded, b.encoded);

@@ -39,8 +39,9 @@ TEST(CodecConfig, ParsesAndPrintsCanonically) {
   };
   for (const Case& c :
        {Case{"raw", "raw"}, Case{"zstd", "zstd:1:bytes"}, Case{"zstd:7", "zstd:7:bytes"},
-        Case{"zstd:bits:-2", "zstd:-2:bits"}, Case{"fp8", "fp8"}, Case{"int8", "int8"},
-        Case{"int4", "int4:g32"}, Case{"int4:g64", "int4:g64"},
+        Case{"zstd:bits:-2", "zstd:-2:bits"}, Case{"fp8", "fp8"}, Case{"int8", "int8:k256"},
+        Case{"int8:k0", "int8:k0"}, Case{"int8:k32", "int8:k32"}, Case{"int4", "int4:g32"},
+        Case{"int4:g64", "int4:g64"},
         Case{"fused", "fused:0.95:b16:rep=int8:res=int4:rope=0:window=16"},
         Case{"fused:0.9:b8:rep=raw:res=none:rope=10000:window=4",
              "fused:0.9:b8:rep=raw:res=none:rope=10000:window=4"}}) {
@@ -56,7 +57,8 @@ TEST(CodecConfig, ParsesAndPrintsCanonically) {
 TEST(CodecConfig, RejectsBadSpecsNamingTheProblem) {
   for (const char* spec :
        {"", "lz4", "raw:1", "zstd:99", "zstd:fast", "int4:32", "int4:g0", "fused:1.5", "fused:b0",
-        "fused:rep=int4", "fused:res=raw", "fused:rope=-1", "fused:foo=1", "fp8:x"}) {
+        "fused:rep=int4", "fused:res=raw", "fused:rope=-1", "fused:foo=1", "fp8:x", "int8:32",
+        "int8:k", "int8:k70000", "int8:g32"}) {
     auto parsed = CodecConfig::parse(spec);
     EXPECT_FALSE(parsed.ok()) << spec;
     if (!parsed.ok()) {
@@ -100,7 +102,7 @@ TEST_P(CodecRoundTrip, WithinStatedBound) {
       case CodecId::kFp8:
       case CodecId::kInt8:
       case CodecId::kInt4:
-        EXPECT_EQ(count_bound_violations(config.id, config.int4_group, layout, chunk, out), 0u);
+        EXPECT_EQ(count_bound_violations(config, layout, chunk, out), 0u);
         EXPECT_LT(enc.size(), chunk.size());
         break;
       case CodecId::kFused: {
@@ -131,6 +133,7 @@ INSTANTIATE_TEST_SUITE_P(
         RoundTripCase{"zstd:3:bits", DType::kFloat32}, RoundTripCase{"fp8", DType::kBFloat16},
         RoundTripCase{"fp8", DType::kFloat16}, RoundTripCase{"fp8", DType::kFloat32},
         RoundTripCase{"int8", DType::kBFloat16}, RoundTripCase{"int8", DType::kFloat16},
+        RoundTripCase{"int8:k0", DType::kBFloat16}, RoundTripCase{"int8:k5", DType::kFloat32},
         RoundTripCase{"int4", DType::kBFloat16}, RoundTripCase{"int4:g16", DType::kFloat32},
         RoundTripCase{"fused:0.5:b16:rep=fp8:res=int4", DType::kBFloat16},
         RoundTripCase{"fused:0.2:b8:rep=raw:res=none", DType::kFloat16},
@@ -203,7 +206,8 @@ TEST(CodecRegistry, ChunksDecodeAfterTheConfigChanges) {
   const Layout layout = small_layout();
   const auto chunk = kv_like_chunk(layout, 4);
   std::vector<std::pair<std::string, std::vector<std::byte>>> stored;
-  for (const char* spec : {"zstd:5:bits", "int4:g16", "fp8", "fused:0.8", "raw"}) {
+  for (const char* spec :
+       {"zstd:5:bits", "int4:g16", "fp8", "int8:k0", "int8:k8", "fused:0.8", "raw"}) {
     ASSERT_TRUE(registry.set_default(spec).ok());
     auto enc = registry.make_encoder();
     ASSERT_TRUE(enc.ok());
@@ -227,7 +231,7 @@ TEST(CodecRegistry, ChunksDecodeAfterTheConfigChanges) {
     }
   }
   EXPECT_FALSE(registry.set_default("nope").ok());
-  EXPECT_EQ(registry.default_config().to_string(), "int8") << "a bad spec leaves the default";
+  EXPECT_EQ(registry.default_config().to_string(), "int8:k256") << "a bad spec leaves the default";
   CodecRegistry no_store;
   EXPECT_FALSE(no_store.set_default("fused").ok());
 }
@@ -324,7 +328,7 @@ TEST_P(CodecCorruption, RejectsFlippedTruncatedAndForgedInput) {
 
 INSTANTIATE_TEST_SUITE_P(Codecs, CodecCorruption,
                          ::testing::Values("raw", "zstd:3:bytes", "zstd:3:bits", "fp8", "int8",
-                                           "int4:g16", "fused:0.5:res=int4",
+                                           "int8:k0", "int4:g16", "fused:0.5:res=int4",
                                            "fused:0.5:rep=raw:res=none:rope=10000"),
                          [](const auto& info) {
                            std::string name = info.param;

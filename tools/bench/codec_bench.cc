@@ -328,7 +328,7 @@ class CodecBench : public BenchCommand {
  private:
   std::string data_;
   uint32_t chunk_tokens_ = 0;
-  std::string codecs_ = "raw,zstd:1:bytes,zstd:3:bytes,zstd:3:bits,fp8,int8,int4:g32";
+  std::string codecs_ = "raw,zstd:1:bytes,zstd:3:bytes,zstd:3:bits,fp8,int8,int8:k0,int4:g32";
   // The codecs as configured by default (their rows count toward min_decode_GBps; the others are
   // shown for comparison: zstd's level 3 and bit planes, which compress less and decode slower).
   std::string defaults_ = "raw,zstd:1:bytes,fp8,int8,int4:g32";
