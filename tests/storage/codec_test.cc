@@ -176,6 +176,93 @@ TEST(Codec, ZstdCompressesSmoothData) {
   }
 }
 
+// A chunk big enough for the zstd codec to sample its planes: 4 layers x 4 heads x 64 x 64.
+Layout zstd_layout(DType dtype) {
+  Layout l;
+  l.num_layers = 4;
+  l.num_kv_heads = 4;
+  l.head_dim = 64;
+  l.dtype = dtype;
+  l.chunk_tokens = 64;
+  return l;
+}
+
+// 2-byte floats whose high byte takes `common` values most of the time and one of `rare` others
+// with probability `p_rare`; the low byte is random (a mantissa).
+std::vector<std::byte> high_byte_chunk(const Layout& layout, uint32_t common, uint32_t rare,
+                                       double p_rare, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::vector<std::byte> chunk(layout.chunk_bytes());
+  for (size_t i = 0; i < chunk.size(); i += 2) {
+    chunk[i] = static_cast<std::byte>(rng());
+    const uint32_t v = u(rng) < p_rare ? 0x80 + rng() % rare : 0x38 + rng() % common;
+    chunk[i + 1] = static_cast<std::byte>(v);
+  }
+  return chunk;
+}
+
+uint8_t param(const EncodeBuffer& enc, size_t i) {
+  auto info = verify_chunk(enc.bytes());
+  return info.ok() ? std::to_integer<uint8_t>(info->params[i]) : 0xff;
+}
+
+TEST(Codec, ZstdStoresRandomPlanesRawAndCodesHighBytesAsNibblePairs) {
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+    const Layout layout = zstd_layout(dtype);
+    auto codec = make_codec("zstd:1:bytes");
+    ChunkDecoder decoder;
+    std::vector<std::byte> out(layout.chunk_bytes());
+    // Few high-byte values (real KV's sign and exponent): nibble pairs, escapes included.
+    for (double p_rare : {0.0, 0.001, 0.01}) {
+      const auto chunk = high_byte_chunk(layout, 12, 40, p_rare, 3);
+      EncodeBuffer enc;
+      ASSERT_TRUE((*codec)->encode(layout, chunk, enc).ok());
+      EXPECT_EQ(param(enc, 2), 1) << "the random low plane is stored raw";
+      EXPECT_EQ(param(enc, 3), 1) << "high plane as nibble pairs, p_rare " << p_rare;
+      ASSERT_TRUE(decoder.decode(enc.bytes(), out).ok());
+      EXPECT_EQ(out, chunk) << p_rare;
+      EXPECT_LT(enc.size(), chunk.size() * 4 / 5) << p_rare;  // 12 values: ~3.6 bits of 8
+    }
+    // Many distinct high bytes: the plain high plane.
+    const auto spread = high_byte_chunk(layout, 12, 40, 0.2, 4);
+    EncodeBuffer enc;
+    ASSERT_TRUE((*codec)->encode(layout, spread, enc).ok());
+    EXPECT_EQ(param(enc, 2), 1);
+    EXPECT_EQ(param(enc, 3), 0);
+    ASSERT_TRUE(decoder.decode(enc.bytes(), out).ok());
+    EXPECT_EQ(out, spread);
+  }
+  // fp32: the two random low planes raw, the rest through zstd.
+  const Layout layout = zstd_layout(DType::kFloat32);
+  const auto chunk = kv_like_chunk(layout, 6);
+  auto codec = make_codec("zstd:1:bytes");
+  EncodeBuffer enc;
+  ASSERT_TRUE((*codec)->encode(layout, chunk, enc).ok());
+  EXPECT_EQ(param(enc, 2) & 1, 1);
+  EXPECT_EQ(param(enc, 3), 0);
+  std::vector<std::byte> out(chunk.size());
+  ASSERT_TRUE((*codec)->decode(enc.bytes(), out).ok());
+  EXPECT_EQ(out, chunk);
+}
+
+// Chunks too small to sample (and every chunk written before raw planes and nibble pairs
+// existed) hold all their planes in one zstd frame, params [2] and [3] zero; they decode.
+TEST(Codec, ZstdSmallChunksKeepTheSingleFrameFormat) {
+  Layout layout = small_layout();
+  layout.num_layers = 1;
+  layout.chunk_tokens = 16;  // 1024 elements: too few to sample
+  const auto chunk = kv_like_chunk(layout, 8);
+  auto codec = make_codec("zstd:1:bytes");
+  EncodeBuffer enc;
+  ASSERT_TRUE((*codec)->encode(layout, chunk, enc).ok());
+  EXPECT_EQ(param(enc, 2), 0);
+  EXPECT_EQ(param(enc, 3), 0);
+  std::vector<std::byte> out(chunk.size());
+  ASSERT_TRUE(ChunkDecoder().decode(enc.bytes(), out).ok());
+  EXPECT_EQ(out, chunk);
+}
+
 TEST(Codec, EncodeRejectsWrongSizesAndLayouts) {
   const Layout layout = small_layout();
   auto codec = make_codec("zstd");
@@ -323,6 +410,44 @@ TEST_P(CodecCorruption, RejectsFlippedTruncatedAndForgedInput) {
     }
     fix_checksums(bad);
     (void)decoder.decode(bad, out);
+  }
+}
+
+// Nibble-pair chunks whose pair header lies (checksums fixed): too many or too few escapes, an
+// escape count beyond the payload, a frame cut short. Each is an error, never a fault.
+TEST(Codec, ZstdRejectsForgedPairHeaders) {
+  const Layout layout = zstd_layout(DType::kBFloat16);
+  const auto chunk = high_byte_chunk(layout, 12, 40, 0.005, 9);
+  auto codec = make_codec("zstd:1:bytes");
+  EncodeBuffer enc;
+  ASSERT_TRUE((*codec)->encode(layout, chunk, enc).ok());
+  ASSERT_EQ(param(enc, 3), 1);
+  const std::vector<std::byte> good(enc.bytes().begin(), enc.bytes().end());
+  const uint64_t n = chunk.size() / 2;
+  const size_t at = kChunkHeaderBytes + n;  // the pair header, after the raw low plane
+  uint32_t escapes;
+  std::memcpy(&escapes, good.data() + at, 4);
+  ASSERT_GT(escapes, 0u);
+  std::vector<std::byte> out(chunk.size());
+  for (uint32_t forged : {escapes - 1, escapes + 1, 0u, ~0u, static_cast<uint32_t>(n)}) {
+    auto bad = good;
+    std::memcpy(bad.data() + at, &forged, 4);
+    fix_checksums(bad);
+    EXPECT_FALSE((*codec)->decode(bad, out).ok()) << forged;
+  }
+  // A table entry changed: wrong values, but the payload checksum was fixed, so it decodes to
+  // something — without a fault.
+  auto table = good;
+  table[at + 4] ^= std::byte{0x40};
+  fix_checksums(table);
+  (void)(*codec)->decode(table, out);
+  // Cut inside the pair header and inside the frame.
+  for (size_t len : {at + 2, at + 10, good.size() - 5}) {
+    std::vector<std::byte> cut(good.begin(), good.begin() + static_cast<ptrdiff_t>(len));
+    uint64_t payload = len - kChunkHeaderBytes;
+    std::memcpy(cut.data() + 40, &payload, 8);
+    fix_checksums(cut);
+    EXPECT_FALSE((*codec)->decode(cut, out).ok()) << len;
   }
 }
 
