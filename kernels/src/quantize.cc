@@ -116,6 +116,130 @@ TIERKV_TILE_CLONES void int8_tile(const int8_t* __restrict q, float scale, uint3
   for (uint32_t j = 0; j < n; ++j) out[j] = static_cast<float>(q[j]) * scale;
 }
 
+// Row helpers of the quantizers, vectorizable (8 lanes) and giving exactly the sequential loops'
+// results: max and min are order-free here except between -0 and +0, which the callers settle.
+using V8f = float __attribute__((vector_size(32)));
+using V8i = int32_t __attribute__((vector_size(32)));
+
+// The largest |x| over the finite elements of row[0, n), 0 if none.
+TIERKV_TILE_CLONES float finite_amax(const float* __restrict row, uint32_t n) {
+  V8f m = {};
+  uint32_t d = 0;
+  for (; d + 8 <= n; d += 8) {
+    V8f x;
+    std::memcpy(&x, row + d, sizeof(x));
+    V8i bits;
+    std::memcpy(&bits, &x, sizeof(bits));
+    bits &= 0x7fffffff;
+    V8f a;
+    std::memcpy(&a, &bits, sizeof(a));
+    a = a <= FLT_MAX ? a : V8f{};  // NaN and infinity count as 0
+    m = a > m ? a : m;
+  }
+  float amax = 0.0f;
+  for (int j = 0; j < 8; ++j) amax = m[j] > amax ? m[j] : amax;
+  for (; d < n; ++d) {
+    const float a = std::fabs(row[d]);
+    if (a <= FLT_MAX && a > amax) amax = a;
+  }
+  return amax;
+}
+
+// int8: q[d] = clamp(rint(row[d] * inv), -127, 127), NaN -> 0.
+TIERKV_TILE_CLONES void int8_quant_row(const float* __restrict row, uint32_t n, float inv,
+                                       int8_t* __restrict q) {
+  constexpr float kMagic = 12582912.0f;  // round_even's
+  uint32_t d = 0;
+  for (; d + 8 <= n; d += 8) {
+    V8f v;
+    std::memcpy(&v, row + d, sizeof(v));
+    v = v * inv;
+    v = v != v ? V8f{} : v;
+    v = v > 127.0f ? V8f{} + 127.0f : v;
+    v = v < -127.0f ? V8f{} - 127.0f : v;
+    v = (v + kMagic) - kMagic;
+    const V8i k = __builtin_convertvector(v, V8i);
+    for (int j = 0; j < 8; ++j) q[d + j] = static_cast<int8_t>(k[j]);
+  }
+  for (; d < n; ++d) {
+    float v = row[d] * inv;
+    v = v != v ? 0.0f : v;  // NaN (including inf * 0)
+    v = v > 127.0f ? 127.0f : v;
+    v = v < -127.0f ? -127.0f : v;
+    q[d] = static_cast<int8_t>(static_cast<int32_t>(round_even(v)));
+  }
+}
+
+// The min and max over the finite elements of row[0, n) (FLT_MAX and -FLT_MAX if none), as
+// `lo = x < lo ? x : lo` in element order gives them: lanes, then a sequential pass if a result
+// is a zero (whose sign depends on the order).
+TIERKV_TILE_CLONES void finite_min_max(const float* __restrict row, uint32_t n, float* lo_out,
+                                       float* hi_out) {
+  V8f lo8 = {FLT_MAX, FLT_MAX, FLT_MAX, FLT_MAX, FLT_MAX, FLT_MAX, FLT_MAX, FLT_MAX};
+  V8f hi8 = -lo8;
+  uint32_t d = 0;
+  for (; d + 8 <= n; d += 8) {
+    V8f x;
+    std::memcpy(&x, row + d, sizeof(x));
+    V8i bits;
+    std::memcpy(&bits, &x, sizeof(bits));
+    bits &= 0x7fffffff;
+    V8f a;
+    std::memcpy(&a, &bits, sizeof(a));
+    const V8i finite = a <= FLT_MAX;
+    lo8 = finite ? (x < lo8 ? x : lo8) : lo8;
+    hi8 = finite ? (x > hi8 ? x : hi8) : hi8;
+  }
+  float lo = FLT_MAX, hi = -FLT_MAX;
+  for (int j = 0; j < 8; ++j) {
+    lo = lo8[j] < lo ? lo8[j] : lo;
+    hi = hi8[j] > hi ? hi8[j] : hi;
+  }
+  for (; d < n; ++d) {
+    const float x = row[d];
+    if (!(std::fabs(x) <= FLT_MAX)) continue;
+    lo = x < lo ? x : lo;
+    hi = x > hi ? x : hi;
+  }
+  if (lo == 0.0f || hi == 0.0f) {  // which zero is kept depends on the order: redo in order
+    lo = FLT_MAX;
+    hi = -FLT_MAX;
+    for (d = 0; d < n; ++d) {
+      const float x = row[d];
+      if (!(std::fabs(x) <= FLT_MAX)) continue;
+      lo = x < lo ? x : lo;
+      hi = x > hi ? x : hi;
+    }
+  }
+  *lo_out = lo;
+  *hi_out = hi;
+}
+
+// int4: q[d] = clamp(rint((row[d] - min) * inv), 0, 15), NaN -> 0.
+TIERKV_TILE_CLONES void int4_quant_row(const float* __restrict row, uint32_t n, float min,
+                                       float inv, uint8_t* __restrict q) {
+  constexpr float kMagic = 12582912.0f;  // round_even's
+  uint32_t d = 0;
+  for (; d + 8 <= n; d += 8) {
+    V8f v;
+    std::memcpy(&v, row + d, sizeof(v));
+    v = (v - min) * inv;
+    v = v != v ? V8f{} : v;
+    v = v > 15.0f ? V8f{} + 15.0f : v;
+    v = v < 0.0f ? V8f{} : v;
+    v = (v + kMagic) - kMagic;
+    const V8i k = __builtin_convertvector(v, V8i);
+    for (int j = 0; j < 8; ++j) q[d + j] = static_cast<uint8_t>(k[j]);
+  }
+  for (; d < n; ++d) {
+    float v = (row[d] - min) * inv;
+    v = v != v ? 0.0f : v;
+    v = v > 15.0f ? 15.0f : v;
+    v = v < 0.0f ? 0.0f : v;
+    q[d] = static_cast<uint8_t>(static_cast<int32_t>(round_even(v)));
+  }
+}
+
 // ---- fp8 ----------------------------------------------------------------------------------
 
 void quantize_fp8(const SlabShape& s, DType dtype, const std::byte* in, std::byte* out,
@@ -170,22 +294,11 @@ void quantize_int8(const SlabShape& s, DType dtype, const std::byte* in, std::by
   auto* payload = reinterpret_cast<int8_t*>(out + 4 * rows);
   for (uint64_t r = 0; r < rows; ++r) {
     load_row(dtype, in, r * s.head_dim, s.head_dim, row);
-    float amax = 0.0f;
-    for (uint32_t d = 0; d < s.head_dim; ++d) {
-      const float a = std::fabs(row[d]);
-      if (a <= FLT_MAX && a > amax) amax = a;
-    }
+    const float amax = finite_amax(row, s.head_dim);
     const float scale = amax / 127.0f;
     const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
     store_f32(scales + 4 * r, scale);
-    int8_t* q = payload + r * s.head_dim;
-    for (uint32_t d = 0; d < s.head_dim; ++d) {
-      float v = row[d] * inv;
-      if (v != v) v = 0.0f;  // NaN (including inf * 0)
-      v = v > 127.0f ? 127.0f : v;
-      v = v < -127.0f ? -127.0f : v;
-      q[d] = static_cast<int8_t>(round_even(v));
-    }
+    int8_quant_row(row, s.head_dim, inv, payload + r * s.head_dim);
   }
 }
 
@@ -359,21 +472,27 @@ void quantize_int4_value(const SlabShape& s, uint32_t g, DType dtype, const std:
     for (uint32_t j = 0; j < gpr; ++j) {
       const uint32_t d0 = j * g;
       const uint32_t d1 = std::min(s.head_dim, d0 + g);
-      float lo = FLT_MAX;
-      float hi = -FLT_MAX;
-      for (uint32_t d = d0; d < d1; ++d) {
-        const float x = row[d];
-        if (!is_finite_value(x)) continue;
-        lo = x < lo ? x : lo;
-        hi = x > hi ? x : hi;
-      }
+      float lo = 0.0f;
+      float hi = 0.0f;
+      finite_min_max(row + d0, d1 - d0, &lo, &hi);
       if (lo > hi) lo = hi = 0.0f;
       store_f32(scales + 4 * (r * gpr + j), (hi - lo) / 15.0f);
       store_f32(mins + 4 * (r * gpr + j), lo);
       const float inv = hi > lo ? 15.0f / (hi - lo) : 0.0f;
       const uint64_t ebase = r * s.head_dim;
-      for (uint32_t d = d0; d < d1; ++d) {
-        put_nibble(packed, ebase + d, quantize_nibble(row[d], lo, inv));
+      // Nibbles in pieces: computed into q, then packed two per byte where the pair shares a
+      // byte, put one by one at the piece's odd ends (put_nibble's order of writes).
+      uint8_t q[kTile];
+      for (uint32_t p0 = d0; p0 < d1; p0 += kTile) {
+        const uint32_t len = std::min(kTile, d1 - p0);
+        int4_quant_row(row + p0, len, lo, inv, q);
+        uint64_t e = ebase + p0;
+        uint32_t k = 0;
+        if ((e & 1) != 0) put_nibble(packed, e++, q[k++]);
+        for (; k + 2 <= len; k += 2, e += 2) {
+          packed[e >> 1] = static_cast<uint8_t>(q[k] | (q[k + 1] << 4));
+        }
+        if (k < len) put_nibble(packed, e, q[k]);
       }
     }
   }

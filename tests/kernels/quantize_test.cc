@@ -412,6 +412,91 @@ TEST(SlabGolden, Int8Key) {
   for (size_t i = 0; i < q.size(); ++i) EXPECT_EQ(std::to_integer<uint8_t>(enc[16 + i]), q[i]) << i;
 }
 
+// Which zero a group's min keeps (+0 or -0, both stored as they are) is the first one in element
+// order, however the quantizer's loops are vectorized.
+TEST(Slab, GroupMinKeepsTheFirstZeroInElementOrder) {
+  const SlabShape shape{1, 1, 16};
+  const QuantSpec spec{QuantScheme::kInt4Value, 16};
+  for (const auto& [first, second] : {std::pair{3, 10}, std::pair{10, 3}, std::pair{1, 9}}) {
+    std::vector<float> x(16, 2.0f);
+    x[first] = -0.0f;
+    x[second] = 0.0f;
+    x[15] = NAN;
+    std::vector<std::byte> enc(quant_sizes(spec, shape).total());
+    ASSERT_TRUE(quantize_slab(spec, shape, DType::kFloat32, std::as_bytes(std::span(x)), enc).ok());
+    const float min = load_f32_at(enc, 1);
+    EXPECT_EQ(min, 0.0f);
+    EXPECT_EQ(std::signbit(min), first < second) << first << " " << second;
+  }
+}
+
+// The vectorized row loops against the scalar rules, on rows with every kind of value.
+TEST(Slab, Int8AndInt4RowsMatchTheScalarRules) {
+  std::mt19937 rng(31);
+  std::normal_distribution<float> n(0.0f, 3.0f);
+  for (uint32_t dim : {1u, 7u, 8u, 37u, 64u, 300u}) {
+    const SlabShape shape{3, 2, dim};
+    std::vector<float> x(shape.elements());
+    for (auto& v : x) {
+      const uint32_t r = rng() % 50;
+      v = r == 0 ? NAN : r == 1 ? INFINITY : r == 2 ? -INFINITY : r == 3 ? -0.0f : n(rng);
+    }
+    for (const QuantSpec spec :
+         {QuantSpec{QuantScheme::kInt8, 0}, QuantSpec{QuantScheme::kInt4Value, 5},
+          QuantSpec{QuantScheme::kInt4Value, dim}}) {
+      std::vector<std::byte> enc(quant_sizes(spec, shape).total());
+      ASSERT_TRUE(
+          quantize_slab(spec, shape, DType::kFloat32, std::as_bytes(std::span(x)), enc).ok());
+      const uint64_t rows = uint64_t{shape.tokens} * shape.heads;
+      for (uint64_t r = 0; r < rows; ++r) {
+        const float* row = x.data() + r * dim;
+        if (spec.scheme == QuantScheme::kInt8) {
+          float amax = 0.0f;
+          for (uint32_t d = 0; d < dim; ++d) {
+            const float a = std::fabs(row[d]);
+            if (a <= FLT_MAX && a > amax) amax = a;
+          }
+          ASSERT_EQ(load_f32_at(enc, r), amax / 127.0f) << dim << " row " << r;
+          const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+          for (uint32_t d = 0; d < dim; ++d) {
+            float v = row[d] * inv;
+            if (v != v) v = 0.0f;
+            v = std::min(127.0f, std::max(-127.0f, v));
+            const auto q = static_cast<int8_t>(std::nearbyint(v));
+            ASSERT_EQ(static_cast<int8_t>(std::to_integer<uint8_t>(enc[4 * rows + r * dim + d])), q)
+                << dim << " row " << r << " d " << d;
+          }
+        } else {
+          const uint32_t g = spec.group_size, gpr = (dim + g - 1) / g;
+          const uint64_t ngroups = rows * gpr;
+          for (uint32_t j = 0; j < gpr; ++j) {
+            float lo = FLT_MAX, hi = -FLT_MAX;
+            for (uint32_t d = j * g; d < std::min(dim, (j + 1) * g); ++d) {
+              if (!(std::fabs(row[d]) <= FLT_MAX)) continue;
+              lo = row[d] < lo ? row[d] : lo;
+              hi = row[d] > hi ? row[d] : hi;
+            }
+            if (lo > hi) lo = hi = 0.0f;
+            const float min = load_f32_at(enc, ngroups + r * gpr + j);
+            ASSERT_EQ(std::bit_cast<uint32_t>(min), std::bit_cast<uint32_t>(lo)) << dim;
+            ASSERT_EQ(load_f32_at(enc, r * gpr + j), (hi - lo) / 15.0f) << dim;
+            const float inv = hi > lo ? 15.0f / (hi - lo) : 0.0f;
+            for (uint32_t d = j * g; d < std::min(dim, (j + 1) * g); ++d) {
+              float v = (row[d] - lo) * inv;
+              if (v != v) v = 0.0f;
+              v = std::min(15.0f, std::max(0.0f, v));
+              const auto q = static_cast<uint32_t>(std::nearbyint(v));
+              const uint64_t e = r * dim + d;
+              const auto byte = std::to_integer<uint32_t>(enc[8 * ngroups + e / 2]);
+              ASSERT_EQ((byte >> (4 * (e % 2))) & 0xfu, q) << dim << " e " << e;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(Slab, NonFiniteInputsFollowTheRules) {
   const SlabShape shape{1, 1, 4};
   const std::vector<float> x{INFINITY, -INFINITY, NAN, 2.0f};
