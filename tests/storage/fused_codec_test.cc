@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -65,6 +67,42 @@ TEST(RepresentativeStore, CountsReferencesAndFreesAtZero) {
   EXPECT_EQ(store.stats().references, 0u);
 }
 
+TEST(RepresentativeStore, RestoresUnderPersistedIdsAndNeverReusesThemWhileLive) {
+  RepresentativeStore store;
+  const std::vector<std::byte> bytes(32, std::byte{5});
+  RepresentativeInfo info;
+  info.layer = 3;
+  const RepId a = (RepId{4} << 32) | 2;  // generation 4, slot 2
+  const RepId b = (RepId{1} << 32) | 5;
+  ASSERT_TRUE(store.restore(a, info, bytes, 3).ok());
+  ASSERT_TRUE(store.restore(b, info, bytes, 1).ok());
+  EXPECT_EQ(store.references(a), 3u);
+  EXPECT_EQ(store.get(a)->info.layer, 3u);
+  EXPECT_EQ(store.get(a)->bytes, bytes);
+  EXPECT_EQ(store.stats().count, 2u);
+  EXPECT_EQ(store.stats().references, 4u);
+  EXPECT_EQ(store.stats().bytes, 64u);
+  // Refused: a live slot, no references, generation 0.
+  EXPECT_FALSE(store.restore((RepId{9} << 32) | 2, info, bytes, 1).ok());
+  EXPECT_FALSE(store.restore((RepId{1} << 32) | 7, info, bytes, 0).ok());
+  EXPECT_FALSE(store.restore(7, info, bytes, 1).ok());
+  // New ids fill the free slots (0, 1, 3, 4, then beyond), never the restored ones.
+  std::set<uint32_t> slots;
+  for (int i = 0; i < 5; ++i) {
+    const RepId id = store.add(info, bytes);
+    EXPECT_NE(id, a);
+    EXPECT_NE(id, b);
+    slots.insert(static_cast<uint32_t>(id));
+  }
+  EXPECT_EQ(slots, (std::set<uint32_t>{0, 1, 3, 4, 6}));
+  // A restored one freed: its slot comes back with a new generation.
+  ASSERT_TRUE(store.release(b).ok());
+  EXPECT_EQ(store.get(b), nullptr);
+  const RepId c = store.add(info, bytes);
+  EXPECT_EQ(static_cast<uint32_t>(c), 5u);
+  EXPECT_EQ(c >> 32, 2u);
+}
+
 TEST(RepresentativeStore, ConcurrentAcquireRelease) {
   RepresentativeStore store;
   const std::vector<std::byte> bytes(16);
@@ -83,6 +121,36 @@ TEST(RepresentativeStore, ConcurrentAcquireRelease) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(store.stats().references, 64u);
   for (RepId id : ids) EXPECT_EQ(store.references(id), 1u);
+}
+
+// fused_chunk_references lists one id per block, and exactly the references the chunk holds.
+TEST(FusedCodec, ReferencesListEveryBlocksRepresentative) {
+  RepresentativeStore store;
+  auto codec = make_codec("fused:0.9:b8:rep=int8:res=int4", &store);
+  const Layout layout = small_layout();
+  const auto a = kv_like_chunk(layout, 1);
+  const ChunkInput in[] = {{a, 0}, {a, 0}};
+  EncodeBuffer out[2];
+  ASSERT_TRUE((*codec)->encode_batch(layout, in, out).ok());
+  std::map<RepId, uint32_t> counts;
+  for (const auto& o : out) {
+    auto ids = fused_chunk_references(o.bytes());
+    ASSERT_TRUE(ids.ok());
+    EXPECT_EQ(ids->size(),
+              uint64_t{layout.num_layers} * 2 * layout.num_kv_heads * (layout.chunk_tokens / 8));
+    for (RepId id : *ids) ++counts[id];
+  }
+  for (const auto& [id, n] : counts) EXPECT_EQ(store.references(id), n);
+  EXPECT_EQ(counts.size(), store.stats().count);
+  auto raw = make_codec("int8");
+  EncodeBuffer enc;
+  ASSERT_TRUE((*raw)->encode(layout, a, enc).ok());
+  auto none = fused_chunk_references(enc.bytes());
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+  auto bad = std::vector<std::byte>(out[0].bytes().begin(), out[0].bytes().end());
+  bad[100] ^= std::byte{1};
+  EXPECT_FALSE(fused_chunk_references(bad).ok());
 }
 
 TEST(FusedCodec, BatchedFusionSharesBlocksAndReleasesThem) {

@@ -376,8 +376,11 @@ class FusedCodec final : public ChunkCodec {
     const std::byte* residuals = nullptr;
     uint64_t residual_bytes = 0;
   };
-  Result<ParsedChunk> parse(std::span<const std::byte> encoded) const;
 
+ public:
+  static Result<ParsedChunk> parse(std::span<const std::byte> encoded);
+
+ private:
   // Trims each group's index to the window and reserves room for `chunks` chunks' blocks.
   void start_batch(const Layout& layout, const Geometry& g, size_t chunks);
   // Decodes a representative's block into `rows` (fp32, tokens x dim), rotated to `position`
@@ -635,7 +638,7 @@ Status FusedCodec::encode_batch(const Layout& layout, std::span<const ChunkInput
   return Status::Ok();
 }
 
-Result<FusedCodec::ParsedChunk> FusedCodec::parse(std::span<const std::byte> encoded) const {
+Result<FusedCodec::ParsedChunk> FusedCodec::parse(std::span<const std::byte> encoded) {
   auto info = verify_chunk(encoded);
   if (!info.ok()) return info.status();
   if (info->codec != CodecId::kFused) {
@@ -830,3 +833,21 @@ Result<std::unique_ptr<ChunkCodec>> make_fused_codec(const CodecConfig& config,
 }
 
 }  // namespace tierkv::storage::codec_internal
+
+namespace tierkv::storage {
+
+Result<std::vector<RepId>> fused_chunk_references(std::span<const std::byte> encoded) {
+  auto info = verify_chunk(encoded);
+  if (!info.ok()) return info.status();
+  std::vector<RepId> ids;
+  if (info->codec != CodecId::kFused) return ids;
+  auto parsed = codec_internal::FusedCodec::parse(encoded);
+  if (!parsed.ok()) return parsed.status();
+  const uint64_t n = parsed->g.num_blocks();
+  ids.resize(n);
+  for (uint64_t i = 0; i < n; ++i)
+    ids[i] = codec_internal::load_le<uint64_t>(parsed->entries + i * codec_internal::kEntryBytes);
+  return ids;
+}
+
+}  // namespace tierkv::storage
