@@ -84,6 +84,14 @@ template <DType kOut>
 inline void store_tile(std::byte* out, uint64_t i, const float* v, uint32_t n) {
   if constexpr (kOut == DType::kFloat32) {
     copy_short(out + 4 * i, v, 4 * size_t{n});
+  } else if ((reinterpret_cast<uintptr_t>(out) & 1u) == 0) {
+    // Aligned output (the usual case): converted straight into it.
+    auto* o = reinterpret_cast<uint16_t*>(out + 2 * i);
+    if constexpr (kOut == DType::kFloat16) {
+      tile_to_fp16(v, n, o);
+    } else {
+      tile_to_bf16(v, n, o);
+    }
   } else {
     uint16_t h[kTile];
     if constexpr (kOut == DType::kFloat16) {

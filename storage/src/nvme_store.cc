@@ -571,6 +571,7 @@ Status NvmeStore::recover_fused(std::vector<ChunkRecord>& records, RecoveryRepor
       continue;
     }
     TIERKV_RETURN_IF_ERROR(reps_->restore(id, r.info, r.bytes, c->second));
+    std::vector<std::byte>().swap(r.bytes);  // the store has its copy: keep the peak at one
     ++rep.representatives;
   }
   rocksdb::WriteBatch batch;

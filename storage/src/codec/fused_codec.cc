@@ -269,6 +269,16 @@ void unstage(const Geometry& g, DType dtype, const float* stage, std::byte* slab
         std::memcpy(dst, src, 4 * uint64_t{g.dim});
         continue;
       }
+      if ((reinterpret_cast<uintptr_t>(dst) & 1u) == 0) {
+        // Aligned (the usual case): converted straight into the chunk.
+        auto* out = reinterpret_cast<uint16_t*>(dst);
+        if (dtype == DType::kFloat16) {
+          row_to_fp16(src, g.dim, out);
+        } else {
+          row_to_bf16(src, g.dim, out);
+        }
+        continue;
+      }
       for (uint32_t d0 = 0; d0 < g.dim; d0 += kRow) {
         const uint32_t n = std::min(kRow, g.dim - d0);
         if (dtype == DType::kFloat16) {
