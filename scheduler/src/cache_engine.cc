@@ -412,7 +412,22 @@ void CacheEngine::fill_stats(proto::StatsReply& stats) const {
   }
   proto::NvmeStats& n = stats.nvme;
   n = proto::NvmeStats{};
+  stats.nvme_io = proto::NvmeIoStats{};
   if (!nvme_) return;
+  proto::NvmeIoStats& io = stats.nvme_io;
+  const storage::IoCounters c = nvme_->io().counters();
+  io.submits = c.submits;
+  io.submit_ns = c.submit_ns;
+  io.busy_ns = c.busy_ns;
+  io.depth_ns = c.depth_ns;
+  io.polls = polls_;
+  io.poll_ns = poll_ns_;
+  io.reads_verified = reads_verified_;
+  io.verified_inline = verified_inline_;
+  io.inline_hash_ns = inline_hash_ns_;
+  io.worker_hash_ns = verifier_ ? verifier_->busy_ns() : 0;
+  io.verify_threads = verifier_ ? verifier_->threads() : 0;
+  io.verifies_in_flight = verifier_ ? verifier_->outstanding() : 0;
   n.admitting = disk_full_ ? 0 : 1;
   n.write_through = options_.nvme.write_through ? 1 : 0;
   n.dirty_chunks = dirty_chunks_;
