@@ -155,11 +155,14 @@ class NvmeStore {
   // The same, and for the fused ones among them (each `fused` entry names one of `records`) their
   // reference lists and every representative the index does not hold yet, taken from the
   // representative store, in the same batch. InvalidArgument, with nothing written, if there is
-  // no store, an entry names no record, or a representative is not live in the store.
+  // no store, an entry names no record, or a representative is not live in the store. A chunk
+  // key is committed only while it has no record (erase() it first): a fused record written
+  // over would keep its old list's representatives on disk until the next recovery.
   Status commit(std::span<const ChunkRecord> records, std::span<const FusedChunkRefs> fused);
   // Deletes chunks' records (before their slots are reused); for fused chunks also their
   // reference lists and the representatives no remaining record refers to, in the same batch,
-  // and then releases their references in the representative store.
+  // and then releases their references in the representative store (an error there, a reference
+  // the store did not hold, is returned after the index has changed).
   Status erase(std::span<const std::pair<NamespaceId, ChunkKey>> chunks);
   Status erase_namespace(NamespaceId ns);
 
