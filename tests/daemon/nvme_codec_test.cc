@@ -147,9 +147,7 @@ size_t load_and_check(Client& c, const Namespace& ns, const storage::CodecConfig
         EXPECT_TRUE(std::equal(got.begin(), got.end(), original.begin(), original.end()))
             << codec.to_string() << ": chunk " << i << " differs";
       } else {
-        EXPECT_EQ(storage::testing::count_bound_violations(codec.id, codec.int4_group, layout,
-                                                           original, got),
-                  0u)
+        EXPECT_EQ(storage::testing::count_bound_violations(codec, layout, original, got), 0u)
             << codec.to_string() << ": chunk " << i << " exceeds the codec's error bound";
       }
       ++checked;
