@@ -79,11 +79,17 @@ verify_threads = 2
 #   "raw"                    as they are: read and written by DMA straight between RAM and disk
 #   "zstd[:LEVEL][:bytes|bits|none]"   lossless; the 16-bit floats' bytes (or bits) in planes,
 #                            then zstd at LEVEL (-7..19, default 1)
-#   "fp8", "int8"            lossy: 8-bit values, a scale per token and head
+#   "int8[:kGROUP]"          lossy: 8-bit values; keys per channel over GROUP tokens, values
+#                            per token and head (the more accurate 1-byte codec)
+#   "fp8"                    lossy: e4m3 floats, a scale per token and head
 #   "int4[:gGROUP]"          lossy: 4-bit values, keys grouped per channel, values per token
+#   "fused[:THRESHOLD]..."   lossy: blocks close to a block already stored (cosine similarity at
+#                            least THRESHOLD, default 0.95) are stored as a reference to it plus
+#                            a small residual; the shared blocks live in the index beside the
+#                            chunks. Chunks written down together are matched together.
 # An encoded chunk takes a disk slot sized to its encoded bytes, so the tier holds more; each
 # chunk records its codec, so chunks written under another codec still load. `tierkv-bench codec`
-# shows each codec's ratio, speed and error on real KV. ("fused" is not available on NVMe yet.)
+# shows each codec's ratio, speed and error on real KV (and every parameter of each codec).
 codec = "raw"
 # Threads that encode chunks on their way down and decode them on their way up (off the
 # daemon's request thread). 0 = a quarter of the cores, at least 1.

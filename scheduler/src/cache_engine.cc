@@ -485,9 +485,11 @@ void CacheEngine::fill_codec_stats(proto::StatsReply& stats) const {
     c.staging_capacity_bytes = staging_->capacity_bytes();
     c.staging_used_bytes = staging_->used_bytes();
   }
-  // Fused chunks are not written to NVMe yet (their representatives are not persisted): 0.
-  c.fused_representatives = 0;
-  c.fused_representative_bytes = 0;
+  if (representatives_) {
+    const storage::RepresentativeStats reps = representatives_->stats();
+    c.fused_representatives = reps.count;
+    c.fused_representative_bytes = reps.bytes;
+  }
   if (!codec_stages_) return;
   for (const CodecStageStats& st : codec_stages_->stats()) {
     proto::CodecStageStats w;

@@ -38,13 +38,6 @@ Result<CodecConfig> parse_nvme_codec(std::string_view key, std::string_view spec
     return Status::InvalidArgument(std::string(key) + " = \"" + std::string(spec) +
                                    "\": " + c.status().message());
   }
-  if (c->id == CodecId::kFused) {
-    return Status::InvalidArgument(
-        std::string(key) + " = \"" + std::string(spec) +
-        "\": the fused codec is not available on the NVMe tier yet (its representative blocks "
-        "are not persisted, so fused chunks would not survive a restart); use raw, zstd, fp8, "
-        "int8 or int4");
-  }
   return c;
 }
 
@@ -118,6 +111,7 @@ Status CacheEngine::start_codec_stages() {
   // Every decode holds a staging buffer of at least a page: the queue never turns one away.
   o.decode_queue = staging_->capacity_bytes() / StagingPool::kPageBytes;
   o.notify_fd = nvme_->io().completion_fd();
+  o.representatives = representatives_.get();
   auto stages = CodecStages::create(o);
   if (!stages.ok()) return stages.status();
   codec_stages_ = std::move(stages).value();
@@ -129,6 +123,14 @@ Status CacheEngine::start_codec_stages() {
                codecs, o.encode_threads, o.decode_threads, staging_->capacity_bytes() >> 20,
                *fixed ? " (io_uring fixed buffers)" : "");
   return Status::Ok();
+}
+
+void CacheEngine::release_references(std::span<const storage::RepId> refs) {
+  for (storage::RepId id : refs) {
+    if (Status s = representatives_->release(id); !s.ok()) {
+      spdlog::error("nvme: releasing a fused chunk's representative: {}", s.to_string());
+    }
+  }
 }
 
 void CacheEngine::free_staging(Staged& staged) {
@@ -201,6 +203,7 @@ void CacheEngine::finish_encode(CodecJob& job) {
       m.state == ChunkState::kReady || (m.state == ChunkState::kZombie && !m.deleted);
   if (!chunk_alive) {
     free_staging(staged);
+    release_references(job.refs);
     m.writing_down = false;
     unlease(s);
     return;
@@ -223,7 +226,12 @@ void CacheEngine::finish_encode(CodecJob& job) {
     d = issue_write_down(s, staging_->data(StagingPool::Buffer{staged.first, staged.pages}),
                          static_cast<uint32_t>(job.out_bytes), logical,
                          static_cast<storage::Codec>(job.out_codec), job.checksum, staged);
-    if (d == kNoSlot) free_staging(staged);
+    if (d == kNoSlot) {
+      free_staging(staged);
+      release_references(job.refs);
+    } else if (job.out_codec == CodecId::kFused) {
+      fused_writes_[d] = std::move(job.refs);  // committed with the chunk's record
+    }
   }
   if (d == kNoSlot) requeue_write_down(s, chunk_alive, /*retry_first=*/true);
 }

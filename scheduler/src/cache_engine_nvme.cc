@@ -48,6 +48,9 @@ Status CacheEngine::open_nvme() {
   }
   disk_index_ = std::make_unique<ChunkIndex>(nvme_->max_slot_ids());
   disk_.assign(nvme_->max_slot_ids(), DiskMeta{});
+  // Fused chunks' representatives: restored by recovery, shared with the codec stages.
+  representatives_ = std::make_unique<storage::RepresentativeStore>();
+  nvme_->set_representatives(representatives_.get());
   disk_lru_ = std::make_unique<LeafFirstLru>(nvme_->max_slot_ids(), nvme_->num_classes());
   completions_.resize(nvme_->io().queue_depth() * 2);
   if (options_.nvme.verify_threads > 0) {
@@ -504,6 +507,10 @@ void CacheEngine::abandon_write(SlotId d, bool chunk_alive, bool retry_first) {
   DiskMeta& dm = disk_[d];
   const SlotId s = dm.source;
   free_staging(dm.staging);
+  if (auto f = fused_writes_.find(d); f != fused_writes_.end()) {
+    release_references(f->second);
+    fused_writes_.erase(f);
+  }
   dm = DiskMeta{};
   (void)nvme_->free(d);
   requeue_write_down(s, chunk_alive, retry_first);
@@ -575,10 +582,18 @@ void CacheEngine::finish_writes(std::span<const IoCompletion> done) {
     r.slot_class = static_cast<uint8_t>(nvme_->slot_class(d));
     records_scratch_.push_back(r);
     written.push_back(d);
+    if (dm.codec == storage::Codec::kFused) {
+      // The references the encoding took pass to the NVMe copy with this batch.
+      fused_scratch_.push_back({dm.ns, dm.key, fused_writes_.at(d)});
+    }
   }
   if (written.empty()) return;
-  // One index batch for every write this poll finished: the chunks exist from here on.
-  const Status committed = nvme_->commit(records_scratch_);
+  // One index batch for every write this poll finished: the chunks (and the representatives
+  // fused ones refer to) exist from here on.
+  const Status committed = fused_scratch_.empty()
+                               ? nvme_->commit(records_scratch_)
+                               : nvme_->commit(records_scratch_, fused_scratch_);
+  fused_scratch_.clear();
   if (!committed.ok()) spdlog::error("nvme: {}; {} written chunks dropped", committed.to_string(), written.size());
   for (SlotId d : written) {
     DiskMeta& dm = disk_[d];
@@ -588,6 +603,7 @@ void CacheEngine::finish_writes(std::span<const IoCompletion> done) {
       abandon_write(d, /*chunk_alive=*/true, /*retry_first=*/false);
       continue;
     }
+    fused_writes_.erase(d);  // the index holds its references now
     dm.state = DiskState::kReady;
     dm.source = kNoSlot;
     (void)disk_index_->insert(dm.ns, dm.key, d);

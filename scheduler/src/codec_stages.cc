@@ -21,7 +21,8 @@ uint64_t staging_bytes_for_encode(uint64_t logical_bytes) {
 struct CodecStages::WorkerContext {
   std::vector<std::unique_ptr<storage::ChunkCodec>> encoders;
   storage::ChunkDecoder decoder;
-  storage::EncodeBuffer out;
+  std::vector<storage::ChunkInput> inputs;
+  std::vector<storage::EncodeBuffer> outs;
   explicit WorkerContext(storage::RepresentativeStore* reps) : decoder(reps) {}
 };
 
@@ -123,49 +124,90 @@ void CodecStages::return_context(std::unique_ptr<WorkerContext> context) {
 
 void CodecStages::encode_batch(std::vector<CodecJob>& batch) {
   auto ctx = take_context();
-  for (CodecJob& job : batch) {
-    if (job.codec >= ctx->encoders.size()) {
-      job.status = Status::Internal("encode job names codec " + std::to_string(job.codec) + " of " +
-                                    std::to_string(ctx->encoders.size()));
-      continue;
+  for (size_t begin = 0; begin < batch.size();) {
+    size_t end = begin + 1;
+    while (end < batch.size() && batch[end].codec == batch[begin].codec &&
+           batch[end].layout == batch[begin].layout) {
+      ++end;
     }
-    auto& encoder = ctx->encoders[job.codec];
-    if (!encoder) {
-      auto made = storage::make_codec(options_.codecs[job.codec], options_.representatives);
-      if (!made.ok()) {
-        job.status = made.status();
-        continue;
-      }
-      encoder = std::move(made).value();
+    encode_run(*ctx, std::span(batch).subspan(begin, end - begin));
+    begin = end;
+  }
+  return_context(std::move(ctx));
+}
+
+void CodecStages::encode_run(WorkerContext& ctx, std::span<CodecJob> jobs) {
+  const uint16_t codec = jobs.front().codec;
+  Status failed;
+  storage::ChunkCodec* encoder = nullptr;
+  if (codec >= ctx.encoders.size()) {
+    failed = Status::Internal("encode job names codec " + std::to_string(codec) + " of " +
+                              std::to_string(ctx.encoders.size()));
+  } else {
+    if (!ctx.encoders[codec]) {
+      auto made = storage::make_codec(options_.codecs[codec], options_.representatives);
+      if (made.ok())
+        ctx.encoders[codec] = std::move(made).value();
+      else
+        failed = made.status();
     }
-    // Straight into the staging buffer; an output that outgrows it comes back here (spilled).
-    ctx->out.use_memory({job.dst, job.dst_bytes});
-    job.status = encoder->encode(job.layout, {job.src, job.src_bytes}, ctx->out);
-    if (!job.status.ok()) continue;
-    const auto bytes = ctx->out.bytes();
-    if (bytes.size() > job.dst_bytes && bytes.size() < job.src_bytes) {
-      job.status = Status::ResourceExhausted("encoded chunk of " + std::to_string(bytes.size()) +
-                                             " bytes exceeds its staging buffer of " +
-                                             std::to_string(job.dst_bytes));
-      continue;
+    encoder = ctx.encoders[codec].get();
+  }
+  if (failed.ok()) {
+    // Straight into the staging buffers; an output that outgrows its buffer comes back in the
+    // EncodeBuffer's own memory (spilled).
+    if (ctx.outs.size() < jobs.size()) ctx.outs.resize(jobs.size());
+    ctx.inputs.clear();
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      ctx.inputs.push_back({{jobs[i].src, jobs[i].src_bytes}, jobs[i].first_token});
+      ctx.outs[i].use_memory({jobs[i].dst, jobs[i].dst_bytes});
     }
+    failed = encoder->encode_batch(jobs.front().layout, ctx.inputs,
+                                   std::span(ctx.outs).first(jobs.size()));
+  }
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    if (failed.ok())
+      finish_encoded(*encoder, ctx.outs[i], jobs[i]);
+    else
+      jobs[i].status = failed;  // no output, no reference held
+    if (i < ctx.outs.size()) ctx.outs[i].use_own_memory();
+  }
+}
+
+void CodecStages::finish_encoded(storage::ChunkCodec& encoder, const storage::EncodeBuffer& out,
+                                 CodecJob& job) {
+  const auto bytes = out.bytes();
+  if (bytes.size() >= job.src_bytes || bytes.size() > job.dst_bytes) {
+    // Not kept: the references a fused encoding took go back.
+    (void)encoder.release(bytes);
     if (bytes.size() >= job.src_bytes) {
       // Incompressible (zstd on noise): the chunk as it is takes less room and no decoding.
       job.as_is = true;
       job.out_bytes = job.src_bytes;
       job.checksum = storage::NvmeStore::checksum({job.src, job.src_bytes});
-      continue;
+    } else {
+      job.status = Status::ResourceExhausted("encoded chunk of " + std::to_string(bytes.size()) +
+                                             " bytes exceeds its staging buffer of " +
+                                             std::to_string(job.dst_bytes));
     }
-    if (ctx->out.spilled()) std::memcpy(job.dst, bytes.data(), bytes.size());
-    job.out_bytes = bytes.size();
-    job.out_codec = encoder->config().id;
-    // The write covers whole 4 KiB pages: its tail is zeros, never an earlier chunk's bytes.
-    const uint64_t padded = storage::NvmeStore::io_length(job.out_bytes);
-    std::memset(job.dst + job.out_bytes, 0, std::min(padded, job.dst_bytes) - job.out_bytes);
-    job.checksum = storage::NvmeStore::checksum({job.dst, job.out_bytes});
+    return;
   }
-  ctx->out.use_own_memory();
-  return_context(std::move(ctx));
+  if (out.spilled()) std::memcpy(job.dst, bytes.data(), bytes.size());
+  job.out_bytes = bytes.size();
+  job.out_codec = encoder.config().id;
+  // The write covers whole 4 KiB pages: its tail is zeros, never an earlier chunk's bytes.
+  const uint64_t padded = storage::NvmeStore::io_length(job.out_bytes);
+  std::memset(job.dst + job.out_bytes, 0, std::min(padded, job.dst_bytes) - job.out_bytes);
+  job.checksum = storage::NvmeStore::checksum({job.dst, job.out_bytes});
+  if (job.out_codec == storage::CodecId::kFused) {
+    auto refs = storage::fused_chunk_references({job.dst, job.out_bytes});
+    if (refs.ok()) {
+      job.refs = std::move(refs).value();
+    } else {
+      (void)encoder.release({job.dst, job.out_bytes});
+      job.status = refs.status();
+    }
+  }
 }
 
 void CodecStages::decode_batch(std::vector<CodecJob>& batch) {

@@ -13,7 +13,9 @@
 // Codecs: jobs name a codec by its index in the table given at creation (immutable after). Each
 // worker batch runs with a WorkerContext of its own — an encoder per codec and a ChunkDecoder,
 // made once and reused — taken from a small free list, so nothing is allocated per chunk once
-// warm. A decode first checks the stored bytes against the index record's checksum (xxh3-64), then
+// warm (but for a fused chunk's reference list). The jobs of a batch that share a codec and a
+// layout are encoded together (ChunkCodec::encode_batch): the fused codec matches blocks across
+// them (batched fusion), the other codecs encode them one by one. A decode first checks the stored bytes against the index record's checksum (xxh3-64), then
 // ChunkDecoder checks the chunk's own header and payload checksums while decoding it: a corrupt
 // or foreign chunk fails the job, never writes garbage as a success.
 //
@@ -31,6 +33,7 @@
 #include "tierkv/scheduler/stage_pipeline.h"
 #include "tierkv/status.h"
 #include "tierkv/storage/codec.h"
+#include "tierkv/storage/representative_store.h"
 
 namespace tierkv::scheduler {
 
@@ -39,6 +42,9 @@ struct CodecJob {
   Kind kind = Kind::kEncode;
   uint16_t codec = 0;  // encode: index into the codec table
   Layout layout;       // encode: the chunk's layout
+  // encode: the absolute position of the chunk's first token, if known (0 otherwise); the fused
+  // codec compares RoPE-rotated keys with it (a wrong one costs compression, never correctness).
+  uint64_t first_token = 0;
   const std::byte* src = nullptr;
   uint64_t src_bytes = 0;  // encode: the chunk's bytes; decode: the stored (encoded) bytes
   std::byte* dst = nullptr;
@@ -54,6 +60,10 @@ struct CodecJob {
   // encode: the encoding did not make the chunk smaller, so it is best stored as it is: dst holds
   // nothing, checksum is of src, out_bytes = src_bytes.
   bool as_is = false;
+  // encode, fused: the representatives the encoded chunk refers to (fused_chunk_references), one
+  // reference on each held in the representative store for this chunk. Whoever ends up with the
+  // job either hands them to the NVMe index (NvmeStore::commit) or releases them.
+  std::vector<storage::RepId> refs;
 };
 
 struct CodecStageOptions {
@@ -102,6 +112,12 @@ class CodecStages {
   struct WorkerContext;
   explicit CodecStages(const CodecStageOptions& options);
   void encode_batch(std::vector<CodecJob>& batch);
+  // Encodes jobs that share a codec and a layout, then finishes each (finish_encoded).
+  void encode_run(WorkerContext& ctx, std::span<CodecJob> jobs);
+  // Takes an encoded chunk into its job: as it is when encoding did not shrink it, else into the
+  // staging buffer, padded, checksummed, its references listed.
+  static void finish_encoded(storage::ChunkCodec& encoder, const storage::EncodeBuffer& out,
+                             CodecJob& job);
   void decode_batch(std::vector<CodecJob>& batch);
   void finished(std::vector<CodecJob>& batch);
   std::unique_ptr<WorkerContext> take_context();

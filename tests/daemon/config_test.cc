@@ -112,15 +112,15 @@ TEST(ConfigTest, NvmeCodecDefaultsAndValues) {
   auto c = parse_config(
       "[nvme]\ncodec = \"zstd:3:bits\"\nencode_threads = 6\ndecode_threads = 2\n"
       "staging_size = \"64MiB\"\n[nvme.codec_by_tenant]\n\"batch jobs\" = \"fp8\"\n"
-      "archive = \"int4:g64\"\n",
+      "archive = \"int4:g64\"\nrag = \"fused:0.9\"\n",
       "t.toml");
   ASSERT_TRUE(c.ok()) << c.status().to_string();
   EXPECT_EQ(c->cache.nvme.codec, "zstd:3:bits");
   EXPECT_EQ(c->cache.nvme.encode_threads, 6u);
   EXPECT_EQ(c->cache.nvme.decode_threads, 2u);
   EXPECT_EQ(c->cache.nvme.staging_bytes, 64ull << 20);
-  const std::vector<std::pair<std::string, std::string>> want = {{"archive", "int4:g64"},
-                                                                 {"batch jobs", "fp8"}};
+  const std::vector<std::pair<std::string, std::string>> want = {
+      {"archive", "int4:g64"}, {"batch jobs", "fp8"}, {"rag", "fused:0.9"}};
   EXPECT_EQ(c->cache.nvme.codec_by_tenant, want);
 }
 
@@ -131,10 +131,10 @@ TEST(ConfigTest, NvmeCodecErrorsNameTheKeyAndTheValue) {
   } cases[] = {
       {"[nvme]\ncodec = \"lz4\"\n", "t.toml:2: nvme.codec = \"lz4\": codec 'lz4'"},
       {"[nvme]\ncodec = \"zstd:42\"\n", "nvme.codec = \"zstd:42\""},
-      {"[nvme]\ncodec = \"fused\"\n", "nvme.codec = \"fused\": the fused codec is not available"},
+      {"[nvme]\ncodec = \"fused:1.5\"\n", "nvme.codec = \"fused:1.5\": codec 'fused:1.5'"},
       {"[nvme]\ncodec = 1\n", "nvme.codec must be a codec string"},
-      {"[nvme.codec_by_tenant]\nbulk = \"fused:0.9\"\n",
-       "t.toml:2: nvme.codec_by_tenant.bulk = \"fused:0.9\": the fused codec"},
+      {"[nvme.codec_by_tenant]\nbulk = \"fused:0.9:rep=int2\"\n",
+       "t.toml:2: nvme.codec_by_tenant.bulk = \"fused:0.9:rep=int2\": codec"},
       {"[nvme.codec_by_tenant]\nbulk = \"int4:g0\"\n", "nvme.codec_by_tenant.bulk = \"int4:g0\""},
       {"[nvme.codec_by_tenant]\nbulk = 8\n", "nvme.codec_by_tenant.bulk must be a codec string"},
       {"[nvme]\ncodec_by_tenant = \"fp8\"\n", "nvme.codec_by_tenant must be a table"},

@@ -146,6 +146,13 @@ size_t load_and_check(Client& c, const Namespace& ns, const storage::CodecConfig
       if (lossless) {
         EXPECT_TRUE(std::equal(got.begin(), got.end(), original.begin(), original.end()))
             << codec.to_string() << ": chunk " << i << " differs";
+      } else if (codec.id == storage::CodecId::kFused) {
+        // The fused codec's stated bound, per block (tests/storage/codec_test_util.h).
+        const double e_rep = codec.fused_rep == storage::BlockFormat::kFp8 ? 0.0625 : 0.0;
+        EXPECT_LE(storage::testing::fused_worst_block(layout, codec.fused_block_tokens,
+                                                      codec.fused_threshold, e_rep, original, got),
+                  1.0)
+            << codec.to_string() << ": chunk " << i << " exceeds the codec's error bound";
       } else {
         EXPECT_EQ(storage::testing::count_bound_violations(codec, layout, original, got), 0u)
             << codec.to_string() << ": chunk " << i << " exceeds the codec's error bound";
@@ -207,14 +214,19 @@ TEST_P(NvmeCodecRoundTrip, PutEvictLoadFromNvme) {
     EXPECT_GE(st->codec_stages[1].items, keys.size());  // decode
     EXPECT_EQ(st->codec.encode_errors, 0u);
     EXPECT_EQ(st->codec.staging_used_bytes, 0u);  // every staging buffer came back
-    if (codec->id != storage::CodecId::kZstd) {
+    if (codec->id == storage::CodecId::kFused) {
+      // The representatives live beside the chunks: counted, and their bytes come on top.
+      EXPECT_GT(st->codec.fused_representatives, 0u);
+      EXPECT_LT(n->stored_bytes + st->codec.fused_representative_bytes, n->logical_bytes);
+    } else if (codec->id != storage::CodecId::kZstd) {
       EXPECT_LT(n->stored_bytes * 17 / 10, n->logical_bytes) << spec;  // 8 bits or fewer of 16
     }
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(EachCodec, NvmeCodecRoundTrip,
-                         ::testing::Values("raw", "zstd", "zstd:3:bits", "fp8", "int8", "int4:g32"),
+                         ::testing::Values("raw", "zstd", "zstd:3:bits", "fp8", "int8", "int4:g32",
+                                           "fused"),
                          [](const auto& info) {
                            std::string n = info.param;
                            for (char& ch : n) {
@@ -273,6 +285,43 @@ TEST(NvmeCodecTest, ChunksLoadAfterRestartUnderAnotherCodec) {
     EXPECT_EQ(load_and_check(*c, *ns, lossless), zstd_keys.size()) << tenant;
   }
   EXPECT_EQ(c->stats()->nvme.checksum_failures, 0u);
+}
+
+TEST(NvmeCodecTest, FusedChunksDecodeAfterARestartAndDeletingThemFreesTheirRepresentatives) {
+  auto d = start_codec_daemon("fused");
+  ASSERT_TRUE(d);
+  const auto fused = storage::CodecConfig::parse("fused");
+  std::vector<ChunkKey> keys;
+  uint64_t reps_before = 0;
+  {
+    auto c = connect(*d);
+    auto ns = c->register_layout(real_kv().layout, "fused");
+    ASSERT_TRUE(ns.ok());
+    keys = put_real(*c, *ns);
+    flush(*c);
+    const auto st = c->stats();
+    EXPECT_EQ(nvme_codec_stats(*st)->encoded_chunks, keys.size());
+    reps_before = st->codec.fused_representatives;
+    EXPECT_GT(reps_before, 0u);
+  }
+  d->stop();
+  ASSERT_TRUE(d->restart().ok());
+  auto c = connect(*d);
+  auto ns = c->register_layout(real_kv().layout, "fused");
+  ASSERT_TRUE(ns.ok());
+  auto st = c->stats();
+  EXPECT_EQ(st->nvme.recovered_chunks, keys.size());
+  // Every representative a recovered chunk refers to came back from the index.
+  EXPECT_GT(st->codec.fused_representatives, 0u);
+  EXPECT_LE(st->codec.fused_representatives, reps_before);
+  EXPECT_EQ(load_and_check(*c, *ns, *fused), keys.size());  // from NVMe: RAM is empty
+  EXPECT_EQ(c->stats()->nvme.checksum_failures, 0u);
+  // Deleted from every tier: no chunk refers to a representative any more, and none is left.
+  ASSERT_EQ(*c->remove(ns->id, keys), keys.size());
+  st = c->stats();
+  EXPECT_EQ(st->tiers[2].chunks, 0u);
+  EXPECT_EQ(st->codec.fused_representatives, 0u);
+  EXPECT_EQ(st->codec.fused_representative_bytes, 0u);
 }
 
 TEST(NvmeCodecTest, DamagedEncodedChunkIsAMissAndCounted) {
@@ -463,8 +512,8 @@ TEST(NvmeCodecTest, TierkvctlStatsShowsTheCompressionAndTheStages) {
   ASSERT_TRUE(doc) << error << "\n" << json.out;
   const auto& codecs = (*doc)["codecs"];
   // Each codec in its canonical form.
-  const std::string shown = storage::CodecConfig::parse("zstd")->to_string() + ", bulk=" +
-                            storage::CodecConfig::parse("int8")->to_string();
+  const std::string shown = storage::CodecConfig::parse("zstd")->to_string() +
+                            ", bulk=" + storage::CodecConfig::parse("int8")->to_string();
   EXPECT_EQ(codecs["nvme_codec"].as_string(), shown);
   bool nvme_seen = false;
   for (const auto& t : codecs["tiers"].as_array()) {

@@ -83,8 +83,8 @@ struct NvmeTierOptions {
   // After disk full (ENOSPC), how long the tier waits before it tries to admit again.
   std::chrono::milliseconds retry_after_full{30000};
   // The codec chunks are written down with (a storage::CodecConfig string), and per tenant
-  // overrides of it. "raw" stores a chunk's bytes as they are. fused is refused: its
-  // representatives do not survive a restart yet.
+  // overrides of it. "raw" stores a chunk's bytes as they are. Fused chunks' representatives
+  // are kept in the NVMe index beside them (NvmeStore), so they decode after a restart.
   std::string codec = "raw";
   std::vector<std::pair<std::string, std::string>> codec_by_tenant;
   uint32_t encode_threads = 0;  // 0 = a quarter of the cores, at least 1
@@ -96,8 +96,7 @@ struct NvmeTierOptions {
 };
 
 // Parses an NVMe codec setting (`key` names it in messages, e.g. "nvme.codec"): any
-// storage::CodecConfig string except fused, whose representatives the NVMe tier does not persist
-// yet.
+// storage::CodecConfig string.
 Result<storage::CodecConfig> parse_nvme_codec(std::string_view key, std::string_view spec);
 
 struct CacheOptions {
@@ -311,6 +310,8 @@ class CacheEngine {
   void finish_decode(CodecJob& job);
   void poll_codecs();
   void free_staging(Staged& staging);
+  // Drops a reference on each of `refs` in the representative store.
+  void release_references(std::span<const storage::RepId> refs);
   // Lets go of a host chunk whose write-down will not happen now: back in line while it is in RAM
   // (first if `retry_first`), lost (counted) if it left RAM meanwhile.
   void requeue_write_down(SlotId host, bool chunk_alive, bool retry_first);
@@ -349,6 +350,9 @@ class CacheEngine {
   SessionId next_session_ = 1;
 
   // NVMe tier; all empty when it is off.
+  // Fused chunks' representatives (null without the NVMe tier). Declared before everything that
+  // refers to it (the store, the codec stages), so it goes last.
+  std::unique_ptr<storage::RepresentativeStore> representatives_;
   std::unique_ptr<storage::NvmeStore> nvme_;
   // Declared after nvme_ (destroyed first): its workers signal nvme_'s completion fd.
   std::unique_ptr<storage::ChecksumWorkers> verifier_;
@@ -375,6 +379,10 @@ class CacheEngine {
   uint16_t default_codec_ = 0;
   std::deque<SlotId> staged_waiters_;  // loading host slots waiting for a staging buffer
   std::vector<CodecJob> codec_done_;
+  // Per disk slot being written with a fused chunk: the references the chunk holds until the
+  // index takes them.
+  std::unordered_map<SlotId, std::vector<storage::RepId>> fused_writes_;
+  std::vector<storage::FusedChunkRefs> fused_scratch_;
   std::chrono::steady_clock::time_point disk_full_since_{};
   storage::RecoveryReport recovery_;
 
