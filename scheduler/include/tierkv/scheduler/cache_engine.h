@@ -32,8 +32,10 @@
 // the encoded size; a load reads the encoded chunk into a staging buffer and a decode worker
 // verifies it (the index's checksum, then the chunk's own) and decodes it into the leased host
 // slot. Results come back through the same eventfd as I/O completions (io_fd()) and are applied
-// by poll_io() on this thread. The host tier always holds raw chunks; raw chunks on NVMe move by
-// DMA between the host slot and the disk, without staging. Staging memory is bounded
+// by poll_io() on this thread. Fused chunks refer to representative blocks kept in one
+// RepresentativeStore that the NVMe index persists: a fused chunk's references pass to the index
+// with its record, and go with it. The host tier always holds raw chunks; raw chunks on NVMe move
+// by DMA between the host slot and the disk, without staging. Staging memory is bounded
 // (NvmeTierOptions::staging_bytes): when it or the encode queue is full, write-down waits (and
 // host eviction falls back as for any unwritten chunk); a staged read waits for a buffer, and
 // reads go first. Host eviction takes the least recently used leaf that already has a copy below
