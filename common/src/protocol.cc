@@ -29,6 +29,9 @@ std::string_view op_name(Op op) {
     case Op::kPrefillComputed: return "prefill_computed";
     case Op::kPrefillPoll: return "prefill_poll";
     case Op::kPrefillEnd: return "prefill_end";
+    case Op::kGpuAttach: return "gpu_attach";
+    case Op::kGpuLoad: return "gpu_load";
+    case Op::kGpuRelease: return "gpu_release";
   }
   return "unknown";
 }
@@ -185,6 +188,8 @@ void encode(ByteWriter& w, const StatsReply& m) {
   w.put(m.prefill);
   w.put_array(std::span<const TierBandwidth>(m.tier_bandwidth));
   w.put_array(std::span<const PrefillRecord>(m.recent_prefills));
+  w.put(m.gpu);
+  w.put_string(m.gpu_status);
 }
 void encode(ByteWriter& w, const ListNamespacesReply& m) {
   w.put(static_cast<uint32_t>(m.namespaces.size()));
@@ -212,6 +217,8 @@ void encode(ByteWriter& w, const VerifyReply& m) {
   w.put(m.unreadable);
   w.put(m.done);
 }
+
+void encode(ByteWriter& w, const GpuAttachReply& m) { w.put(m); }
 
 // --- decoders ------------------------------------------------------------------------------------
 Status decode(ByteReader& r, HelloRequest& m) {
@@ -296,6 +303,8 @@ Status decode(ByteReader& r, StatsReply& m) {
   TIERKV_RETURN_IF_ERROR(r.get("prefill", m.prefill));
   TIERKV_RETURN_IF_ERROR(r.get_array("tier_bandwidth", m.tier_bandwidth, 16));
   TIERKV_RETURN_IF_ERROR(r.get_array("recent_prefills", m.recent_prefills, 1024));
+  TIERKV_RETURN_IF_ERROR(r.get("gpu", m.gpu));
+  TIERKV_RETURN_IF_ERROR(r.get_string("gpu_status", m.gpu_status, 4096));
   return r.expect_end("stats reply");
 }
 Status decode(ByteReader& r, ListNamespacesReply& m) {
@@ -340,6 +349,11 @@ Status decode(ByteReader& r, VerifyReply& m) {
   TIERKV_RETURN_IF_ERROR(r.get("unreadable", m.unreadable));
   TIERKV_RETURN_IF_ERROR(r.get("done", m.done));
   return r.expect_end("verify reply");
+}
+
+Status decode(ByteReader& r, GpuAttachReply& m) {
+  TIERKV_RETURN_IF_ERROR(r.get("gpu_attach reply", m));
+  return r.expect_end("gpu_attach reply");
 }
 
 }  // namespace tierkv::proto
