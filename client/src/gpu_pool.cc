@@ -6,6 +6,14 @@
 
 namespace tierkv {
 
+// gpu_attach's request is empty.
+namespace {
+struct EmptyRequest {};
+}  // namespace
+namespace proto {
+inline void encode(wire::ByteWriter&, const EmptyRequest&) {}
+}  // namespace proto
+
 // What DaemonGpuPool needs of Client's and LoadLease's internals.
 struct GpuWire {
   template <typename Req, typename Rep>
@@ -20,13 +28,6 @@ struct GpuWire {
     return LoadLease(std::move(c), std::move(slots));
   }
 };
-
-namespace {
-struct EmptyRequest {};
-}  // namespace
-namespace proto {
-inline void encode(wire::ByteWriter&, const EmptyRequest&) {}
-}  // namespace proto
 
 Result<std::shared_ptr<DaemonGpuPool>> DaemonGpuPool::attach(std::shared_ptr<Client> client) {
   if (client == nullptr) return Status::InvalidArgument("client is null");

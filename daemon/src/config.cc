@@ -429,11 +429,12 @@ Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view o
     const bool off = n->is_string() && n->as_string()->get() == "off";
     const int64_t d = n->is_integer() ? n->as_integer()->get() : -2;
     if (!off && (d < -1 || d > 1023)) {
-      std::ostringstream value;
-      value << *n;
+      const std::string value = n->is_string()    ? "\"" + n->as_string()->get() + "\""
+                                : n->is_integer() ? std::to_string(d)
+                                                  : std::string("(not a string or integer)");
       return Status::InvalidArgument(std::string(origin) + ":" +
                                      std::to_string(n->source().begin.line) + ": gpu.device = " +
-                                     value.str() +
+                                     value +
                                      " is neither a CUDA device index (0 to 1023), -1 nor \"off\"");
     }
     g.device = off ? -1 : static_cast<int>(d);

@@ -115,6 +115,8 @@ int run(int argc, char** argv) {
     spdlog::info("gpu tier: {} {}, promoted after {} loads", (*engine)->gpu_status(),
                  daemon::format_size(config.cache.gpu.capacity_bytes),
                  config.cache.gpu.promote_after_loads);
+  } else if (config.cache.gpu.capacity_bytes > 0) {
+    spdlog::warn("gpu tier: {}; tierkvd runs without it", (*engine)->gpu_status());
   } else {
     spdlog::info("gpu tier: {}", (*engine)->gpu_status());
   }

@@ -2,8 +2,6 @@
 // promotion copies and running their completions, GPU-slot leases for clients that opened the
 // pool. Everything here runs on the engine's one thread; copy completions arrive through
 // poll_gpu(). The bookkeeping itself is GpuTier's.
-#include <spdlog/spdlog.h>
-
 #include "tierkv/scheduler/cache_engine.h"
 
 namespace tierkv::scheduler {
@@ -28,7 +26,6 @@ void CacheEngine::open_gpu(std::unique_ptr<storage::GpuMemory> memory) {
     auto opened = storage::open_cuda_gpu_memory(mo, {region_.data(), region_.size()});
     if (!opened.ok()) {
       gpu_status_ = "off (" + opened.status().message() + ")";
-      spdlog::warn("gpu tier: {}; tierkvd runs without it", gpu_status_);
       return;
     }
     memory = std::move(opened).value();
