@@ -447,9 +447,9 @@ std::span<const std::byte> LoadLease::chunk(size_t i) const {
 }
 
 size_t LoadLease::gpu_chunks() const {
-  return static_cast<size_t>(std::count_if(slots_.begin(), slots_.end(), [](const proto::SlotRef& s) {
-    return s.pool == proto::kGpuPool;
-  }));
+  return static_cast<size_t>(
+      std::count_if(slots_.begin(), slots_.end(),
+                    [](const proto::SlotRef& s) { return s.pool == proto::kGpuPool; }));
 }
 
 Status LoadLease::release() {
@@ -457,7 +457,9 @@ Status LoadLease::release() {
   std::vector<uint32_t> ids;
   std::vector<uint32_t> gpu_ids;  // GPU-pool leases go back with gpu_release
   ids.reserve(slots_.size());
-  for (const proto::SlotRef& s : slots_) (s.pool == proto::kGpuPool ? gpu_ids : ids).push_back(s.slot);
+  for (const proto::SlotRef& s : slots_) {
+    (s.pool == proto::kGpuPool ? gpu_ids : ids).push_back(s.slot);
+  }
   Status st = ids.empty() ? Status::Ok() : client_->release_slots(proto::Op::kRelease, ids, nullptr);
   if (!gpu_ids.empty()) {
     Status gst = client_->release_slots(proto::Op::kGpuRelease, gpu_ids, nullptr);

@@ -397,10 +397,10 @@ Status GpuTransfer::Impl::submit(GpuStream stream, uint64_t table_entries) {
   }
   if (job.load && job.gpu_chunks > 0) {
     TIERKV_CUDA_RETURN(cudaStreamWaitEvent(kernel, start, 0), "cudaStreamWaitEvent");
-    TIERKV_CUDA_RETURN(cudaMemcpyAsync(offsets_dev, offsets_host,
-                                       job.sources.size() * sizeof(uint64_t),
-                                       cudaMemcpyHostToDevice, kernel),
-                       "upload GPU pool offsets");
+    TIERKV_CUDA_RETURN(
+        cudaMemcpyAsync(offsets_dev, offsets_host, job.sources.size() * sizeof(uint64_t),
+                        cudaMemcpyHostToDevice, kernel),
+        "upload GPU pool offsets");
     TIERKV_CUDA_RETURN(cudaEventRecord(offsets_uploaded, kernel), "cudaEventRecord");
   }
   {
@@ -735,7 +735,7 @@ Status GpuTransfer::load(const LoadLease& lease, size_t first_chunk, size_t coun
     TIERKV_CUDA_RETURN(cudaEventSynchronize(m.offsets_uploaded), "wait for offsets upload");
     for (size_t i = 0; i < count; ++i) {
       m.offsets_host[i] = lease.on_gpu(first_chunk + i) ? lease.gpu_offset(first_chunk + i)
-                                                         : kernels::cuda::kSkipChunk;
+                                                        : kernels::cuda::kSkipChunk;
     }
   }
   DeviceScope scope(m.device);

@@ -29,8 +29,10 @@ Result<OpenedGpuPool> open_gpu_pool(const proto::GpuAttachReply& attach) {
   int count = 0;
   if (const cudaError_t e = cudaGetDeviceCount(&count); e != cudaSuccess) {
     (void)cudaGetLastError();
-    return Status::Unavailable("cannot open the daemon's GPU pool: no usable CUDA device in this "
-                               "process: " + cuda_text(e));
+    return Status::Unavailable(
+        "cannot open the daemon's GPU pool: no usable CUDA device in this "
+        "process: " +
+        cuda_text(e));
   }
   OpenedGpuPool pool;
   for (int d = 0; d < count && pool.device < 0; ++d) {

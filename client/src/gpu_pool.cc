@@ -66,10 +66,10 @@ Result<LoadLease> DaemonGpuPool::load(NamespaceId ns, std::span<const ChunkKey> 
   LoadLease lease = GpuWire::lease(client_, rep.slots);
   const uint64_t host = GpuWire::host_bytes(*client_);
   for (const proto::SlotRef& s : rep.slots) {
-    const bool inside = s.pool == proto::kGpuPool
-                            ? contains(s.offset, s.bytes) && s.offset % slot_align_ == 0
-                            : s.pool == proto::kHostPool && s.offset <= host &&
-                                  host - s.offset >= s.bytes;
+    const bool inside =
+        s.pool == proto::kGpuPool
+            ? contains(s.offset, s.bytes) && s.offset % slot_align_ == 0
+            : s.pool == proto::kHostPool && s.offset <= host && host - s.offset >= s.bytes;
     if (!inside) {
       return Status::ProtocolError("gpu_load reply: slot " + std::to_string(s.slot) + " of pool " +
                                    std::to_string(s.pool) + " lies outside it");

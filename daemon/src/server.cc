@@ -127,8 +127,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     wire::ByteReader r(payload_);
     Status s = proto::is_prefill_op(hdr_.op) ? handle_prefill(op, r)
-               : is_gpu_op(op)                  ? handle_gpu(op, r)
-                                                : handle(op, r);
+               : is_gpu_op(op)               ? handle_gpu(op, r)
+                                             : handle(op, r);
     if (!s.ok()) fail(hdr_.op, hdr_.request_id, s, op == Op::kHello);
   }
 

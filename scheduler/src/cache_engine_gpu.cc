@@ -111,24 +111,24 @@ void CacheEngine::load_gpu(SessionId session, const proto::KeysRequest& req, Loa
   }
   // The ordinary load leases the host slots (reading up from NVMe what is only there); then the
   // chunks with a GPU copy trade their host lease for a GPU one.
-  load(session, req, [this, session, done = std::move(done)](Status st,
-                                                             const proto::LoadReply& rep) {
-    if (!st.ok() || !gpu_) return done(st, rep);
-    proto::LoadReply& out = gpu_reply_;
-    out.slots.assign(rep.slots.begin(), rep.slots.end());
-    gpu_host_release_.clear();
-    for (proto::SlotRef& ref : out.slots) {
-      const SlotId g = gpu_->resident(ref.slot);
-      gpu_->count_lookup(g != kNoSlot);
-      if (g == kNoSlot) continue;
-      gpu_host_release_.push_back(ref.slot);
-      bytes_out_ -= ref.bytes;  // served from the GPU tier, not out of host RAM
-      ref = gpu_->lease(session, g, ref.bytes);
-    }
-    uint64_t released = 0;
-    if (!gpu_host_release_.empty()) (void)release(session, gpu_host_release_, &released);
-    done(Status::Ok(), out);
-  });
+  load(session, req,
+       [this, session, done = std::move(done)](Status st, const proto::LoadReply& rep) {
+         if (!st.ok() || !gpu_) return done(st, rep);
+         proto::LoadReply& out = gpu_reply_;
+         out.slots.assign(rep.slots.begin(), rep.slots.end());
+         gpu_host_release_.clear();
+         for (proto::SlotRef& ref : out.slots) {
+           const SlotId g = gpu_->resident(ref.slot);
+           gpu_->count_lookup(g != kNoSlot);
+           if (g == kNoSlot) continue;
+           gpu_host_release_.push_back(ref.slot);
+           bytes_out_ -= ref.bytes;  // served from the GPU tier, not out of host RAM
+           ref = gpu_->lease(session, g, ref.bytes);
+         }
+         uint64_t released = 0;
+         if (!gpu_host_release_.empty()) (void)release(session, gpu_host_release_, &released);
+         done(Status::Ok(), out);
+       });
 }
 
 Status CacheEngine::gpu_release(SessionId session, std::span<const uint32_t> slots,

@@ -243,8 +243,8 @@ Status GpuTier::release(SessionId session, std::span<const uint32_t> slots, uint
       }
     }
     if (at == SIZE_MAX) {
-      bad = Status::FailedPrecondition("slots[" + std::to_string(i) + "] = " +
-                                       std::to_string(slots[i]) +
+      bad = Status::FailedPrecondition("slots[" + std::to_string(i) +
+                                       "] = " + std::to_string(slots[i]) +
                                        " is not a GPU slot leased by this client (or is named "
                                        "twice)");
       break;

@@ -34,7 +34,7 @@ using testing::TestDaemonOptions;
 using namespace std::chrono_literals;
 
 constexpr uint32_t kBlockSize = 16;
-constexpr uint32_t kNumBlocks = 64;     // 1024 tokens: 32 chunks
+constexpr uint32_t kNumBlocks = 64;  // 1024 tokens: 32 chunks
 constexpr uint32_t kRowBytes = 2 * 64 * 2;
 constexpr std::byte kPoison{0xCD};
 
@@ -141,8 +141,8 @@ class GpuTierLoadTest : public ::testing::Test {
       ASSERT_TRUE(lease->release().ok());
     }
     const size_t n = tokens.size() / ns_.layout.chunk_tokens;
-    const bool promoted = testing::wait_until(
-        [&] { return tiers(tokens) == std::vector<Tier>(n, Tier::kGpu); }, 30s);
+    const bool promoted =
+        testing::wait_until([&] { return tiers(tokens) == std::vector<Tier>(n, Tier::kGpu); }, 30s);
     ASSERT_TRUE(promoted) << "lookup never showed the prompt in tier GPU; gpu: "
                           << stats().gpu_status << "; daemon log:\n"
                           << daemon_->log();
@@ -253,10 +253,13 @@ TEST_F(GpuTierLoadTest, AKilledClientsGpuLeasesAreReclaimed) {
       log);
   ASSERT_TRUE(child.ok()) << child.status().to_string();
   const bool ready = testing::wait_until(
-      [&] { return testing::read_file(log).find("READY") != std::string::npos || !child->running(); },
+      [&] {
+        return testing::read_file(log).find("READY") != std::string::npos || !child->running();
+      },
       60s);
   ASSERT_TRUE(ready) << testing::read_file(log);
-  ASSERT_NE(testing::read_file(log).find("READY 4 4"), std::string::npos) << testing::read_file(log);
+  ASSERT_NE(testing::read_file(log).find("READY 4 4"), std::string::npos)
+      << testing::read_file(log);
   auto st = stats();
   EXPECT_EQ(st.gpu.leases, kChunks);
   EXPECT_EQ(st.gpu.attached_clients, 1u);

@@ -60,12 +60,12 @@ void expect_off(const TestDaemon& daemon, const std::string& why) {
   auto pool = DaemonGpuPool::attach(*client);
   ASSERT_FALSE(pool.ok());
   EXPECT_EQ(pool.status().code(), StatusCode::kFailedPrecondition);
-  EXPECT_NE(pool.status().message().find("the GPU tier is " + st->gpu_status),
-            std::string::npos)
+  EXPECT_NE(pool.status().message().find("the GPU tier is " + st->gpu_status), std::string::npos)
       << pool.status().message();
   expect_host_tier_serves(**client);
 
-  const ProcessResult text = testing::run_process({ctl(), "--socket", daemon.socket_path(), "stats"});
+  const ProcessResult text =
+      testing::run_process({ctl(), "--socket", daemon.socket_path(), "stats"});
   ASSERT_TRUE(text.ok()) << text.describe();
   EXPECT_NE(text.out.find("gpu: " + st->gpu_status), std::string::npos) << text.out;
   const ProcessResult json =

@@ -20,10 +20,10 @@ namespace {
 
 constexpr uint32_t kLayers = 2, kHeads = 2, kDim = 64, kElem = 2;
 constexpr uint32_t kChunkTokens = 16, kBlockSize = 8, kNumBlocks = 32;
-constexpr uint64_t kRow = uint64_t{kHeads} * kDim * kElem;                // 256 bytes
-constexpr uint64_t kLayerChunk = 2 * uint64_t{kChunkTokens} * kRow;       // 8 KiB
-constexpr uint64_t kChunk = kLayers * kLayerChunk;                        // 16 KiB
-constexpr uint64_t kTensor = uint64_t{kNumBlocks} * kBlockSize * kRow;    // 64 KiB
+constexpr uint64_t kRow = uint64_t{kHeads} * kDim * kElem;              // 256 bytes
+constexpr uint64_t kLayerChunk = 2 * uint64_t{kChunkTokens} * kRow;     // 8 KiB
+constexpr uint64_t kChunk = kLayers * kLayerChunk;                      // 16 KiB
+constexpr uint64_t kTensor = uint64_t{kNumBlocks} * kBlockSize * kRow;  // 64 KiB
 constexpr uint32_t kPoolSlots = 8;
 constexpr std::byte kPoison{0xCD};
 
@@ -102,7 +102,8 @@ class KvCudaPoolTest : public ::testing::Test {
       ASSERT_EQ(cudaMemcpy(got.data(), dev_[i], kTensor, cudaMemcpyDeviceToHost), cudaSuccess);
       const auto m = std::mismatch(got.begin(), got.end(), host_[i].begin());
       EXPECT_TRUE(m.first == got.end())
-          << "tensor " << i << " differs from the CPU reference at byte " << (m.first - got.begin());
+          << "tensor " << i << " differs from the CPU reference at byte "
+          << (m.first - got.begin());
     }
   }
 
@@ -138,8 +139,8 @@ TEST_F(KvCudaPoolTest, ScatterFromPoolOffsetsOneLayerAtATimeSkippingHostChunks) 
   for (size_t c = 0; c < slot_of.size(); ++c) {
     if (slot_of[c] < 0) continue;
     const std::span<const std::byte> chunk(pool_host_.data() + offsets_[c], kChunk);
-    ASSERT_TRUE(scatter_chunk(view(false), table_, first + c * kChunkTokens, kChunkTokens, chunk)
-                    .ok());
+    ASSERT_TRUE(
+        scatter_chunk(view(false), table_, first + c * kChunkTokens, kChunkTokens, chunk).ok());
   }
   expect_cache_matches_host();
   auto bad = cache_->take_bad_rows(nullptr);

@@ -277,7 +277,8 @@ TEST_F(GpuTierTest, GpuCopiesGoWithTheirHostChunk) {
   EXPECT_EQ(stats().gpu.dropped_with_host, 2u);
   uint64_t n = 0;
   ASSERT_TRUE(
-      engine_->gpu_release(session_, std::vector<uint32_t>{rep.slots[0].slot, rep.slots[1].slot}, &n)
+      engine_
+          ->gpu_release(session_, std::vector<uint32_t>{rep.slots[0].slot, rep.slots[1].slot}, &n)
           .ok());
   EXPECT_EQ(gpu_tier().used_bytes, 0u);
 }

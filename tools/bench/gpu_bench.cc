@@ -21,8 +21,8 @@
 #include <functional>
 #include <numeric>
 #include <random>
-#include <thread>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -631,11 +631,11 @@ Result<PrefixFigures> measure_prefix(const Settings& s, Client& client,
 
 struct GpuTierFigures {
   bool measured = false;
-  std::string skipped;        // why not, if not
-  double GBps = 0;            // prefix bytes / (gpu_load lease + D2D scatter), median
-  double transfer_GBps = 0;   // prefix bytes / (submit to synchronize): the scatter alone
-  double first_layer_us = 0;  // from the lease request to the first layer group in the cache
-  double lease_us = 0;        // the gpu_load round trip
+  std::string skipped;         // why not, if not
+  double GBps = 0;             // prefix bytes / (gpu_load lease + D2D scatter), median
+  double transfer_GBps = 0;    // prefix bytes / (submit to synchronize): the scatter alone
+  double first_layer_us = 0;   // from the lease request to the first layer group in the cache
+  double lease_us = 0;         // the gpu_load round trip
   double promote_seconds = 0;  // from the first load until every chunk was in tier GPU
   uint64_t gpu_chunks = 0;
 };
@@ -704,18 +704,18 @@ Result<GpuTierFigures> measure_gpu_tier(const Settings& s, Client& client,
     for (;;) {
       auto look = client.lookup(*ns, tokens);
       if (!look.ok()) return context(look.status(), "lookup");
-      f.gpu_chunks = static_cast<uint64_t>(
-          std::count(look->tiers.begin(), look->tiers.end(), Tier::kGpu));
+      f.gpu_chunks =
+          static_cast<uint64_t>(std::count(look->tiers.begin(), look->tiers.end(), Tier::kGpu));
       if (f.gpu_chunks == chunks) break;
       if (seconds_since(t0) > 60) {
         auto st = client.stats();
-        return Status::Unavailable(
-            "GPU tier: after 60 s only " + std::to_string(f.gpu_chunks) + " of " +
-            std::to_string(chunks) + " chunks were promoted (" +
-            (st.ok() ? st->gpu_status + ", " + std::to_string(st->gpu.promotion_failures) +
-                           " failed promotions"
-                     : st.status().message()) +
-            "); is --gpu-tier-gib large enough?");
+        return Status::Unavailable("GPU tier: after 60 s only " + std::to_string(f.gpu_chunks) +
+                                   " of " + std::to_string(chunks) + " chunks were promoted (" +
+                                   (st.ok() ? st->gpu_status + ", " +
+                                                  std::to_string(st->gpu.promotion_failures) +
+                                                  " failed promotions"
+                                            : st.status().message()) +
+                                   "); is --gpu-tier-gib large enough?");
       }
       auto lease = client.load(*ns, tokens);
       if (!lease.ok()) return context(lease.status(), "load");
@@ -752,11 +752,9 @@ Result<GpuTierFigures> measure_gpu_tier(const Settings& s, Client& client,
     TIERKV_RETURN_IF_ERROR(scratch.allocate(ns->chunk_bytes()));
     TIERKV_RETURN_IF_ERROR(check.allocate(ns->chunk_bytes()));
     for (uint64_t i = 0; i < chunks; ++i) {
-      TIERKV_RETURN_IF_ERROR(verify_chunk(*dst_dev,
-                                          {reinterpret_cast<const int32_t*>(table.data()),
-                                           used_blocks},
-                                          i, scratch, check, host->chunk(i), stream,
-                                          "load from the GPU tier"));
+      TIERKV_RETURN_IF_ERROR(
+          verify_chunk(*dst_dev, {reinterpret_cast<const int32_t*>(table.data()), used_blocks}, i,
+                       scratch, check, host->chunk(i), stream, "load from the GPU tier"));
     }
   }
   progress("GPU tier: load of the prefix, " + std::to_string(s.load_runs) + " times");
@@ -860,8 +858,7 @@ Result<BenchReport> GpuBench::run(const CommonOptions& common) {
                              std::to_string(tier_gib) + "GiB\"\npromote_after_loads = 1\n";
     auto tier_daemon = BenchDaemon::start(o, toml);
     if (!tier_daemon.ok()) return tier_daemon.status();
-    auto tier_client =
-        tools::connect_daemon((*tier_daemon)->socket_path(), "tierkv-bench", true);
+    auto tier_client = tools::connect_daemon((*tier_daemon)->socket_path(), "tierkv-bench", true);
     if (!tier_client.ok()) return tier_client.status();
     gpu_tier = measure_gpu_tier(s, **tier_client, *tier_client, prefix_tokens_, pattern,
                                 s.copy_bytes, stream, device_, progress);
@@ -959,8 +956,8 @@ Result<BenchReport> GpuBench::run(const CommonOptions& common) {
                  2 * g.transfer_GBps / d2d, Unit::kRatio);
     r.add_figure("load_32k_gpu_tier_first_layer_us", "load from the GPU tier: first layer ready",
                  g.first_layer_us, Unit::kMicros);
-    r.add_figure("load_32k_gpu_tier_lease_us", "gpu_load round trip (lease the prefix)",
-                 g.lease_us, Unit::kMicros);
+    r.add_figure("load_32k_gpu_tier_lease_us", "gpu_load round trip (lease the prefix)", g.lease_us,
+                 Unit::kMicros);
   } else {
     r.add_info("gpu_tier_skipped", gpu_tier->skipped);
   }

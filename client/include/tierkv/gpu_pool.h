@@ -9,7 +9,7 @@
 //   auto xfer = GpuTransfer::create_paged(*pinned, ns, cache, gpu->device());
 //   xfer->use_gpu_tier(*gpu);
 //   auto lease = gpu->load(ns, tokens);    // GPU-slot leases where the daemon has a copy there
-//   xfer->load(*lease, 0, lease->chunks(), block_table, stream);   // D2D scatter + H2D for the rest
+//   xfer->load(*lease, 0, lease->chunks(), block_table, stream);  // D2D, and H2D for the rest
 //   xfer->synchronize(); lease->release();
 //
 // attach() asks the daemon for the pool (gpu_attach: a CUDA IPC memory handle and the device's

@@ -124,7 +124,7 @@ struct LookupReply {
 inline constexpr uint32_t kHostPool = 0;  // the shared host region
 inline constexpr uint32_t kGpuPool = 1;   // the daemon's GPU pool (gpu_load replies only)
 struct SlotRef {
-  uint32_t slot = 0;    // slot id within its pool
+  uint32_t slot = 0;  // slot id within its pool
   uint32_t pool = kHostPool;
   uint64_t offset = 0;  // byte offset in the pool (the host region, or the GPU pool)
   uint64_t bytes = 0;   // valid bytes (the namespace's chunk size)
@@ -141,7 +141,7 @@ struct LoadReply {
 // (SlotRef::pool = kGpuPool, offset into the pool); gpu_release releases those (a load's host
 // leases go back with release, as ever).
 struct GpuAttachReply {
-  int32_t device = -1;  // the daemon's CUDA device index (in the daemon's own numbering)
+  int32_t device = -1;      // the daemon's CUDA device index (in the daemon's own numbering)
   uint32_t slot_align = 0;  // every GPU slot offset is a multiple of this
   uint64_t pool_bytes = 0;
   std::array<uint8_t, 16> device_uuid{};  // cudaDeviceProp::uuid: names the device in any process
@@ -258,13 +258,13 @@ static_assert(sizeof(NvmeStats) == 96);
 struct GpuStats {
   int32_t device = -1;  // the daemon's CUDA device index; -1 when the tier is off
   uint32_t pad = 0;
-  uint64_t promotions = 0;           // chunks copied up from host RAM
+  uint64_t promotions = 0;            // chunks copied up from host RAM
   uint64_t promotions_in_flight = 0;  // copies on the daemon's CUDA stream now
-  uint64_t promotions_queued = 0;    // hot chunks waiting for a copy slot
-  uint64_t promotion_failures = 0;   // copies that failed (CUDA error) or found no room
-  uint64_t leases = 0;               // outstanding GPU read leases, all sessions
-  uint64_t attached_clients = 0;     // sessions that opened the pool (gpu_attach)
-  uint64_t dropped_with_host = 0;    // GPU copies dropped because their host chunk left RAM
+  uint64_t promotions_queued = 0;     // hot chunks waiting for a copy slot
+  uint64_t promotion_failures = 0;    // copies that failed (CUDA error) or found no room
+  uint64_t leases = 0;                // outstanding GPU read leases, all sessions
+  uint64_t attached_clients = 0;      // sessions that opened the pool (gpu_attach)
+  uint64_t dropped_with_host = 0;     // GPU copies dropped because their host chunk left RAM
 };
 static_assert(sizeof(GpuStats) == 64);
 // Co-scheduled prefill, since the daemon started.
