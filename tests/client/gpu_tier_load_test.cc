@@ -185,6 +185,14 @@ TEST_F(GpuTierLoadTest, PromotedChunksLoadFromTheGpuTierIntoAPagedCache) {
   auto st = stats();
   EXPECT_EQ(st.gpu.promotions, kChunks);
   EXPECT_EQ(st.gpu.promotion_failures, 0u);
+  // tierkvctl shows the tier: its row, and the promotions.
+  const testing::ProcessResult ctl = testing::run_process(
+      {std::string(TIERKV_BINARY_DIR) + "/tools/tierkvctl", "--socket", daemon_->socket_path(),
+       "stats"});
+  ASSERT_TRUE(ctl.ok()) << ctl.describe();
+  EXPECT_NE(ctl.out.find("gpu: on: "), std::string::npos) << ctl.out;
+  EXPECT_NE(ctl.out.find("8 chunks promoted from host RAM"), std::string::npos) << ctl.out;
+  EXPECT_EQ(ctl.out.find("gpu          off"), std::string::npos) << ctl.out;
 
   auto gpu = DaemonGpuPool::attach(client_);
   ASSERT_TRUE(gpu.ok()) << gpu.status().to_string();
