@@ -8,10 +8,13 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <string>
+#include <vector>
 
 #include "tierkv/stream_copy.h"
 #include "tierkv/version.h"
@@ -72,61 +75,195 @@ namespace proto {
 inline void encode(wire::ByteWriter&, const EmptyRequest&) {}
 }  // namespace proto
 
+// The connection to tierkvd, shared by every thread of the Client. Requests are pipelined: a
+// thread sends its frame and waits for its reply without holding the socket, so several threads'
+// requests are in flight at once and the daemon answers them back to back, instead of every
+// thread waiting out the others' whole round trips. The daemon answers each connection's requests
+// one at a time, in the order they arrived, so replies come back in send order and are matched to
+// requests through a FIFO (their request ids are checked against it).
+//
+// No thread is dedicated to reading: a waiting thread takes the reader's turn when nobody has it,
+// reads replies into their owners' buffers and wakes them, until its own reply is in; then it
+// hands the turn to the oldest request still waiting. A single thread thus reads its own reply
+// with no hand-off at all. A Pending lives on its caller's stack: the reader fills in its reply
+// while the owner waits and marks it done under `mu`, after which the reader lets go of it and
+// the owner may return.
+//
+// Locks: send_mu (sending, request ids) is taken before mu (the FIFO, the reader's turn, the
+// broken state); reading the socket holds neither, so senders and waiters never wait on it.
 struct Client::Connection {
+  struct Pending {
+    uint32_t id = 0;
+    proto::Op op = proto::Op::kHello;
+    std::vector<uint8_t>* reply = nullptr;  // the owner's buffer for the reply payload
+    int* fd_out = nullptr;                  // hello only: where the host pool's fd goes
+    Status status;                          // the reply's status, or why no reply came
+    bool done = false;
+    Pending* next = nullptr;
+    std::condition_variable wake;  // the reply is in, or the reader's turn is free
+  };
+
   int fd = -1;
-  std::mutex mu;  // guards the socket and the buffers: one round trip at a time
-  std::vector<uint8_t> out;
-  std::vector<uint8_t> in;
+  std::mutex send_mu;  // one frame on the socket at a time; ids are given in send order
   uint32_t next_request = 1;
+  std::mutex mu;
+  Pending* head = nullptr;  // sent, reply not read yet; oldest first
+  Pending* tail = nullptr;
+  bool reading = false;  // some thread has the reader's turn
+  Status broken;         // once set, the stream is unusable and every call fails with it
 
   ~Connection() {
     if (fd >= 0) ::close(fd);
   }
 
-  // Sends the frame in `out` and reads the reply into `in`; returns the reply's status.
-  Status roundtrip(proto::Op op, int* fd_out) {
-    const uint32_t id = next_request++;
-    std::memcpy(out.data() + offsetof(proto::FrameHeader, request_id), &id, sizeof(id));
-    const Status sent = write_all(fd, out.data(), out.size());
+  // Sends the frame in `out` (its request id is filled in here) and waits for its reply, whose
+  // payload lands in `in`; returns the reply's status.
+  Status roundtrip(proto::Op op, std::vector<uint8_t>& out, std::vector<uint8_t>& in, int* fd_out) {
+    Pending me;
+    me.op = op;
+    me.reply = &in;
+    me.fd_out = fd_out;
+    Status sent;
+    {
+      std::lock_guard send_lock(send_mu);
+      {
+        std::lock_guard lock(mu);
+        if (!broken.ok()) return broken;
+        me.id = next_request++;
+        (tail != nullptr ? tail->next : head) = &me;
+        tail = &me;
+      }
+      std::memcpy(out.data() + offsetof(proto::FrameHeader, request_id), &me.id, sizeof(me.id));
+      sent = write_all(fd, out.data(), out.size());
+      if (!sent.ok()) {
+        // Part of a frame may have gone out: nothing more can be sent on this stream. Shutting
+        // our side makes the daemon hang up, so whoever reads sees the end instead of waiting.
+        std::lock_guard lock(mu);
+        if (broken.ok()) broken = sent;
+        ::shutdown(fd, SHUT_WR);
+      }
+    }
+    Status got = await(me);
+    // A daemon that refuses a client (uid, client limit) answers before reading anything, so even
+    // a failed send may have a reply waiting that says why; without one, the send error says more.
+    if (!sent.ok() && got.code() == StatusCode::kUnavailable) return sent;
+    return got;
+  }
+
+ private:
+  Status await(Pending& me) {
+    std::unique_lock lock(mu);
+    while (!me.done) {
+      if (reading) {
+        me.wake.wait(lock);
+        continue;
+      }
+      reading = true;
+      lock.unlock();
+      read_until(me);
+      lock.lock();
+      reading = false;
+      if (head != nullptr) head->wake.notify_one();  // the oldest waiter reads next
+    }
+    return me.status;
+  }
+
+  // The reader's turn: reads replies in order, completing their requests, until `me`'s is in or
+  // the stream fails (which fails every request in flight).
+  void read_until(Pending& me) {
+    for (;;) {
+      Pending* p = nullptr;
+      {
+        std::lock_guard lock(mu);
+        p = head;  // me is queued, so there is a head; only the reader pops it
+      }
+      const Status stream = read_reply(*p);
+      std::lock_guard lock(mu);
+      if (!stream.ok()) {
+        fail_all(stream);
+        return;
+      }
+      head = p->next;
+      if (head == nullptr) tail = nullptr;
+      p->done = true;
+      if (p == &me) return;
+      p->wake.notify_one();
+    }
+  }
+
+  // Reads one reply frame for `p` (the oldest request) into p->reply and sets p->status.
+  // Returns non-OK only when the stream itself failed or fell out of step with the requests.
+  Status read_reply(Pending& pending) {
+    Pending* p = &pending;
     std::array<uint8_t, proto::kHeaderBytes> hb{};
-    if (Status got = read_all(fd, hb.data(), hb.size(), fd_out); !got.ok()) {
-      return sent.ok() ? got : sent;
-    }
-    // A daemon that refuses a client (uid, client limit) answers before reading anything, so
-    // even a failed send may have a reply waiting that says why.
+    TIERKV_RETURN_IF_ERROR(read_all(fd, hb.data(), hb.size(), p->fd_out));
     auto h = proto::parse_header(hb);
-    if (!h.ok()) return h.status();
-    in.resize(h->payload_bytes);
-    TIERKV_RETURN_IF_ERROR(read_all(fd, in.data(), in.size(), fd_out));
-    if (h->status != 0) return proto::decode_error(static_cast<StatusCode>(h->status), in);
-    if (h->op != static_cast<uint16_t>(op) || h->request_id != id) {
-      return Status::ProtocolError("reply does not match request " + std::string(proto::op_name(op)));
+    if (!h.ok()) return Status::ProtocolError("reply from tierkvd: " + h.status().message());
+    p->reply->resize(h->payload_bytes);
+    TIERKV_RETURN_IF_ERROR(read_all(fd, p->reply->data(), p->reply->size(), p->fd_out));
+    // Request id 0 is a refusal sent before any request was read (hello only).
+    const bool ours = h->request_id == p->id || (h->request_id == 0 && h->status != 0);
+    if (!ours || (h->op != static_cast<uint16_t>(p->op) && h->status == 0)) {
+      return Status::ProtocolError("reply (" + std::to_string(h->op) + ", request " +
+                                   std::to_string(h->request_id) + ") does not match request " +
+                                   std::to_string(p->id) + " (" +
+                                   std::string(proto::op_name(p->op)) + ")");
     }
+    p->status = h->status != 0 ? proto::decode_error(static_cast<StatusCode>(h->status), *p->reply)
+                               : Status::Ok();
     return Status::Ok();
+  }
+
+  // Under mu: the stream is gone; every request in flight gets `why`. The socket is shut down both
+  // ways, so that a sender blocked on a full socket buffer returns too.
+  void fail_all(const Status& why) {
+    if (broken.ok()) broken = why;
+    ::shutdown(fd, SHUT_RDWR);
+    for (Pending* p = head; p != nullptr;) {
+      Pending* next = p->next;
+      p->status = why;
+      p->done = true;
+      p->wake.notify_one();
+      p = next;
+    }
+    head = tail = nullptr;
   }
 };
 
+namespace {
+// Per-thread frame buffers: each thread encodes its request and receives its reply in its own
+// buffers, reused from call to call (no allocation once they have grown to the working size).
+struct FrameBuffers {
+  std::vector<uint8_t> out;
+  std::vector<uint8_t> in;
+};
+FrameBuffers& frame_buffers() {
+  thread_local FrameBuffers buffers;
+  return buffers;
+}
+}  // namespace
+
 template <typename Request, typename Reply>
 Status Client::call(proto::Op op, const Request& req, Reply& reply) {
-  std::lock_guard lock(conn_->mu);
-  proto::begin_frame(conn_->out, op, 0, StatusCode::kOk);
-  wire::ByteWriter w(conn_->out);
+  FrameBuffers& b = frame_buffers();
+  proto::begin_frame(b.out, op, 0, StatusCode::kOk);
+  wire::ByteWriter w(b.out);
   proto::encode(w, req);
-  TIERKV_RETURN_IF_ERROR(proto::end_frame(conn_->out));
-  TIERKV_RETURN_IF_ERROR(conn_->roundtrip(op, nullptr));
-  wire::ByteReader r(conn_->in);
+  TIERKV_RETURN_IF_ERROR(proto::end_frame(b.out));
+  TIERKV_RETURN_IF_ERROR(conn_->roundtrip(op, b.out, b.in, nullptr));
+  wire::ByteReader r(b.in);
   return proto::decode(r, reply);
 }
 
 Status Client::call_erased(proto::Op op, const void* req, EncodeFn encode, void* reply,
                            DecodeFn decode) {
-  std::lock_guard lock(conn_->mu);
-  proto::begin_frame(conn_->out, op, 0, StatusCode::kOk);
-  wire::ByteWriter w(conn_->out);
+  FrameBuffers& b = frame_buffers();
+  proto::begin_frame(b.out, op, 0, StatusCode::kOk);
+  wire::ByteWriter w(b.out);
   encode(w, req);
-  TIERKV_RETURN_IF_ERROR(proto::end_frame(conn_->out));
-  TIERKV_RETURN_IF_ERROR(conn_->roundtrip(op, nullptr));
-  wire::ByteReader r(conn_->in);
+  TIERKV_RETURN_IF_ERROR(proto::end_frame(b.out));
+  TIERKV_RETURN_IF_ERROR(conn_->roundtrip(op, b.out, b.in, nullptr));
+  wire::ByteReader r(b.in);
   return decode(r, reply);
 }
 
@@ -157,14 +294,14 @@ Result<std::shared_ptr<Client>> Client::connect(const ClientOptions& options) {
   proto::HelloReply rep;
   int region_fd = -1;
   {
-    std::lock_guard lock(c->conn_->mu);
-    proto::begin_frame(c->conn_->out, proto::Op::kHello, 0, StatusCode::kOk);
-    wire::ByteWriter w(c->conn_->out);
+    FrameBuffers& b = frame_buffers();
+    proto::begin_frame(b.out, proto::Op::kHello, 0, StatusCode::kOk);
+    wire::ByteWriter w(b.out);
     proto::encode(w, hello);
-    TIERKV_RETURN_IF_ERROR(proto::end_frame(c->conn_->out));
-    Status s = c->conn_->roundtrip(proto::Op::kHello, &region_fd);
+    TIERKV_RETURN_IF_ERROR(proto::end_frame(b.out));
+    Status s = c->conn_->roundtrip(proto::Op::kHello, b.out, b.in, &region_fd);
     if (s.ok()) {
-      wire::ByteReader r(c->conn_->in);
+      wire::ByteReader r(b.in);
       s = proto::decode(r, rep);
     }
     if (!s.ok()) {
@@ -203,13 +340,21 @@ std::vector<ChunkKey> Client::keys(const Namespace& ns, std::span<const TokenId>
   return out;
 }
 
+namespace {
+// The calling thread's chunk keys of a prompt, in a buffer it reuses from call to call.
+std::span<const ChunkKey> thread_keys(const Namespace& ns, std::span<const TokenId> tokens) {
+  thread_local std::vector<ChunkKey> keys;
+  chunk_keys(ns.id, tokens, ns.layout.chunk_tokens, keys);
+  return keys;
+}
+}  // namespace
+
 Result<LookupResult> Client::lookup(const Namespace& ns, std::span<const TokenId> tokens) {
-  const std::vector<ChunkKey> k = keys(ns, tokens);
-  return lookup(ns.id, k);
+  return lookup(ns.id, thread_keys(ns, tokens));
 }
 
 Result<LookupResult> Client::lookup(NamespaceId ns, std::span<const ChunkKey> keys) {
-  proto::KeysRequest req{ns, std::vector<ChunkKey>(keys.begin(), keys.end())};
+  const proto::KeysRequestView req{ns, keys};
   proto::LookupReply rep;
   TIERKV_RETURN_IF_ERROR(call(proto::Op::kLookup, req, rep));
   LookupResult out;
@@ -220,8 +365,7 @@ Result<LookupResult> Client::lookup(NamespaceId ns, std::span<const ChunkKey> ke
 }
 
 Result<PutLease> Client::begin_put(const Namespace& ns, std::span<const TokenId> tokens) {
-  const std::vector<ChunkKey> k = keys(ns, tokens);
-  return begin_put(ns, k, kRootKey);
+  return begin_put(ns, thread_keys(ns, tokens), kRootKey);
 }
 
 Result<PutLease> Client::begin_put(const Namespace& ns, std::span<const ChunkKey> keys,
@@ -275,13 +419,12 @@ Result<PutResult> Client::put(const Namespace& ns, std::span<const TokenId> toke
 
 Result<LoadLease> Client::load(const Namespace& ns, std::span<const TokenId> tokens,
                                size_t max_chunks) {
-  std::vector<ChunkKey> k = keys(ns, tokens);
-  if (k.size() > max_chunks) k.resize(max_chunks);
-  return load(ns.id, k);
+  const std::span<const ChunkKey> k = thread_keys(ns, tokens);
+  return load(ns.id, k.first(std::min(k.size(), max_chunks)));
 }
 
 Result<LoadLease> Client::load(NamespaceId ns, std::span<const ChunkKey> keys) {
-  proto::KeysRequest req{ns, std::vector<ChunkKey>(keys.begin(), keys.end())};
+  const proto::KeysRequestView req{ns, keys};
   proto::LoadReply rep;
   TIERKV_RETURN_IF_ERROR(call(proto::Op::kLoad, req, rep));
   LoadLease lease(shared_from_this(), std::move(rep.slots));
@@ -324,12 +467,11 @@ Result<proto::StatsReply> Client::stats() {
 
 Result<proto::PrefetchReply> Client::prefetch(const Namespace& ns,
                                               std::span<const TokenId> tokens) {
-  const std::vector<ChunkKey> k = keys(ns, tokens);
-  return prefetch(ns.id, k);
+  return prefetch(ns.id, thread_keys(ns, tokens));
 }
 
 Result<proto::PrefetchReply> Client::prefetch(NamespaceId ns, std::span<const ChunkKey> keys) {
-  proto::KeysRequest req{ns, std::vector<ChunkKey>(keys.begin(), keys.end())};
+  const proto::KeysRequestView req{ns, keys};
   proto::PrefetchReply rep;
   TIERKV_RETURN_IF_ERROR(call(proto::Op::kPrefetch, req, rep));
   return rep;

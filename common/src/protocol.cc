@@ -151,9 +151,10 @@ void encode(ByteWriter& w, const RegisterLayoutReply& m) {
   w.put(m.ns);
   put_layout(w, m.layout);
 }
-void encode(ByteWriter& w, const KeysRequest& m) {
+void encode(ByteWriter& w, const KeysRequest& m) { encode(w, KeysRequestView{m.ns, m.keys}); }
+void encode(ByteWriter& w, const KeysRequestView& m) {
   w.put(m.ns);
-  w.put_array(std::span<const ChunkKey>(m.keys));
+  w.put_array(m.keys);
 }
 void encode(ByteWriter& w, const LookupReply& m) { w.put_array(std::span<const Tier>(m.tiers)); }
 void encode(ByteWriter& w, const LoadReply& m) { w.put_array(std::span<const SlotRef>(m.slots)); }
@@ -188,6 +189,7 @@ void encode(ByteWriter& w, const StatsReply& m) {
   w.put(m.prefill);
   w.put_array(std::span<const TierBandwidth>(m.tier_bandwidth));
   w.put_array(std::span<const PrefillRecord>(m.recent_prefills));
+  w.put(m.nvme_io);
   w.put(m.gpu);
   w.put_string(m.gpu_status);
 }
@@ -303,6 +305,7 @@ Status decode(ByteReader& r, StatsReply& m) {
   TIERKV_RETURN_IF_ERROR(r.get("prefill", m.prefill));
   TIERKV_RETURN_IF_ERROR(r.get_array("tier_bandwidth", m.tier_bandwidth, 16));
   TIERKV_RETURN_IF_ERROR(r.get_array("recent_prefills", m.recent_prefills, 1024));
+  TIERKV_RETURN_IF_ERROR(r.get("nvme_io", m.nvme_io));
   TIERKV_RETURN_IF_ERROR(r.get("gpu", m.gpu));
   TIERKV_RETURN_IF_ERROR(r.get_string("gpu_status", m.gpu_status, 4096));
   return r.expect_end("stats reply");

@@ -56,6 +56,10 @@ slab_size = "256MiB"
 min_slot_size = "64KiB"
 # io_uring queue depth: the most reads and writes in flight at once.
 queue_depth = 32
+# Reads and writes of at least this size are issued by the kernel's I/O worker threads rather than
+# inside the daemon's submit call, which blocks while the device's request queue is full (32 reads
+# of 32 MiB at once can hold it for half a second, and every client waits). "0" = none.
+async_io_min = "4MiB"
 # "write-back": chunks are written down once the host tier runs short of free space (see
 # writeback_free_fraction), coldest first in commit order, so hot chunks may never touch the disk.
 # "write-through": every committed chunk is written down at once.
@@ -68,6 +72,9 @@ tenants = []
 index_dir = ""
 # After disk full (ENOSPC) the tier stops admitting chunks for this many seconds, then tries again.
 retry_after_full_s = 30
+# Threads that check the checksum of every chunk read from NVMe, off the server thread (which then
+# only submits and reaps I/O). 0 = the server thread checks them itself.
+verify_threads = 2
 
 [nvme.fault_injection]
 # For tests only: make the I/O backend fail on purpose. Every Nth read fails with EIO, every Nth
@@ -323,6 +330,7 @@ Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view o
                                         "nvme.min_slot_size", "nvme.queue_depth", "nvme.mode",
                                         "nvme.writeback_free_fraction", "nvme.tenants",
                                         "nvme.index_dir", "nvme.retry_after_full_s",
+                                        "nvme.async_io_min", "nvme.verify_threads",
                                         "nvme.fault_injection.read_eio_every",
                                         "nvme.fault_injection.write_eio_every",
                                         "nvme.fault_injection.short_read_every",
@@ -397,6 +405,7 @@ Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view o
   v = nv.store.queue_depth;
   TIERKV_RETURN_IF_ERROR(r.get_uint("nvme.queue_depth", 4096, v));
   nv.store.queue_depth = static_cast<uint32_t>(v);
+  TIERKV_RETURN_IF_ERROR(r.get_size("nvme.async_io_min", nv.store.async_min_bytes));
   std::string mode = "write-back";
   TIERKV_RETURN_IF_ERROR(r.get_string("nvme.mode", mode));
   if (mode != "write-back" && mode != "write-through") {
@@ -411,6 +420,9 @@ Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view o
   v = static_cast<uint64_t>(nv.retry_after_full.count() / 1000);
   TIERKV_RETURN_IF_ERROR(r.get_uint("nvme.retry_after_full_s", 86400, v));
   nv.retry_after_full = std::chrono::milliseconds(v * 1000);
+  v = nv.verify_threads;
+  TIERKV_RETURN_IF_ERROR(r.get_uint("nvme.verify_threads", 64, v));
+  nv.verify_threads = static_cast<uint32_t>(v);
   storage::FaultPlan& f = nv.store.faults;
   for (auto [key, field] : {std::pair{"nvme.fault_injection.read_eio_every", &f.read_eio_every},
                             std::pair{"nvme.fault_injection.write_eio_every", &f.write_eio_every},

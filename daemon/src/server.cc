@@ -25,6 +25,9 @@ using asio::local::stream_protocol;
 using proto::Op;
 
 // One client connection. Owned by shared_ptrs held by its pending asynchronous operations.
+// Requests are handled one at a time: the next header is read only once the current request's
+// reply is written, so replies go out in request order, which pipelining clients rely on
+// (protocol.h). A handler that answers later (a load from NVMe, a prefill poll) keeps that order.
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(Server& server, stream_protocol::socket socket, ucred peer)

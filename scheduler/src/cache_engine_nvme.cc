@@ -25,6 +25,12 @@ uint64_t token(uint64_t kind, uint64_t value) { return kind << kKindShift | valu
 uint64_t token_kind(uint64_t t) { return (t >> kKindShift) & 0xF; }
 uint64_t token_value(uint64_t t) { return t & ((1ull << kKindShift) - 1); }
 
+uint64_t ns_since(std::chrono::steady_clock::time_point t0) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+          .count());
+}
+
 uint64_t now_ms() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                    std::chrono::system_clock::now().time_since_epoch())
@@ -47,6 +53,15 @@ Status CacheEngine::open_nvme() {
   disk_.assign(nvme_->max_slot_ids(), DiskMeta{});
   disk_lru_ = std::make_unique<LeafFirstLru>(nvme_->max_slot_ids(), nvme_->num_classes());
   completions_.resize(nvme_->io().queue_depth() * 2);
+  if (options_.nvme.verify_threads > 0) {
+    // Room for a few queues' worth of checks: past that, reads are checked inline, which also
+    // slows the refill of the queue to the pace the checks keep.
+    auto workers = storage::ChecksumWorkers::start(
+        options_.nvme.verify_threads, nvme_->io().queue_depth() * 4, nvme_->io().completion_fd());
+    if (!workers.ok()) return workers.status();
+    verifier_ = std::move(workers).value();
+    verified_.resize(nvme_->io().queue_depth() * 4);
+  }
   recover_nvme();
   return Status::Ok();
 }
@@ -251,25 +266,51 @@ void CacheEngine::issue(const PendingIo& io) {
 }
 
 void CacheEngine::finish_read(SlotId s, int32_t result) {
+  const SlotId d = meta_[s].loading_from;
+  const DiskMeta& dm = disk_[d];
+  if (result < static_cast<int32_t>(dm.stored_bytes)) {
+    ++read_errors_;
+    spdlog::warn("nvme: read of chunk {} (slot {}) failed: {}; dropping it", dm.key.to_hex(), d,
+                 result < 0 ? std::strerror(-result) : "short read");
+    return end_promotion(s, false);
+  }
+  const std::span<const std::byte> bytes(region_.data() + pool_.offset(s), dm.stored_bytes);
+  // On a worker when one has room; the slot stays loading (and leased by its loads) until
+  // poll_io() reaps the result.
+  if (verifier_ && verifier_->submit({bytes.data(), bytes.size(), s})) return;
+  ++verified_inline_;
+  end_promotion(s, checksum_ok(s, hash_inline(bytes)));
+}
+
+uint64_t CacheEngine::hash_inline(std::span<const std::byte> bytes) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const uint64_t sum = NvmeStore::checksum(bytes);
+  inline_hash_ns_ += ns_since(t0);
+  return sum;
+}
+
+bool CacheEngine::checksum_ok(SlotId s, uint64_t checksum) {
+  const SlotId d = meta_[s].loading_from;
+  const DiskMeta& dm = disk_[d];
+  ++reads_verified_;
+  if (checksum == dm.checksum) return true;
+  ++checksum_failures_;
+  spdlog::error(
+      "nvme: chunk {} (slot {}, file {} offset {}) fails its checksum; dropping it, "
+      "never serving it",
+      dm.key.to_hex(), d, nvme_->file_of(d), nvme_->file_offset(d));
+  return false;
+}
+
+void CacheEngine::hold_verification_for_test(bool hold) {
+  if (verifier_) verifier_->hold_for_test(hold);
+}
+
+void CacheEngine::end_promotion(SlotId s, bool ok) {
   ChunkMeta& m = meta_[s];
   const SlotId d = m.loading_from;
   DiskMeta& dm = disk_[d];
   --reads_in_flight_;
-  bool ok = result >= static_cast<int32_t>(dm.stored_bytes);
-  if (!ok) {
-    ++read_errors_;
-    spdlog::warn("nvme: read of chunk {} (slot {}) failed: {}; dropping it", dm.key.to_hex(), d,
-                 result < 0 ? std::strerror(-result) : "short read");
-  } else {
-    const std::span<const std::byte> bytes(region_.data() + pool_.offset(s), dm.stored_bytes);
-    if (NvmeStore::checksum(bytes) != dm.checksum) {
-      ok = false;
-      ++checksum_failures_;
-      spdlog::error("nvme: chunk {} (slot {}, file {} offset {}) fails its checksum; dropping it, "
-                    "never serving it",
-                    dm.key.to_hex(), d, nvme_->file_of(d), nvme_->file_offset(d));
-    }
-  }
   m.loading_from = kNoSlot;
   if (ok) {
     m.state = ChunkState::kReady;
@@ -354,7 +395,6 @@ bool CacheEngine::start_write_down(SlotId s) {
   dm.parent_key = m.parent_key;
   dm.ns = m.ns;
   dm.stored_bytes = static_cast<uint32_t>(bytes);
-  dm.checksum = NvmeStore::checksum({src, bytes});
   dm.created_ms = now_ms();
   dm.readers = 0;
   dm.doomed = false;
@@ -365,8 +405,10 @@ bool CacheEngine::start_write_down(SlotId s) {
   m.writing_down = true;
   ++writes_in_flight_;
   issue(PendingIo{true, d, const_cast<std::byte*>(src), dm.stored_bytes, token(kDiskWrite, d)});
-  // The disk starts on this chunk while the next one's checksum is computed.
+  // The disk starts on this chunk while its checksum is computed (the leased slot holds still;
+  // the checksum is needed only when the write's record is committed, in a later poll_io()).
   (void)nvme_->io().submit();
+  dm.checksum = hash_inline({src, bytes});
   return true;
 }
 
@@ -533,13 +575,20 @@ void CacheEngine::finish_writes(std::span<const IoCompletion> done) {
 
 void CacheEngine::poll_io() {
   if (!nvme_) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  ++polls_;
   for (;;) {
     const size_t n = nvme_->io().reap(completions_);
-    if (n == 0) break;
+    const size_t v = verifier_ ? verifier_->reap(verified_) : 0;
+    if (n == 0 && v == 0) break;
     // Refill the queue before the completions' work (checksums, the index batch): the device
     // keeps reading and writing while this thread verifies what arrived.
     drain_backlog();
     (void)nvme_->io().submit();
+    for (size_t i = 0; i < v; ++i) {
+      const auto s = static_cast<SlotId>(verified_[i].token);
+      end_promotion(s, checksum_ok(s, verified_[i].checksum));
+    }
     // Writes are finished together (one index batch); reads and scrubs one by one.
     write_scratch_.clear();
     for (size_t i = 0; i < n; ++i) {
@@ -560,6 +609,7 @@ void CacheEngine::poll_io() {
   }
   pump_writes();
   (void)nvme_->io().submit();
+  poll_ns_ += ns_since(t0);
 }
 
 void CacheEngine::drain_backlog() {
@@ -638,7 +688,7 @@ void CacheEngine::finish_verify_read(uint64_t id, uint32_t index, int32_t result
     bad = true;
     spdlog::warn("verify: chunk {} (slot {}) is unreadable: {}; removed", dm.key.to_hex(), d,
                  result < 0 ? std::strerror(-result) : "short read");
-  } else if (NvmeStore::checksum({buf, dm.stored_bytes}) != dm.checksum) {
+  } else if (hash_inline({buf, dm.stored_bytes}) != dm.checksum) {
     ++op.reply.corrupt;
     ++checksum_failures_;
     bad = true;

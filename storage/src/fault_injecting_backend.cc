@@ -100,6 +100,7 @@ class FaultInjectingBackend final : public IoBackend {
     return inner_->in_flight() + static_cast<uint32_t>(failed_.size());
   }
   uint32_t queue_depth() const override { return inner_->queue_depth(); }
+  IoCounters counters() const override { return inner_->counters(); }
 
  private:
   enum class Fault : uint8_t { kNone, kEio, kShort, kNoSpace };

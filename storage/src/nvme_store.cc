@@ -11,8 +11,15 @@
 #include <cstring>
 #include <filesystem>
 
-#define XXH_INLINE_ALL
+// On x86-64 the library's dispatching entry point picks the widest vector unit the CPU has
+// (AVX2, AVX-512) at run time; the inline header alone would be built for the baseline (SSE2).
+#if defined(__x86_64__)
+#include <xxh_x86dispatch.h>
+#define TIERKV_XXH3_64 XXH3_64bits_dispatch
+#else
 #include <xxhash.h>
+#define TIERKV_XXH3_64 XXH3_64bits
+#endif
 
 namespace tierkv::storage {
 
@@ -58,6 +65,9 @@ NvmeStore::~NvmeStore() {
 Result<std::unique_ptr<NvmeStore>> NvmeStore::open(const NvmeOptions& o) {
   if (o.directories.empty()) return Status::InvalidArgument("nvme.directories is empty");
   SlotPoolOptions pool_options{"nvme", 0, o.slab_bytes, o.min_slot_bytes};
+  // Chunks written down together (a prompt's, in commit order) land in offset order and are read
+  // back as one sequential stream, whatever slots earlier chunks freed.
+  pool_options.lowest_first = true;
   // Whole slabs per file, the same number in every file.
   const uint64_t n = o.directories.size();
   const uint64_t slabs_per_file = o.capacity_bytes / n / o.slab_bytes;
@@ -101,6 +111,7 @@ Result<std::unique_ptr<NvmeStore>> NvmeStore::open(const NvmeOptions& o) {
 
   IoBackendOptions io_options;
   io_options.queue_depth = o.queue_depth;
+  io_options.async_min_bytes = o.async_min_bytes;
   auto io = make_uring_backend(io_options);
   if (!io.ok()) return io.status();
   store->io_ = std::move(io).value();
@@ -156,7 +167,7 @@ bool NvmeStore::queue_read(SlotId slot, std::byte* buf, uint32_t length, uint64_
 }
 
 uint64_t NvmeStore::checksum(std::span<const std::byte> stored) {
-  return XXH3_64bits(stored.data(), stored.size());
+  return TIERKV_XXH3_64(stored.data(), stored.size());
 }
 
 Status NvmeStore::put_namespace(const Namespace& ns) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <functional>
 
 namespace tierkv::storage {
 
@@ -32,7 +33,8 @@ Status SlotPoolOptions::validate() const {
 }
 
 SlabSlotPool::SlabSlotPool(const SlotPoolOptions& o)
-    : page_bytes_(o.page_bytes),
+    : lowest_first_(o.lowest_first),
+      page_bytes_(o.page_bytes),
       num_pages_(o.region_bytes / o.page_bytes),
       max_slots_per_page_(static_cast<uint32_t>(o.page_bytes / o.min_slot_bytes)) {
   for (uint64_t s = o.min_slot_bytes; s <= page_bytes_; s *= 2) {
@@ -65,12 +67,26 @@ Result<int> SlabSlotPool::class_for(uint64_t bytes) const {
   return static_cast<int>(it - class_bytes_.begin());
 }
 
+void SlabSlotPool::push_free(int cls, SlotId slot) {
+  auto& free = class_free_[cls];
+  free.push_back(slot);
+  if (lowest_first_) std::push_heap(free.begin(), free.end(), std::greater<>());
+}
+
+SlotId SlabSlotPool::pop_free(int cls) {
+  auto& free = class_free_[cls];
+  if (lowest_first_) std::pop_heap(free.begin(), free.end(), std::greater<>());
+  const SlotId s = free.back();
+  free.pop_back();
+  return s;
+}
+
 void SlabSlotPool::assign_page(uint32_t page, int cls) {
   page_class_[page] = cls;
   page_used_[page] = 0;
   const uint32_t n = slots_in_page(cls);
   // Pushed in reverse so that the lowest offsets are handed out first.
-  for (uint32_t i = n; i-- > 0;) class_free_[cls].push_back(page * max_slots_per_page_ + i);
+  for (uint32_t i = n; i-- > 0;) push_free(cls, page * max_slots_per_page_ + i);
 }
 
 bool SlabSlotPool::reclaim_empty_page(int except_cls) {
@@ -81,6 +97,7 @@ bool SlabSlotPool::reclaim_empty_page(int except_cls) {
     // old class's free stack, then give the page back.
     auto& stack = class_free_[c];
     std::erase_if(stack, [&](SlotId s) { return s / max_slots_per_page_ == p; });
+    if (lowest_first_) std::make_heap(stack.begin(), stack.end(), std::greater<>());
     page_class_[p] = -1;
     free_pages_.push_back(p);
     return true;
@@ -104,8 +121,7 @@ SlotId SlabSlotPool::allocate(int cls) {
     free_pages_.pop_back();
     assign_page(page, cls);
   }
-  const SlotId s = stack.back();
-  stack.pop_back();
+  const SlotId s = pop_free(cls);
   slots_[s] = SlotState{true, 0};
   ++page_used_[s / max_slots_per_page_];
   used_bytes_ += class_bytes_[cls];
@@ -122,7 +138,7 @@ Status SlabSlotPool::free(SlotId slot) {
   slots_[slot].allocated = false;
   --page_used_[slot / max_slots_per_page_];
   used_bytes_ -= class_bytes_[cls];
-  class_free_[cls].push_back(slot);
+  push_free(cls, slot);
   return Status::Ok();
 }
 
@@ -175,7 +191,7 @@ Status SlabSlotPool::restore(std::span<const RestoredSlot> slots) {
     }
     for (uint32_t i = slots_in_page(cls); i-- > 0;) {
       const SlotId s = static_cast<SlotId>(p) * max_slots_per_page_ + i;
-      if (!slots_[s].allocated) class_free_[cls].push_back(s);
+      if (!slots_[s].allocated) push_free(cls, s);
     }
   }
   return Status::Ok();

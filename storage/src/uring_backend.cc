@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <vector>
 
@@ -30,6 +31,7 @@ class UringBackend final : public IoBackend {
                                      " is out of range [1, 4096]");
     }
     depth_ = options.queue_depth;
+    async_min_bytes_ = options.async_min_bytes;
     timeouts_.reserve(depth_);  // pointers into it stay valid until submit()
     // Twice the depth of completion entries: a burst of completions never overflows.
     io_uring_params params{};
@@ -69,6 +71,7 @@ class UringBackend final : public IoBackend {
     if (in_flight_ >= depth_) return false;
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     if (sqe == nullptr) return false;
+    account_depth();
     const bool fixed = fixed_base_ != nullptr && r.buf >= fixed_base_ &&
                        r.buf + r.length <= fixed_base_ + fixed_bytes_;
     const int piece = fixed ? static_cast<int>((r.buf - fixed_base_) / kFixedBufferPiece) : -1;
@@ -88,12 +91,16 @@ class UringBackend final : public IoBackend {
         sqe->flags |= IOSQE_FIXED_FILE;
         break;
       case IoOp::kDelay: {
+        // (Timeouts never block the submitter: no IOSQE_ASYNC.)
         // The timespec must outlive the submission: keep one per in-flight slot of the ring.
         timeouts_.push_back(__kernel_timespec{static_cast<int64_t>(r.delay_ns / 1000000000),
                                               static_cast<long long>(r.delay_ns % 1000000000)});
         io_uring_prep_timeout(sqe, &timeouts_.back(), 0, 0);
         break;
       }
+    }
+    if (r.op != IoOp::kDelay && async_min_bytes_ > 0 && r.length >= async_min_bytes_) {
+      sqe->flags |= IOSQE_ASYNC;
     }
     io_uring_sqe_set_data64(sqe, r.user_data);
     ++in_flight_;
@@ -103,7 +110,10 @@ class UringBackend final : public IoBackend {
 
   Status submit() override {
     if (unsubmitted_ == 0) return Status::Ok();
+    const uint64_t t0 = now_ns();
     const int rc = io_uring_submit(&ring_);
+    counters_.submit_ns += now_ns() - t0;
+    ++counters_.submits;
     if (rc < 0) return Status::FromErrno("io_uring_submit", -rc);
     unsubmitted_ = 0;
     timeouts_.clear();  // the kernel copied the timespecs at submission
@@ -114,6 +124,7 @@ class UringBackend final : public IoBackend {
     size_t n = 0;
     io_uring_cqe* cqe = nullptr;
     while (n < out.size() && io_uring_peek_cqe(&ring_, &cqe) == 0) {
+      if (n == 0) account_depth();
       out[n].user_data = io_uring_cqe_get_data64(cqe);
       // A timeout that fired reports -ETIME: that is a delay completing as planned.
       out[n].result = cqe->res == -ETIME ? 0 : cqe->res;
@@ -137,18 +148,46 @@ class UringBackend final : public IoBackend {
   int completion_fd() const override { return event_fd_; }
   uint32_t in_flight() const override { return in_flight_; }
   uint32_t queue_depth() const override { return depth_; }
+  IoCounters counters() const override {
+    IoCounters c = counters_;
+    if (in_flight_ > 0) {  // up to now
+      const uint64_t dt = now_ns() - depth_since_ns_;
+      c.busy_ns += dt;
+      c.depth_ns += dt * in_flight_;
+    }
+    return c;
+  }
 
  private:
+  static uint64_t now_ns() {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::steady_clock::now().time_since_epoch())
+                                     .count());
+  }
+  // Adds the time since the depth last changed; called before in_flight_ changes. A reap of
+  // several completions counts them as leaving at its start (the thread was not there earlier).
+  void account_depth() {
+    const uint64_t now = now_ns();
+    if (in_flight_ > 0) {
+      counters_.busy_ns += now - depth_since_ns_;
+      counters_.depth_ns += (now - depth_since_ns_) * in_flight_;
+    }
+    depth_since_ns_ = now;
+  }
+
   io_uring ring_{};
   bool ring_ready_ = false;
   int event_fd_ = -1;
   uint32_t depth_ = 0;
+  uint64_t async_min_bytes_ = 0;
   uint32_t files_ = 0;
   uint32_t in_flight_ = 0;
   uint32_t unsubmitted_ = 0;
   std::byte* fixed_base_ = nullptr;
   uint64_t fixed_bytes_ = 0;
   std::vector<__kernel_timespec> timeouts_;
+  IoCounters counters_;
+  uint64_t depth_since_ns_ = 0;
 };
 
 }  // namespace

@@ -192,6 +192,28 @@ TEST(PrefillProtocolTest, BadRequestValuesAreRejected) {
   EXPECT_EQ(decoded(buf, cout).code(), StatusCode::kProtocolError);
 }
 
+TEST(PrefillProtocolTest, StatsReplyCarriesNvmeIoCountersLast) {
+  StatsReply st;
+  st.daemon_version = "0.1.0";
+  st.nvme_io.submits = 7;
+  st.nvme_io.depth_ns = 123456789;
+  st.nvme_io.worker_hash_ns = 42;
+  st.nvme_io.verify_threads = 2;
+  st.nvme_io.verifies_in_flight = 3;
+  auto buf = encoded(st);
+  StatsReply out;
+  ASSERT_TRUE(decoded(buf, out).ok());
+  EXPECT_EQ(out.nvme_io.submits, 7u);
+  EXPECT_EQ(out.nvme_io.depth_ns, 123456789u);
+  EXPECT_EQ(out.nvme_io.worker_hash_ns, 42u);
+  EXPECT_EQ(out.nvme_io.verify_threads, 2u);
+  EXPECT_EQ(out.nvme_io.verifies_in_flight, 3u);
+  buf.resize(buf.size() - 1);
+  const Status s = decoded(buf, out);
+  EXPECT_EQ(s.code(), StatusCode::kProtocolError);
+  EXPECT_NE(s.message().find("nvme_io"), std::string::npos) << s.message();
+}
+
 TEST(PrefillProtocolTest, StatsReplyCarriesPrefillFieldsAtTheEnd) {
   StatsReply st;
   st.daemon_version = "0.1.0";
@@ -218,7 +240,7 @@ TEST(PrefillProtocolTest, StatsReplyCarriesPrefillFieldsAtTheEnd) {
   EXPECT_DOUBLE_EQ(out.recent_prefills[0].saved_ms, 123.5);
 
   // One protocol version, one shape: a reply cut before these fields is an error naming one.
-  buf.resize(buf.size() - sizeof(PrefillRecord) - 4);
+  buf.resize(buf.size() - sizeof(NvmeIoStats) - sizeof(PrefillRecord) - 4);
   StatsReply cut;
   const Status s = decoded(buf, cut);
   EXPECT_EQ(s.code(), StatusCode::kProtocolError);

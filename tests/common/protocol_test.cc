@@ -84,6 +84,20 @@ TEST(FrameParserTest, TruncatedPayloadNamesTheField) {
   }
 }
 
+TEST(FrameParserTest, KeysRequestViewEncodesAsAKeysRequest) {
+  const std::vector<ChunkKey> keys{ChunkKey{1, 2}, ChunkKey{3, 4}, ChunkKey{5, 6}};
+  std::vector<uint8_t> owned, viewed;
+  wire::ByteWriter wo(owned), wv(viewed);
+  encode(wo, KeysRequest{7, keys});
+  encode(wv, KeysRequestView{7, keys});
+  EXPECT_EQ(owned, viewed);
+  wire::ByteReader r(viewed);
+  KeysRequest out;
+  ASSERT_TRUE(decode(r, out).ok());
+  EXPECT_EQ(out.ns, 7u);
+  EXPECT_EQ(out.keys, keys);
+}
+
 TEST(FrameParserTest, TrailingBytesAreAnError) {
   SlotsRequest req{{1, 2}};
   std::vector<uint8_t> buf;

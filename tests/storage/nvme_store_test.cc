@@ -242,6 +242,47 @@ TEST_F(FaultBackendTest, SlowCompletionsArriveLateButRight) {
   EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(30));
 }
 
+// Requests at or above async_min_bytes go to the kernel's I/O workers (IOSQE_ASYNC); below it,
+// inline. Both kinds, mixed in one batch, land the bytes where they belong.
+TEST_F(FaultBackendTest, AsyncAndInlineRequestsMoveTheSameBytes) {
+  IoBackendOptions o;
+  o.queue_depth = 16;
+  o.async_min_bytes = 128 * 1024;
+  auto io = make_uring_backend(o);
+  ASSERT_TRUE(io.ok());
+  ASSERT_TRUE((*io)->register_files(std::span(&fd_, 1)).ok());
+  auto* back = static_cast<std::byte*>(std::aligned_alloc(4096, 1 * kMiB));
+  std::mt19937_64 rng(3);
+  for (size_t i = 0; i < 1 * kMiB; i += 8) {
+    const uint64_t x = rng();
+    std::memcpy(buf_ + i, &x, 8);
+  }
+  // 64 KiB (inline) at 0, 256 KiB (async) at 64 KiB, 704 KiB (async) at 320 KiB.
+  const uint32_t lens[3] = {64 << 10, 256 << 10, 704 << 10};
+  uint64_t at = 0;
+  for (uint64_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE((*io)->queue(IoRequest{IoOp::kWrite, 0, at, buf_ + at, lens[i], i, 0}));
+    at += lens[i];
+  }
+  auto done = complete(**io, 3);
+  ASSERT_EQ(done.size(), 3u);
+  for (const auto& c : done) EXPECT_EQ(c.result, static_cast<int32_t>(lens[c.user_data]));
+  at = 0;
+  for (uint64_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE((*io)->queue(IoRequest{IoOp::kRead, 0, at, back + at, lens[i], 10 + i, 0}));
+    at += lens[i];
+  }
+  done = complete(**io, 3);
+  ASSERT_EQ(done.size(), 3u);
+  for (const auto& c : done) EXPECT_EQ(c.result, static_cast<int32_t>(lens[c.user_data - 10]));
+  EXPECT_EQ(std::memcmp(buf_, back, 1 * kMiB), 0);
+  const IoCounters n = (*io)->counters();
+  EXPECT_EQ(n.submits, 2u);
+  EXPECT_GT(n.busy_ns, 0u);
+  EXPECT_GE(n.depth_ns, n.busy_ns);
+  std::free(back);
+}
+
 TEST(SlabSlotPoolRestoreTest, RestoresExactlyTheNamedSlots) {
   SlabSlotPool pool(SlotPoolOptions{"nvme", 16 * kMiB, 4 * kMiB, 64 * 1024});
   const int cls = pool.class_for(64 * 1024).value();

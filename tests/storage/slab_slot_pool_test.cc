@@ -63,6 +63,53 @@ TEST(SlabSlotPoolTest, AllocateUntilExhaustedThenFreeAndReuse) {
   EXPECT_FALSE(pool.free(kNoSlot - 1).ok());
 }
 
+// Freed slots come back last-freed-first by default; with lowest_first (the NVMe tier's files),
+// lowest offset first, so chunks written down together lie in offset order whatever was freed.
+TEST(SlabSlotPoolTest, LowestFirstHandsOutFreedSlotsInOffsetOrder) {
+  for (const bool lowest_first : {false, true}) {
+    SlotPoolOptions o = small_pool();
+    o.lowest_first = lowest_first;
+    SlabSlotPool pool(o);
+    const int cls = *pool.class_for(1 * kMiB);
+    std::vector<SlotId> slots;
+    for (int i = 0; i < 12; ++i) slots.push_back(pool.allocate(cls));  // 3 of 4 slabs
+    for (size_t i = 1; i < slots.size(); ++i) {
+      EXPECT_GT(pool.offset(slots[i]), pool.offset(slots[i - 1])) << "a fresh pool, in order";
+    }
+    // Free every other slot in ascending order, and one slot of the last slab's worth.
+    std::vector<uint64_t> freed;
+    for (size_t i = 0; i < slots.size(); i += 2) {
+      ASSERT_TRUE(pool.free(slots[i]).ok());
+      freed.push_back(pool.offset(slots[i]));
+    }
+    std::vector<uint64_t> again;
+    for (size_t i = 0; i < freed.size(); ++i) again.push_back(pool.offset(pool.allocate(cls)));
+    if (lowest_first) {
+      EXPECT_EQ(again, freed);
+    } else {
+      EXPECT_EQ(again, std::vector<uint64_t>(freed.rbegin(), freed.rend()));
+    }
+    // Lowest first also across slabs: the next ones come from the fourth slab, in order.
+    const uint64_t next = pool.offset(pool.allocate(cls));
+    EXPECT_EQ(next, 12 * kMiB);
+    // And after an empty slab moves to another class and back, still in order.
+    for (SlotId s = 0; s < pool.max_slot_ids(); ++s) {
+      if (pool.is_allocated(s)) ASSERT_TRUE(pool.free(s).ok());
+    }
+    const int small = *pool.class_for(64 * kKiB);
+    for (int i = 0; i < 64 * 4; ++i) ASSERT_NE(pool.allocate(small), kNoSlot);  // every slab
+    for (SlotId s = 0; s < pool.max_slot_ids(); ++s) {
+      if (pool.is_allocated(s)) ASSERT_TRUE(pool.free(s).ok());
+    }
+    std::vector<uint64_t> big;
+    for (int i = 0; i < 16; ++i) big.push_back(pool.offset(pool.allocate(cls)));
+    EXPECT_EQ(pool.allocate(cls), kNoSlot);
+    if (lowest_first) {
+      for (size_t i = 0; i < big.size(); ++i) EXPECT_EQ(big[i], i * kMiB);
+    }
+  }
+}
+
 TEST(SlabSlotPoolTest, LeasedSlotCannotBeFreed) {
   SlabSlotPool pool(small_pool());
   const SlotId s = pool.allocate(0);

@@ -270,7 +270,8 @@ Status run_stats(const GlobalOptions& g) {
     }
     w.end_array();
     const proto::NvmeStats& n = st->nvme;
-    w.key("nvme").begin_object()
+    w.key("nvme")
+        .begin_object()
         .field("admitting", n.admitting != 0)
         .field("mode", n.write_through ? "write-through" : "write-back")
         .field("dirty_chunks", n.dirty_chunks)
@@ -283,8 +284,24 @@ Status run_stats(const GlobalOptions& g) {
         .field("recovered_chunks", n.recovered_chunks)
         .field("recovery_ms", n.recovery_ms)
         .field("logical_bytes", n.logical_bytes)
-        .field("stored_bytes", n.stored_bytes)
+        .field("stored_bytes", n.stored_bytes);
+    const proto::NvmeIoStats& io = st->nvme_io;
+    w.key("io")
+        .begin_object()
+        .field("submits", io.submits)
+        .field("submit_ns", io.submit_ns)
+        .field("busy_ns", io.busy_ns)
+        .field("depth_ns", io.depth_ns)
+        .field("polls", io.polls)
+        .field("poll_ns", io.poll_ns)
+        .field("reads_verified", io.reads_verified)
+        .field("verified_inline", io.verified_inline)
+        .field("inline_hash_ns", io.inline_hash_ns)
+        .field("worker_hash_ns", io.worker_hash_ns)
+        .field("verify_threads", uint64_t{io.verify_threads})
+        .field("verifies_in_flight", uint64_t{io.verifies_in_flight})
         .end_object();
+    w.end_object();
     const proto::GpuStats& g = st->gpu;
     w.key("gpu").begin_object()
         .field("status", st->gpu_status)
@@ -342,6 +359,19 @@ Status run_stats(const GlobalOptions& g) {
            std::to_string(n.recovery_ms) + " ms at start-up; stores " +
            tools::human_size(n.logical_bytes) + " of chunks in " +
            tools::human_size(n.stored_bytes) + "\n";
+    const proto::NvmeIoStats& io = st->nvme_io;
+    const auto per = [](uint64_t num, uint64_t den) {
+      return den == 0 ? 0.0 : static_cast<double>(num) / static_cast<double>(den);
+    };
+    char line[256];
+    std::snprintf(line, sizeof(line),
+                  "      io: queue depth %.1f on average while busy, busy %s of the time up; "
+                  "%s checksums checked (%s on the server thread, %u verify threads)\n",
+                  per(io.depth_ns, io.busy_ns),
+                  tools::percent(io.busy_ns / 1000000, st->uptime_ms).c_str(),
+                  tools::group_thousands(io.reads_verified).c_str(),
+                  tools::group_thousands(io.verified_inline).c_str(), io.verify_threads);
+    out += line;
   }
   out += render_gpu(*st);
   out += render_prefill(*st);

@@ -1,10 +1,11 @@
 // libtierkv: the engine-side client of tierkvd.
 //
 // An engine connects once per process (Client::connect) and shares the Client between its
-// threads: every method is thread-safe; requests from different threads are serialized on the one
-// connection. The daemon's host pool is mapped into this process at connect time, so chunk data
-// is written and read in place in shared memory: PutLease::slot() is where the engine writes a
-// chunk, LoadLease::chunk() is where it reads one. Nothing is copied on the host side.
+// threads: every method is thread-safe. Requests from different threads are pipelined on the one
+// connection (each thread waits for its own reply, not for the others' round trips), and the
+// daemon answers them in order. The daemon's host pool is mapped into this process at connect time,
+// so chunk data is written and read in place in shared memory: PutLease::slot() is where the engine
+// writes a chunk, LoadLease::chunk() is where it reads one. Nothing is copied on the host side.
 //
 // Lifetimes: a lease keeps its Client alive. A PutLease that is neither committed nor aborted is
 // aborted when destroyed; a LoadLease is released when destroyed. If this process dies, the daemon
@@ -193,7 +194,7 @@ class Client : public std::enable_shared_from_this<Client> {
   friend struct GpuWire;
   Client() = default;
 
-  // One request/reply round trip under the connection's lock (defined in client.cc).
+  // One request and its reply, pipelined with other threads' requests (defined in client.cc).
   template <typename Request, typename Reply>
   Status call(proto::Op op, const Request& req, Reply& reply);
   Status release_slots(proto::Op op, std::span<const uint32_t> slots, uint64_t* count);

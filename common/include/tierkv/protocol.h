@@ -1,10 +1,13 @@
 // The control protocol between libtierkv and tierkvd over a Unix stream socket.
 //
 // Every message is one frame: a 16-byte FrameHeader, then `payload_bytes` of payload encoded with
-// wire::ByteWriter. A client sends a request and reads exactly one reply frame with the same
-// opcode and request id; `status` in a reply is a StatusCode, and a non-OK reply's payload is the
-// error message (a u32-length string). Data never crosses the socket: the Hello reply carries the
-// host pool's memfd (SCM_RIGHTS) and later messages name slots by index and byte offset into it.
+// wire::ByteWriter. Every request gets exactly one reply frame with the same opcode and request
+// id. A client may send further requests before the replies come (libtierkv does, from several
+// threads): the daemon answers each connection's requests one at a time, in the order they
+// arrived, and clients rely on that order. `status` in a reply is a StatusCode, and a non-OK
+// reply's payload is the error message (a u32-length string). Data never crosses the socket: the
+// Hello reply carries the host pool's memfd (SCM_RIGHTS) and later messages name slots by index
+// and byte offset into it.
 //
 // Message structs below are plain values; encode() appends the payload, decode() parses it and
 // names the bad field on failure. Decoders reuse the vectors they are given (no allocation once
@@ -116,6 +119,12 @@ struct RegisterLayoutReply {
 struct KeysRequest {
   NamespaceId ns = 0;
   std::vector<ChunkKey> keys;
+};
+// The same message over keys the sender already holds (no copy into a vector); its encoding is a
+// KeysRequest's, byte for byte.
+struct KeysRequestView {
+  NamespaceId ns = 0;
+  std::span<const ChunkKey> keys;
 };
 struct LookupReply {
   std::vector<Tier> tiers;  // one per leading cached chunk; size() = cached prefix length
@@ -254,6 +263,24 @@ struct NvmeStats {
   uint64_t stored_bytes = 0;    // bytes those chunks take on disk
 };
 static_assert(sizeof(NvmeStats) == 96);
+// Where the NVMe tier's time goes, summed since the daemon started: tells a starved I/O queue
+// from a slow disk (tierkv-bench nvme reports these per measurement).
+struct NvmeIoStats {
+  uint64_t submits = 0;             // io_uring submissions (system calls)
+  uint64_t submit_ns = 0;           // server-thread time spent in them
+  uint64_t busy_ns = 0;             // time with at least one read or write in the queue
+  uint64_t depth_ns = 0;            // reads and writes in the queue integrated over time: the mean
+                                    // queue depth while busy is depth_ns / busy_ns
+  uint64_t polls = 0;               // completion rounds the server thread ran
+  uint64_t poll_ns = 0;             // server-thread time spent in them (verification included)
+  uint64_t reads_verified = 0;      // chunks read from NVMe whose checksum was checked
+  uint64_t verified_inline = 0;     // of those, checked on the server thread (no worker free)
+  uint64_t inline_hash_ns = 0;      // server-thread time spent hashing (inline checks, write-downs)
+  uint64_t worker_hash_ns = 0;      // verify workers' time spent hashing, summed over them
+  uint32_t verify_threads = 0;      // [nvme] verify_threads
+  uint32_t verifies_in_flight = 0;  // chunks read and handed to a worker, not yet checked
+};
+static_assert(sizeof(NvmeIoStats) == 88);
 // What only the GPU tier has (its TierStats row holds capacity, used, chunks, hits, evictions).
 struct GpuStats {
   int32_t device = -1;  // the daemon's CUDA device index; -1 when the tier is off
@@ -326,6 +353,7 @@ struct StatsReply {
   PrefillStats prefill;
   std::vector<TierBandwidth> tier_bandwidth;   // gpu, host, nvme, remote
   std::vector<PrefillRecord> recent_prefills;  // oldest first
+  NvmeIoStats nvme_io;
   GpuStats gpu;
   std::string gpu_status;  // "on: <device>" or "off (<why>)"
 };
@@ -343,6 +371,7 @@ void encode(wire::ByteWriter& w, const HelloReply& m);
 void encode(wire::ByteWriter& w, const RegisterLayoutRequest& m);
 void encode(wire::ByteWriter& w, const RegisterLayoutReply& m);
 void encode(wire::ByteWriter& w, const KeysRequest& m);
+void encode(wire::ByteWriter& w, const KeysRequestView& m);
 void encode(wire::ByteWriter& w, const LookupReply& m);
 void encode(wire::ByteWriter& w, const LoadReply& m);
 void encode(wire::ByteWriter& w, const PutBeginRequest& m);

@@ -7,15 +7,19 @@
 // NVMe reads and writes go by DMA between that region and the disk (storage::NvmeStore).
 //
 // Ownership and threads: one thread (the daemon's server thread) owns the engine and calls every
-// method, poll_io() included, which runs the NVMe completions; nothing inside locks. Sessions are
-// the engine's view of connected clients: every lease belongs to one, and close_session()
-// reclaims them all (read leases dropped, uncommitted chunks discarded, loads in progress
-// cancelled), so no crash of a client can leak a slot or expose a partial chunk.
+// method, poll_io() included, which runs the NVMe completions; nothing inside locks. The only
+// other threads are the NVMe tier's verify workers (storage::ChecksumWorkers): they hash host
+// slots the engine keeps in their loading state (never freed or reused meanwhile) and hand the
+// results back to poll_io(). Sessions are the engine's view of connected clients: every lease
+// belongs to one, and close_session() reclaims them all (read leases dropped, uncommitted chunks
+// discarded, loads in progress cancelled), so no crash of a client can leak a slot or expose a
+// partial chunk.
 //
 // Host chunk life cycle in a slot:  free -> pending (leased for writing by one session, invisible
 // to lookups) -> ready (indexed, readable) -> free, or ready -> zombie (dropped while leased;
 // freed when the last lease goes); and free -> loading (being read up from NVMe, the read checked
-// against the chunk's checksum) -> ready, or -> zombie when the read fails.
+// against the chunk's checksum, on a verify worker when there are any) -> ready, or -> zombie
+// when the read or the check fails.
 // NVMe chunk life cycle in a disk slot:  free -> writing (data write in flight; no index record)
 // -> ready (recorded in the index) -> free (record deleted first).
 //
@@ -48,6 +52,7 @@
 #include "tierkv/scheduler/gpu_tier.h"
 #include "tierkv/scheduler/leaf_first_lru.h"
 #include "tierkv/status.h"
+#include "tierkv/storage/checksum_workers.h"
 #include "tierkv/storage/chunk_index.h"
 #include "tierkv/storage/gpu_memory.h"
 #include "tierkv/storage/nvme_store.h"
@@ -68,6 +73,9 @@ struct NvmeTierOptions {
   std::vector<std::string> tenants;
   // After disk full (ENOSPC), how long the tier waits before it tries to admit again.
   std::chrono::milliseconds retry_after_full{30000};
+  // Threads that check the checksums of chunks read from NVMe, so the server thread only submits
+  // and reaps; 0 = the server thread checks them itself.
+  uint32_t verify_threads = 2;
 };
 
 struct CacheOptions {
@@ -99,9 +107,12 @@ class CacheEngine {
   bool nvme_enabled() const { return nvme_ != nullptr; }
   // Readable when NVMe completions may be waiting; -1 without the tier. Then call poll_io().
   int io_fd() const;
-  // Runs finished NVMe reads and writes (and the callbacks of loads they complete), then starts
-  // queued ones. Never blocks.
+  // Runs finished NVMe reads and writes and finished checksum checks (and the callbacks of loads
+  // they complete), then starts queued ones. Never blocks.
   void poll_io();
+  // Tests only: while held, the verify workers start no new check, so a test can act while a
+  // chunk's read has completed and its check is still outstanding. No-op without workers.
+  void hold_verification_for_test(bool hold);
   const storage::RecoveryReport& recovery() const { return recovery_; }
 
   SessionId open_session();
@@ -273,7 +284,14 @@ class CacheEngine {
   // A write-down that will not land: frees its disk slot and lets go of its host chunk, which
   // goes back in line if it is still in RAM.
   void abandon_write(SlotId d, bool chunk_alive, bool retry_first);
+  // A promotion's read finished: checks it (inline or on a verify worker), then end_promotion().
   void finish_read(SlotId host, int32_t result);
+  // Whether the checksum of the chunk loading into `host` is right; counts and logs a mismatch.
+  bool checksum_ok(SlotId host, uint64_t checksum);
+  // The promotion into `host` is over: ready, or dropped when !ok; completes the loads it held up.
+  void end_promotion(SlotId host, bool ok);
+  // NvmeStore::checksum on this thread, timed for stats.
+  uint64_t hash_inline(std::span<const std::byte> bytes);
   void finish_verify_read(uint64_t op, uint32_t index, int32_t result);
   void complete_load(LoadOp op);
   void release_disk_reader(SlotId d);
@@ -305,6 +323,9 @@ class CacheEngine {
 
   // NVMe tier; all empty when it is off.
   std::unique_ptr<storage::NvmeStore> nvme_;
+  // Declared after nvme_ (destroyed first): its workers signal nvme_'s completion fd.
+  std::unique_ptr<storage::ChecksumWorkers> verifier_;
+  std::vector<storage::ChecksumDone> verified_;
   std::unique_ptr<storage::ChunkIndex> disk_index_;
   std::vector<DiskMeta> disk_;
   std::unique_ptr<LeafFirstLru> disk_lru_;
@@ -332,6 +353,8 @@ class CacheEngine {
   uint64_t dirty_chunks_ = 0, writes_in_flight_ = 0, reads_in_flight_ = 0;
   uint64_t read_errors_ = 0, write_errors_ = 0, checksum_failures_ = 0, dropped_unwritten_ = 0;
   uint64_t written_total_ = 0, unwritable_ = 0;
+  uint64_t polls_ = 0, poll_ns_ = 0, reads_verified_ = 0, verified_inline_ = 0;
+  uint64_t inline_hash_ns_ = 0;
 
   // GPU tier; null when off. Declared last: destroyed first, so copies from the host region end
   // (and it is unregistered) before the region is unmapped.

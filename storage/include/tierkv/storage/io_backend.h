@@ -45,8 +45,24 @@ struct IoCompletion {
   int32_t result = 0;  // bytes transferred, or -errno
 };
 
+// How well the queue is kept busy, counted since the backend was made (stats and tierkv-bench
+// nvme read them to tell a starved queue from a slow disk). A request counts from queue() until
+// its completion is reaped, so a reaper that comes late shows as depth, not as idle time.
+struct IoCounters {
+  uint64_t submits = 0;    // submit() calls that entered the kernel
+  uint64_t submit_ns = 0;  // time the owner thread spent in them
+  uint64_t busy_ns = 0;    // time with at least one request queued or in flight
+  uint64_t depth_ns = 0;   // requests queued or in flight, integrated over time: depth_ns / busy_ns
+                           // is the mean queue depth while busy
+};
+
 struct IoBackendOptions {
   uint32_t queue_depth = 64;  // submission queue entries; also the most requests in flight
+  // Reads and writes of at least this many bytes go to the kernel's I/O workers (IOSQE_ASYNC)
+  // instead of being issued inside submit(), which blocks while the device's request queue is
+  // full: many large requests at once (32 of 32 MiB) otherwise hold the submitting thread for
+  // hundreds of milliseconds. 0 = none.
+  uint64_t async_min_bytes = 0;
 };
 
 class IoBackend {
@@ -72,6 +88,7 @@ class IoBackend {
   // Requests submitted (or queued) and not yet reaped.
   virtual uint32_t in_flight() const = 0;
   virtual uint32_t queue_depth() const = 0;
+  virtual IoCounters counters() const = 0;
 };
 
 Result<std::unique_ptr<IoBackend>> make_uring_backend(const IoBackendOptions& options);

@@ -42,6 +42,7 @@ struct NvmeOptions {
   uint64_t slab_bytes = 256ull << 20;
   uint64_t min_slot_bytes = 64ull << 10;
   uint32_t queue_depth = 32;
+  uint64_t async_min_bytes = 4ull << 20;  // IoBackendOptions::async_min_bytes
   std::string index_dir;  // empty = <directories[0]>/index
   FaultPlan faults;       // tests only
 };

@@ -6,7 +6,10 @@
 // slots are all free can move to another class. Classes run 1x, 1.5x, 2x, 3x, 4x, 6x ... of
 // `min_slot_bytes` up to `page_bytes`, so a chunk wastes at most a third of its slot (and none
 // when its size is a power of two or 1.5 times one, as KV chunks usually are).
-// Allocate and free are O(1) (a free stack per class); nothing is allocated after construction.
+// Allocate and free are O(1) (a free stack per class: the slot freed last is reused first, warm
+// in the caches), or, with `lowest_first`, O(log n) (a heap per class: the free slot at the lowest
+// offset is handed out first, so chunks allocated together lie in offset order — what a disk
+// reads fastest when they are read back together). Nothing is allocated after construction.
 //
 // Each slot carries a lease count: a leased slot cannot be freed (free() reports the misuse), so a
 // chunk being read or written is never reused. Which chunk lives in a slot is the caller's
@@ -33,6 +36,7 @@ struct SlotPoolOptions {
   uint64_t region_bytes = 0;
   uint64_t page_bytes = 64ull << 20;     // power of two; also the largest slot
   uint64_t min_slot_bytes = 64ull << 10;  // power of two, >= 8 KiB
+  bool lowest_first = false;              // see above; the NVMe tier's files set it
   Status validate() const;
 };
 
@@ -87,16 +91,19 @@ class SlabSlotPool {
     uint32_t leases = 0;
   };
   void assign_page(uint32_t page, int cls);
+  void push_free(int cls, SlotId slot);
+  SlotId pop_free(int cls);
   bool reclaim_empty_page(int except_cls);
   uint32_t slots_in_page(int cls) const {
     return static_cast<uint32_t>(page_bytes_ / class_bytes_[cls]);
   }
 
+  bool lowest_first_;
   uint64_t page_bytes_;
   uint64_t num_pages_;
   uint32_t max_slots_per_page_;
   std::vector<uint64_t> class_bytes_;
-  std::vector<std::vector<SlotId>> class_free_;  // per class: stack of free slots
+  std::vector<std::vector<SlotId>> class_free_;  // per class: free slots, a stack or a min-heap
   std::vector<int> page_class_;                  // -1 = page free
   std::vector<uint32_t> page_used_;              // allocated slots per page
   std::vector<uint32_t> free_pages_;             // stack
