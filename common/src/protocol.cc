@@ -189,9 +189,9 @@ void encode(ByteWriter& w, const StatsReply& m) {
   w.put(m.prefill);
   w.put_array(std::span<const TierBandwidth>(m.tier_bandwidth));
   w.put_array(std::span<const PrefillRecord>(m.recent_prefills));
-  w.put(m.nvme_io);
   w.put(m.gpu);
   w.put_string(m.gpu_status);
+  w.put(m.nvme_io);
 }
 void encode(ByteWriter& w, const ListNamespacesReply& m) {
   w.put(static_cast<uint32_t>(m.namespaces.size()));
@@ -305,9 +305,9 @@ Status decode(ByteReader& r, StatsReply& m) {
   TIERKV_RETURN_IF_ERROR(r.get("prefill", m.prefill));
   TIERKV_RETURN_IF_ERROR(r.get_array("tier_bandwidth", m.tier_bandwidth, 16));
   TIERKV_RETURN_IF_ERROR(r.get_array("recent_prefills", m.recent_prefills, 1024));
-  TIERKV_RETURN_IF_ERROR(r.get("nvme_io", m.nvme_io));
   TIERKV_RETURN_IF_ERROR(r.get("gpu", m.gpu));
   TIERKV_RETURN_IF_ERROR(r.get_string("gpu_status", m.gpu_status, 4096));
+  TIERKV_RETURN_IF_ERROR(r.get("nvme_io", m.nvme_io));
   return r.expect_end("stats reply");
 }
 Status decode(ByteReader& r, ListNamespacesReply& m) {

@@ -100,8 +100,9 @@ TEST(GpuProtocolTest, StatsCarryTheGpuTier) {
   EXPECT_EQ(out.gpu.attached_clients, 2u);
   EXPECT_EQ(out.gpu.dropped_with_host, 4u);
   EXPECT_EQ(out.gpu_status, m.gpu_status);
-  // Cut inside the GPU fields: the decoder names them.
-  wire::ByteReader t2(std::span<const uint8_t>(buf).first(buf.size() - m.gpu_status.size() - 8));
+  // Cut inside the GPU fields (which the NVMe I/O counters follow): the decoder names them.
+  const size_t cut = buf.size() - sizeof(NvmeIoStats) - (4 + m.gpu_status.size()) - 4;
+  wire::ByteReader t2(std::span<const uint8_t>(buf).first(cut));
   const Status s = decode(t2, out);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("gpu"), std::string::npos) << s.message();

@@ -353,9 +353,9 @@ struct StatsReply {
   PrefillStats prefill;
   std::vector<TierBandwidth> tier_bandwidth;   // gpu, host, nvme, remote
   std::vector<PrefillRecord> recent_prefills;  // oldest first
-  NvmeIoStats nvme_io;
   GpuStats gpu;
   std::string gpu_status;  // "on: <device>" or "off (<why>)"
+  NvmeIoStats nvme_io;
 };
 struct NamespaceInfo {
   Namespace ns;
