@@ -84,6 +84,14 @@ template <DType kOut>
 inline void store_tile(std::byte* out, uint64_t i, const float* v, uint32_t n) {
   if constexpr (kOut == DType::kFloat32) {
     copy_short(out + 4 * i, v, 4 * size_t{n});
+  } else if ((reinterpret_cast<uintptr_t>(out) & 1u) == 0) {
+    // Aligned output (the usual case): converted straight into it.
+    auto* o = reinterpret_cast<uint16_t*>(out + 2 * i);
+    if constexpr (kOut == DType::kFloat16) {
+      tile_to_fp16(v, n, o);
+    } else {
+      tile_to_bf16(v, n, o);
+    }
   } else {
     uint16_t h[kTile];
     if constexpr (kOut == DType::kFloat16) {
@@ -114,6 +122,130 @@ TIERKV_TILE_CLONES void fp8_tile(const uint8_t* __restrict q, float scale, uint3
 TIERKV_TILE_CLONES void int8_tile(const int8_t* __restrict q, float scale, uint32_t n,
                                   float* __restrict out) {
   for (uint32_t j = 0; j < n; ++j) out[j] = static_cast<float>(q[j]) * scale;
+}
+
+// Row helpers of the quantizers, vectorizable (8 lanes) and giving exactly the sequential loops'
+// results: max and min are order-free here except between -0 and +0, which the callers settle.
+using V8f = float __attribute__((vector_size(32)));
+using V8i = int32_t __attribute__((vector_size(32)));
+
+// The largest |x| over the finite elements of row[0, n), 0 if none.
+TIERKV_TILE_CLONES float finite_amax(const float* __restrict row, uint32_t n) {
+  V8f m = {};
+  uint32_t d = 0;
+  for (; d + 8 <= n; d += 8) {
+    V8f x;
+    std::memcpy(&x, row + d, sizeof(x));
+    V8i bits;
+    std::memcpy(&bits, &x, sizeof(bits));
+    bits &= 0x7fffffff;
+    V8f a;
+    std::memcpy(&a, &bits, sizeof(a));
+    a = a <= FLT_MAX ? a : V8f{};  // NaN and infinity count as 0
+    m = a > m ? a : m;
+  }
+  float amax = 0.0f;
+  for (int j = 0; j < 8; ++j) amax = m[j] > amax ? m[j] : amax;
+  for (; d < n; ++d) {
+    const float a = std::fabs(row[d]);
+    if (a <= FLT_MAX && a > amax) amax = a;
+  }
+  return amax;
+}
+
+// int8: q[d] = clamp(rint(row[d] * inv), -127, 127), NaN -> 0.
+TIERKV_TILE_CLONES void int8_quant_row(const float* __restrict row, uint32_t n, float inv,
+                                       int8_t* __restrict q) {
+  constexpr float kMagic = 12582912.0f;  // round_even's
+  uint32_t d = 0;
+  for (; d + 8 <= n; d += 8) {
+    V8f v;
+    std::memcpy(&v, row + d, sizeof(v));
+    v = v * inv;
+    v = v != v ? V8f{} : v;
+    v = v > 127.0f ? V8f{} + 127.0f : v;
+    v = v < -127.0f ? V8f{} - 127.0f : v;
+    v = (v + kMagic) - kMagic;
+    const V8i k = __builtin_convertvector(v, V8i);
+    for (int j = 0; j < 8; ++j) q[d + j] = static_cast<int8_t>(k[j]);
+  }
+  for (; d < n; ++d) {
+    float v = row[d] * inv;
+    v = v != v ? 0.0f : v;  // NaN (including inf * 0)
+    v = v > 127.0f ? 127.0f : v;
+    v = v < -127.0f ? -127.0f : v;
+    q[d] = static_cast<int8_t>(static_cast<int32_t>(round_even(v)));
+  }
+}
+
+// The min and max over the finite elements of row[0, n) (FLT_MAX and -FLT_MAX if none), as
+// `lo = x < lo ? x : lo` in element order gives them: lanes, then a sequential pass if a result
+// is a zero (whose sign depends on the order).
+TIERKV_TILE_CLONES void finite_min_max(const float* __restrict row, uint32_t n, float* lo_out,
+                                       float* hi_out) {
+  V8f lo8 = {FLT_MAX, FLT_MAX, FLT_MAX, FLT_MAX, FLT_MAX, FLT_MAX, FLT_MAX, FLT_MAX};
+  V8f hi8 = -lo8;
+  uint32_t d = 0;
+  for (; d + 8 <= n; d += 8) {
+    V8f x;
+    std::memcpy(&x, row + d, sizeof(x));
+    V8i bits;
+    std::memcpy(&bits, &x, sizeof(bits));
+    bits &= 0x7fffffff;
+    V8f a;
+    std::memcpy(&a, &bits, sizeof(a));
+    const V8i finite = a <= FLT_MAX;
+    lo8 = finite ? (x < lo8 ? x : lo8) : lo8;
+    hi8 = finite ? (x > hi8 ? x : hi8) : hi8;
+  }
+  float lo = FLT_MAX, hi = -FLT_MAX;
+  for (int j = 0; j < 8; ++j) {
+    lo = lo8[j] < lo ? lo8[j] : lo;
+    hi = hi8[j] > hi ? hi8[j] : hi;
+  }
+  for (; d < n; ++d) {
+    const float x = row[d];
+    if (!(std::fabs(x) <= FLT_MAX)) continue;
+    lo = x < lo ? x : lo;
+    hi = x > hi ? x : hi;
+  }
+  if (lo == 0.0f || hi == 0.0f) {  // which zero is kept depends on the order: redo in order
+    lo = FLT_MAX;
+    hi = -FLT_MAX;
+    for (d = 0; d < n; ++d) {
+      const float x = row[d];
+      if (!(std::fabs(x) <= FLT_MAX)) continue;
+      lo = x < lo ? x : lo;
+      hi = x > hi ? x : hi;
+    }
+  }
+  *lo_out = lo;
+  *hi_out = hi;
+}
+
+// int4: q[d] = clamp(rint((row[d] - min) * inv), 0, 15), NaN -> 0.
+TIERKV_TILE_CLONES void int4_quant_row(const float* __restrict row, uint32_t n, float min,
+                                       float inv, uint8_t* __restrict q) {
+  constexpr float kMagic = 12582912.0f;  // round_even's
+  uint32_t d = 0;
+  for (; d + 8 <= n; d += 8) {
+    V8f v;
+    std::memcpy(&v, row + d, sizeof(v));
+    v = (v - min) * inv;
+    v = v != v ? V8f{} : v;
+    v = v > 15.0f ? V8f{} + 15.0f : v;
+    v = v < 0.0f ? V8f{} : v;
+    v = (v + kMagic) - kMagic;
+    const V8i k = __builtin_convertvector(v, V8i);
+    for (int j = 0; j < 8; ++j) q[d + j] = static_cast<uint8_t>(k[j]);
+  }
+  for (; d < n; ++d) {
+    float v = (row[d] - min) * inv;
+    v = v != v ? 0.0f : v;
+    v = v > 15.0f ? 15.0f : v;
+    v = v < 0.0f ? 0.0f : v;
+    q[d] = static_cast<uint8_t>(static_cast<int32_t>(round_even(v)));
+  }
 }
 
 // ---- fp8 ----------------------------------------------------------------------------------
@@ -170,22 +302,11 @@ void quantize_int8(const SlabShape& s, DType dtype, const std::byte* in, std::by
   auto* payload = reinterpret_cast<int8_t*>(out + 4 * rows);
   for (uint64_t r = 0; r < rows; ++r) {
     load_row(dtype, in, r * s.head_dim, s.head_dim, row);
-    float amax = 0.0f;
-    for (uint32_t d = 0; d < s.head_dim; ++d) {
-      const float a = std::fabs(row[d]);
-      if (a <= FLT_MAX && a > amax) amax = a;
-    }
+    const float amax = finite_amax(row, s.head_dim);
     const float scale = amax / 127.0f;
     const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
     store_f32(scales + 4 * r, scale);
-    int8_t* q = payload + r * s.head_dim;
-    for (uint32_t d = 0; d < s.head_dim; ++d) {
-      float v = row[d] * inv;
-      if (v != v) v = 0.0f;  // NaN (including inf * 0)
-      v = v > 127.0f ? 127.0f : v;
-      v = v < -127.0f ? -127.0f : v;
-      q[d] = static_cast<int8_t>(round_even(v));
-    }
+    int8_quant_row(row, s.head_dim, inv, payload + r * s.head_dim);
   }
 }
 
@@ -210,12 +331,17 @@ void dequantize_int8(const SlabShape& s, const std::byte* in, std::byte* out) {
 
 inline uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 
-inline uint8_t quantize_nibble(float x, float min, float inv) {
+// q = clamp(rint((x - min) * inv), 0, kMax); NaN -> 0. kMax = 15 (int4) or 255 (int8 key).
+template <uint32_t kMax>
+inline uint8_t quantize_level(float x, float min, float inv) {
   float v = (x - min) * inv;
   if (v != v) v = 0.0f;
-  v = v > 15.0f ? 15.0f : v;
+  v = v > float(kMax) ? float(kMax) : v;
   v = v < 0.0f ? 0.0f : v;
   return static_cast<uint8_t>(round_even(v));
+}
+inline uint8_t quantize_nibble(float x, float min, float inv) {
+  return quantize_level<15>(x, min, inv);
 }
 
 inline void put_nibble(uint8_t* packed, uint64_t e, uint8_t q) {
@@ -227,13 +353,15 @@ inline void put_nibble(uint8_t* packed, uint64_t e, uint8_t q) {
 }
 
 // Keys: a group is G consecutive tokens of one (head, channel). `mm` holds 2 * H * D floats.
-void quantize_int4_key(const SlabShape& s, uint32_t g, DType dtype, const std::byte* in,
-                       std::byte* out, float* row, float* mm) {
+// kMax = 15: int4, nibbles packed; kMax = 255: int8 key, one byte per element.
+template <uint32_t kMax>
+void quantize_key_groups(const SlabShape& s, uint32_t g, DType dtype, const std::byte* in,
+                         std::byte* out, float* row, float* mm) {
   const uint64_t hd = uint64_t{s.heads} * s.head_dim;
   const uint64_t ngroups = ceil_div(s.tokens, g) * hd;
   std::byte* scales = out;
   std::byte* mins = out + 4 * ngroups;
-  auto* packed = reinterpret_cast<uint8_t*>(out + 8 * ngroups);
+  auto* payload = reinterpret_cast<uint8_t*>(out + 8 * ngroups);
   float* lo = mm;
   float* hi = mm + hd;
   for (uint32_t t0 = 0; t0 < s.tokens; t0 += g) {
@@ -254,16 +382,22 @@ void quantize_int4_key(const SlabShape& s, uint32_t g, DType dtype, const std::b
     const uint64_t gbase = uint64_t{t0 / g} * hd;
     for (uint64_t c = 0; c < hd; ++c) {
       if (lo[c] > hi[c]) lo[c] = hi[c] = 0.0f;  // no finite element
-      store_f32(scales + 4 * (gbase + c), (hi[c] - lo[c]) / 15.0f);
+      store_f32(scales + 4 * (gbase + c), (hi[c] - lo[c]) / float(kMax));
       store_f32(mins + 4 * (gbase + c), lo[c]);
       // Reuse hi[] for the inverse step.
-      hi[c] = hi[c] > lo[c] ? 15.0f / (hi[c] - lo[c]) : 0.0f;
+      hi[c] = hi[c] > lo[c] ? float(kMax) / (hi[c] - lo[c]) : 0.0f;
     }
     for (uint32_t t = t0; t < t1; ++t) {
       load_row(dtype, in, t * hd, static_cast<uint32_t>(hd), row);
       const uint64_t ebase = t * hd;
-      for (uint64_t c = 0; c < hd; ++c) {
-        put_nibble(packed, ebase + c, quantize_nibble(row[c], lo[c], hi[c]));
+      if constexpr (kMax == 15) {
+        for (uint64_t c = 0; c < hd; ++c) {
+          put_nibble(payload, ebase + c, quantize_nibble(row[c], lo[c], hi[c]));
+        }
+      } else {
+        for (uint64_t c = 0; c < hd; ++c) {
+          payload[ebase + c] = quantize_level<kMax>(row[c], lo[c], hi[c]);
+        }
       }
     }
   }
@@ -300,24 +434,32 @@ inline void unpack_nibbles(const uint8_t* packed, uint64_t e, uint32_t n, float*
   if (j < n) q[j] = static_cast<float>(p[pairs] & 0xfu);
 }
 
-template <DType kOut>
-void dequantize_int4_key(const SlabShape& s, uint32_t g, const std::byte* in, std::byte* out) {
+TIERKV_TILE_CLONES void u8_tile(const uint8_t* __restrict q, uint32_t n, float* __restrict out) {
+  for (uint32_t j = 0; j < n; ++j) out[j] = static_cast<float>(q[j]);
+}
+
+// Keys (kInt4Key: kMax = 15, kInt8Key: kMax = 255): token by token, each element's own
+// channel group's scale and min.
+template <DType kOut, uint32_t kMax>
+void dequantize_key_groups(const SlabShape& s, uint32_t g, const std::byte* in, std::byte* out) {
   const uint64_t hd = uint64_t{s.heads} * s.head_dim;
   const uint64_t ngroups = ceil_div(s.tokens, g) * hd;
   const std::byte* scales = in;
   const std::byte* mins = in + 4 * ngroups;
-  const auto* packed = reinterpret_cast<const uint8_t*>(in + 8 * ngroups);
+  const auto* payload = reinterpret_cast<const uint8_t*>(in + 8 * ngroups);
   float tile[kTile], sc[kTile], mn[kTile];
   for (uint32_t t = 0; t < s.tokens; ++t) {
     const uint64_t gbase = uint64_t{t / g} * hd;
     const uint64_t ebase = t * hd;
     for (uint64_t c0 = 0; c0 < hd; c0 += kTile) {
       const auto n = static_cast<uint32_t>(std::min<uint64_t>(kTile, hd - c0));
-      unpack_nibbles(packed, ebase + c0, n, tile);
-      for (uint32_t j = 0; j < n; ++j) {
-        sc[j] = load_f32(scales + 4 * (gbase + c0 + j));
-        mn[j] = load_f32(mins + 4 * (gbase + c0 + j));
+      if constexpr (kMax == 15) {
+        unpack_nibbles(payload, ebase + c0, n, tile);
+      } else {
+        u8_tile(payload + ebase + c0, n, tile);
       }
+      copy_short(reinterpret_cast<std::byte*>(sc), scales + 4 * (gbase + c0), 4 * size_t{n});
+      copy_short(reinterpret_cast<std::byte*>(mn), mins + 4 * (gbase + c0), 4 * size_t{n});
       affine_tile(tile, sc, mn, n);
       store_tile<kOut>(out, ebase + c0, tile, n);
     }
@@ -338,21 +480,27 @@ void quantize_int4_value(const SlabShape& s, uint32_t g, DType dtype, const std:
     for (uint32_t j = 0; j < gpr; ++j) {
       const uint32_t d0 = j * g;
       const uint32_t d1 = std::min(s.head_dim, d0 + g);
-      float lo = FLT_MAX;
-      float hi = -FLT_MAX;
-      for (uint32_t d = d0; d < d1; ++d) {
-        const float x = row[d];
-        if (!is_finite_value(x)) continue;
-        lo = x < lo ? x : lo;
-        hi = x > hi ? x : hi;
-      }
+      float lo = 0.0f;
+      float hi = 0.0f;
+      finite_min_max(row + d0, d1 - d0, &lo, &hi);
       if (lo > hi) lo = hi = 0.0f;
       store_f32(scales + 4 * (r * gpr + j), (hi - lo) / 15.0f);
       store_f32(mins + 4 * (r * gpr + j), lo);
       const float inv = hi > lo ? 15.0f / (hi - lo) : 0.0f;
       const uint64_t ebase = r * s.head_dim;
-      for (uint32_t d = d0; d < d1; ++d) {
-        put_nibble(packed, ebase + d, quantize_nibble(row[d], lo, inv));
+      // Nibbles in pieces: computed into q, then packed two per byte where the pair shares a
+      // byte, put one by one at the piece's odd ends (put_nibble's order of writes).
+      uint8_t q[kTile];
+      for (uint32_t p0 = d0; p0 < d1; p0 += kTile) {
+        const uint32_t len = std::min(kTile, d1 - p0);
+        int4_quant_row(row + p0, len, lo, inv, q);
+        uint64_t e = ebase + p0;
+        uint32_t k = 0;
+        if ((e & 1) != 0) put_nibble(packed, e++, q[k++]);
+        for (; k + 2 <= len; k += 2, e += 2) {
+          packed[e >> 1] = static_cast<uint8_t>(q[k] | (q[k + 1] << 4));
+        }
+        if (k < len) put_nibble(packed, e, q[k]);
       }
     }
   }
@@ -395,7 +543,9 @@ void dequantize_dispatch(const QuantSpec& spec, const SlabShape& shape, const st
     case QuantScheme::kInt8:
       return dequantize_int8<kOut>(shape, in, out);
     case QuantScheme::kInt4Key:
-      return dequantize_int4_key<kOut>(shape, spec.group_size, in, out);
+      return dequantize_key_groups<kOut, 15>(shape, spec.group_size, in, out);
+    case QuantScheme::kInt8Key:
+      return dequantize_key_groups<kOut, 255>(shape, spec.group_size, in, out);
     case QuantScheme::kInt4Value:
       return dequantize_int4_value<kOut>(shape, spec.group_size, in, out);
   }
@@ -446,9 +596,11 @@ Status validate_quant(const QuantSpec& spec, const SlabShape& shape) {
       break;
     case QuantScheme::kInt4Key:
     case QuantScheme::kInt4Value:
+    case QuantScheme::kInt8Key:
       if (spec.group_size == 0 || spec.group_size > 65536) {
-        return Status::InvalidArgument("int4 group_size = " + std::to_string(spec.group_size) +
-                                       " is out of range [1, 65536]");
+        return Status::InvalidArgument(
+            std::string(spec.scheme == QuantScheme::kInt8Key ? "int8 key" : "int4") +
+            " group_size = " + std::to_string(spec.group_size) + " is out of range [1, 65536]");
       }
       break;
     default:
@@ -487,12 +639,19 @@ QuantSizes quant_sizes(const QuantSpec& spec, const SlabShape& shape) {
       const uint64_t groups = rows * ceil_div(shape.head_dim, spec.group_size);
       return {8 * groups, ceil_div(n, 2)};
     }
+    case QuantScheme::kInt8Key: {
+      const uint64_t groups =
+          ceil_div(shape.tokens, spec.group_size) * shape.heads * shape.head_dim;
+      return {8 * groups, n};
+    }
   }
   return {};
 }
 
 uint64_t quant_scratch_floats(const QuantSpec& spec, const SlabShape& shape) {
-  if (spec.scheme == QuantScheme::kInt4Key) return 3 * uint64_t{shape.heads} * shape.head_dim;
+  if (spec.scheme == QuantScheme::kInt4Key || spec.scheme == QuantScheme::kInt8Key) {
+    return 3 * uint64_t{shape.heads} * shape.head_dim;
+  }
   return shape.head_dim;
 }
 
@@ -527,8 +686,12 @@ Status quantize_slab(const QuantSpec& spec, const SlabShape& shape, DType dtype,
     case QuantScheme::kInt4Key:
       // The payload is built by or-ing nibbles in: start from zeros.
       std::memset(out.data(), 0, out.size());
-      quantize_int4_key(shape, spec.group_size, dtype, in.data(), out.data(), scratch.data(),
-                        scratch.data() + hd);
+      quantize_key_groups<15>(shape, spec.group_size, dtype, in.data(), out.data(), scratch.data(),
+                              scratch.data() + hd);
+      break;
+    case QuantScheme::kInt8Key:
+      quantize_key_groups<255>(shape, spec.group_size, dtype, in.data(), out.data(), scratch.data(),
+                               scratch.data() + hd);
       break;
     case QuantScheme::kInt4Value:
       std::memset(out.data(), 0, out.size());

@@ -22,6 +22,8 @@ const char* scheme_name(QuantScheme s) {
       return "int4 (key)";
     case QuantScheme::kInt4Value:
       return "int4 (value)";
+    case QuantScheme::kInt8Key:
+      return "int8 (key)";
   }
   return "?";
 }
@@ -89,9 +91,11 @@ Status prepare(const QuantSpec& spec, const SlabShape& shape, DType dtype, const
   p->rows = static_cast<uint32_t>(rows);
   p->channels = shape.heads * shape.head_dim;
   p->groups = static_cast<uint32_t>(metadata_groups(spec, shape));
-  const bool int4 = spec.scheme == QuantScheme::kInt4Key || spec.scheme == QuantScheme::kInt4Value;
-  // group_size means something (and is >= 1, validate_quant says) for int4 only.
-  const uint32_t group = int4 ? spec.group_size : 1;
+  const bool grouped = spec.scheme == QuantScheme::kInt4Key ||
+                       spec.scheme == QuantScheme::kInt4Value ||
+                       spec.scheme == QuantScheme::kInt8Key;
+  // group_size means something (and is >= 1, validate_quant says) for the grouped schemes only.
+  const uint32_t group = grouped ? spec.group_size : 1;
   p->group = group;
   p->groups_per_row = static_cast<uint32_t>(ceil_div(shape.head_dim, group));
   p->min_offset = 4 * uint64_t{p->groups};
@@ -101,6 +105,7 @@ Status prepare(const QuantSpec& spec, const SlabShape& shape, DType dtype, const
   p->div_group = FastDivmod(group);
   switch (spec.scheme) {
     case QuantScheme::kInt4Key:
+    case QuantScheme::kInt8Key:
       p->uniform = p->channels % 8 == 0;
       break;
     case QuantScheme::kInt4Value:

@@ -144,7 +144,7 @@ __device__ __forceinline__ void store_f32_any(std::byte* p, float v) {
 // The metadata group of element e.
 template <uint32_t kScheme>
 __device__ __forceinline__ uint32_t group_of(const QuantParams& p, uint32_t e) {
-  if constexpr (kScheme == kSchemeInt4Key) {
+  if constexpr (kScheme == kSchemeInt4Key || kScheme == kSchemeInt8Key) {
     uint32_t c = 0;
     const uint32_t t = p.div_channels.divmod(e, &c);
     return p.div_group.div(t) * p.channels + c;
@@ -182,7 +182,7 @@ __global__ void __launch_bounds__(kThreads) row_stats_kernel(const QuantParams p
   }
 }
 
-// int4: a thread per group, its elements in order.
+// int4 and int8 key: a thread per group, its elements in order.
 template <uint32_t kScheme, uint32_t kDtype>
 __global__ void __launch_bounds__(kThreads) group_stats_kernel(const QuantParams p) {
   const uint32_t g = blockIdx.x * kThreads + threadIdx.x;
@@ -196,7 +196,7 @@ __global__ void __launch_bounds__(kThreads) group_stats_kernel(const QuantParams
     lo = x < lo ? x : lo;
     hi = x > hi ? x : hi;
   };
-  if constexpr (kScheme == kSchemeInt4Key) {
+  if constexpr (kScheme == kSchemeInt4Key || kScheme == kSchemeInt8Key) {
     // Group g = (token group, channel c): tokens [t0, t1) of channel c.
     const uint32_t tg = g / p.channels;
     const uint32_t c = g - tg * p.channels;
@@ -210,11 +210,12 @@ __global__ void __launch_bounds__(kThreads) group_stats_kernel(const QuantParams
     const uint32_t d1 = min(p.head_dim, d0 + p.group);
     for (uint32_t d = d0; d < d1; ++d) take(load_float<kDtype>(in, row * p.head_dim + d));
   }
+  constexpr float kMax = kScheme == kSchemeInt8Key ? 255.0f : 15.0f;
   if (lo > hi) lo = hi = 0.0f;
-  store_f32_any(out + 4ull * g, __fdiv_rn(__fsub_rn(hi, lo), 15.0f));
+  store_f32_any(out + 4ull * g, __fdiv_rn(__fsub_rn(hi, lo), kMax));
   store_f32_any(out + p.min_offset + 4ull * g, lo);
   p.scratch[uint64_t{blockIdx.y} * p.groups + g] =
-      hi > lo ? __fdiv_rn(15.0f, __fsub_rn(hi, lo)) : 0.0f;
+      hi > lo ? __fdiv_rn(kMax, __fsub_rn(hi, lo)) : 0.0f;
 }
 
 // --- quantize, launch 2: payload ----------------------------------------------------------------
@@ -242,7 +243,8 @@ __global__ void __launch_bounds__(kThreads) payload_kernel(const QuantParams p) 
         inv = pow2(127 - static_cast<int>(static_cast<uint8_t>(enc[g])));
       } else {
         inv = inv_of[g];
-        if constexpr (kScheme == kSchemeInt4Key || kScheme == kSchemeInt4Value) {
+        if constexpr (kScheme == kSchemeInt4Key || kScheme == kSchemeInt4Value ||
+                      kScheme == kSchemeInt8Key) {
           lo = load_f32_any(enc + p.min_offset + 4ull * g);
         }
       }
@@ -257,6 +259,12 @@ __global__ void __launch_bounds__(kThreads) payload_kernel(const QuantParams p) 
       v = v > 127.0f ? 127.0f : v;
       v = v < -127.0f ? -127.0f : v;
       q[k] = static_cast<uint32_t>(static_cast<int>(round_even(v))) & 0xffu;
+    } else if constexpr (kScheme == kSchemeInt8Key) {
+      float v = __fmul_rn(__fsub_rn(x, lo), inv);
+      if (v != v) v = 0.0f;
+      v = v > 255.0f ? 255.0f : v;
+      v = v < 0.0f ? 0.0f : v;
+      q[k] = static_cast<uint32_t>(round_even(v));
     } else {
       float v = __fmul_rn(__fsub_rn(x, lo), inv);
       if (v != v) v = 0.0f;
@@ -309,11 +317,13 @@ __device__ __forceinline__ void load8_f32(const std::byte* p, float* out) {
 }
 
 // kUniform (QuantParams::uniform): a thread's 8 elements lie in one row and one group (fp8,
-// int8, int4 value) or in one token with consecutive groups (int4 key), so the metadata is
-// looked up once per thread instead of once per element.
+// int8, int4 value) or in one token with consecutive groups (int4 key, int8 key), so the
+// metadata is looked up once per thread instead of once per element.
 template <uint32_t kScheme, uint32_t kDtype, bool kUniform>
 __global__ void __launch_bounds__(kThreads) dequant_kernel(const QuantParams p) {
   constexpr bool kInt4 = kScheme == kSchemeInt4Key || kScheme == kSchemeInt4Value;
+  constexpr bool kKeyGroups = kScheme == kSchemeInt4Key || kScheme == kSchemeInt8Key;
+  constexpr bool kHasMin = kInt4 || kScheme == kSchemeInt8Key;
   const uint32_t e0 = (blockIdx.x * kThreads + threadIdx.x) * kPerThread;
   if (e0 >= p.n) return;
   const std::byte* enc = p.encoded + uint64_t{blockIdx.y} * p.enc_stride;
@@ -351,7 +361,7 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(const QuantParams p) 
   float mn[kPerThread];
   if constexpr (kUniform) {
     const uint32_t g = group_of<kScheme>(p, e0);
-    if constexpr (kScheme == kSchemeInt4Key) {
+    if constexpr (kKeyGroups) {
       load8_f32(enc + 4ull * g, scale);
       load8_f32(enc + p.min_offset + 4ull * g, mn);
     } else {
@@ -362,7 +372,7 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(const QuantParams p) 
         s0 = pow2(kk > 127 ? 127 : kk);
       } else {
         s0 = load_f32_any(enc + 4ull * g);
-        if constexpr (kInt4) m0 = load_f32_any(enc + p.min_offset + 4ull * g);
+        if constexpr (kHasMin) m0 = load_f32_any(enc + p.min_offset + 4ull * g);
       }
 #pragma unroll
       for (uint32_t k = 0; k < kPerThread; ++k) scale[k] = s0, mn[k] = m0;
@@ -382,7 +392,7 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(const QuantParams p) 
           s0 = pow2(kk > 127 ? 127 : kk);
         } else {
           s0 = load_f32_any(enc + 4ull * g);
-          if constexpr (kInt4) m0 = load_f32_any(enc + p.min_offset + 4ull * g);
+          if constexpr (kHasMin) m0 = load_f32_any(enc + p.min_offset + 4ull * g);
         }
       }
       scale[k] = s0;
@@ -399,6 +409,9 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(const QuantParams p) 
     } else if constexpr (kScheme == kSchemeInt8) {
       const auto q = static_cast<int8_t>((raw[k / 4] >> (8 * (k % 4))) & 0xffu);
       v = __fmul_rn(static_cast<float>(q), scale[k]);
+    } else if constexpr (kScheme == kSchemeInt8Key) {
+      const float q = static_cast<float>((raw[k / 4] >> (8 * (k % 4))) & 0xffu);
+      v = __fadd_rn(__fmul_rn(q, scale[k]), mn[k]);
     } else {
       const float q = static_cast<float>((raw[0] >> (4 * k)) & 0xfu);
       v = __fadd_rn(__fmul_rn(q, scale[k]), mn[k]);
@@ -483,6 +496,8 @@ cudaError_t dispatch(uint32_t scheme, uint32_t dtype, F f) {
       return by_dtype(std::integral_constant<uint32_t, kSchemeInt4Key>{});
     case kSchemeInt4Value:
       return by_dtype(std::integral_constant<uint32_t, kSchemeInt4Value>{});
+    case kSchemeInt8Key:
+      return by_dtype(std::integral_constant<uint32_t, kSchemeInt8Key>{});
     default:
       return cudaErrorInvalidValue;
   }

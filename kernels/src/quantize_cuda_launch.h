@@ -16,6 +16,7 @@ inline constexpr uint32_t kSchemeFp8 = 1;
 inline constexpr uint32_t kSchemeInt8 = 2;
 inline constexpr uint32_t kSchemeInt4Key = 3;
 inline constexpr uint32_t kSchemeInt4Value = 4;
+inline constexpr uint32_t kSchemeInt8Key = 5;
 inline constexpr uint32_t kDtypeFp16 = 1;
 inline constexpr uint32_t kDtypeBf16 = 2;
 inline constexpr uint32_t kDtypeFp32 = 3;
@@ -26,13 +27,13 @@ struct QuantParams {
   uint32_t tokens = 0;
   uint32_t heads = 0;
   uint32_t head_dim = 0;
-  uint32_t group = 1;           // int4 group size
+  uint32_t group = 1;           // int4 / int8 key group size
   uint32_t n = 0;               // elements per slab (< 2^31)
   uint32_t rows = 0;            // tokens * heads
   uint32_t channels = 0;        // heads * head_dim
   uint32_t groups = 0;          // metadata groups per slab (rows for fp8 and int8)
   uint32_t groups_per_row = 0;  // int4 value: ceil(head_dim / group)
-  uint64_t min_offset = 0;      // int4: where the mins start in an encoded slab
+  uint64_t min_offset = 0;      // int4, int8 key: where the mins start in an encoded slab
   uint64_t payload_offset = 0;  // where the payload starts in an encoded slab
   FastDivmod div_row;           // by head_dim: element -> row
   FastDivmod div_channels;      // by heads * head_dim: element -> token (int4 key)
@@ -45,7 +46,7 @@ struct QuantParams {
   uint32_t count = 0;
   float* scratch = nullptr;  // quantize: per slab `groups` inverse steps (not fp8)
   // Every run of 8 elements starting at a multiple of 8 lies in one row and one group (fp8,
-  // int8, int4 value), or in one token (int4 key): metadata once per 8 elements.
+  // int8, int4 value), or in one token (int4 key, int8 key): metadata once per 8 elements.
   bool uniform = false;
 };
 

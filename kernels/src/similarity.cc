@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -17,25 +18,91 @@ namespace {
 #define TIERKV_DOT_CLONES
 #endif
 
-// Eight independent partial sums keep the loop vectorizable without -ffast-math (the order of
-// additions is fixed, so the compiler may not reassociate one running sum).
+// Eight lanes of partial sums: lane j sums the products of elements i with i % 8 == j, in index
+// order; the lanes are then added pairwise, then the tail. Written with vector types so the
+// compiler keeps each accumulator in one register (8 floats: one AVX register, two SSE ones)
+// without -ffast-math (the order of additions is fixed, so it may not reassociate).
+// (Vector values never cross a function boundary: that would change the ABI between the
+// baseline and AVX2 builds of these functions.)
+using V8 = float __attribute__((vector_size(32)));
+#define TIERKV_LOAD8(v, p) std::memcpy(&(v), (p), sizeof(V8))
+
+inline float reduce8(const float* a, float tail) {
+  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])) + tail;
+}
+
 TIERKV_DOT_CLONES float dot(const float* a, const float* b, uint32_t n) {
-  float acc[8] = {};
+  V8 acc = {};
   uint32_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+    V8 x, y;
+    TIERKV_LOAD8(x, a + i);
+    TIERKV_LOAD8(y, b + i);
+    acc += x * y;
   }
   float tail = 0.0f;
   for (; i < n; ++i) tail += a[i] * b[i];
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
+  float lanes[8];
+  std::memcpy(lanes, &acc, sizeof(lanes));
+  return reduce8(lanes, tail);
 }
 
-inline float cosine(float dot_ab, float na, float nb) {
-  if (na == 0.0f || nb == 0.0f) return (na == 0.0f && nb == 0.0f) ? 1.0f : 0.0f;
-  return dot_ab / (na * nb);
+// dot() of one query with four candidates at once: four independent chains instead of one, so
+// the loop is not bound by the latency of its additions; each candidate's sum is formed exactly
+// as dot() forms it.
+TIERKV_DOT_CLONES void dot4(const float* __restrict q, const float* __restrict c0,
+                            const float* __restrict c1, const float* __restrict c2,
+                            const float* __restrict c3, uint32_t n, float* __restrict out) {
+  V8 a0 = {}, a1 = {}, a2 = {}, a3 = {};
+  uint32_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    V8 x, y0, y1, y2, y3;
+    TIERKV_LOAD8(x, q + i);
+    TIERKV_LOAD8(y0, c0 + i);
+    TIERKV_LOAD8(y1, c1 + i);
+    TIERKV_LOAD8(y2, c2 + i);
+    TIERKV_LOAD8(y3, c3 + i);
+    a0 += x * y0;
+    a1 += x * y1;
+    a2 += x * y2;
+    a3 += x * y3;
+  }
+  float t[4] = {};
+  for (; i < n; ++i) {
+    t[0] += q[i] * c0[i];
+    t[1] += q[i] * c1[i];
+    t[2] += q[i] * c2[i];
+    t[3] += q[i] * c3[i];
+  }
+  float lanes[4][8];
+  std::memcpy(lanes[0], &a0, sizeof(lanes[0]));
+  std::memcpy(lanes[1], &a1, sizeof(lanes[1]));
+  std::memcpy(lanes[2], &a2, sizeof(lanes[2]));
+  std::memcpy(lanes[3], &a3, sizeof(lanes[3]));
+  for (int k = 0; k < 4; ++k) out[k] = reduce8(lanes[k], t[k]);
 }
+#undef TIERKV_LOAD8
+
+inline float cosine(float dot_ab, float na, float nb) { return cosine_from_dot(dot_ab, na, nb); }
 
 }  // namespace
+
+float cosine_from_dot(float dot_ab, float norm_a, float norm_b) {
+  if (norm_a == 0.0f || norm_b == 0.0f) return (norm_a == 0.0f && norm_b == 0.0f) ? 1.0f : 0.0f;
+  return dot_ab / (norm_a * norm_b);
+}
+
+float dot_product(const float* a, const float* b, uint32_t dim) { return dot(a, b, dim); }
+
+void dot_products(const float* query, const float* candidates, const int32_t* which, uint32_t count,
+                  uint32_t dim, float* out) {
+  auto at = [&](uint32_t i) {
+    return candidates + uint64_t(which != nullptr ? static_cast<uint32_t>(which[i]) : i) * dim;
+  };
+  uint32_t i = 0;
+  for (; i + 4 <= count; i += 4) dot4(query, at(i), at(i + 1), at(i + 2), at(i + 3), dim, out + i);
+  for (; i < count; ++i) out[i] = dot(query, at(i), dim);
+}
 
 void vector_norms(const float* vectors, uint32_t count, uint32_t dim, float* norms) {
   for (uint32_t i = 0; i < count; ++i) {
@@ -72,14 +139,19 @@ Status best_cosine_match(std::span<const float> queries, uint32_t num_queries,
     vector_norms(candidates.data(), num_candidates, dim, own_norms.data());
     candidate_norms = own_norms.data();
   }
+  constexpr uint32_t kBatch = 64;
+  float dots[kBatch];
   for (uint32_t q = 0; q < num_queries; ++q) {
     const float* qv = queries.data() + uint64_t{q} * dim;
     const float qn = std::sqrt(dot(qv, qv, dim));
     int32_t best = -1;
     float best_sim = -std::numeric_limits<float>::infinity();
     for (uint32_t c = 0; c < num_candidates; ++c) {
-      const float* cv = candidates.data() + uint64_t{c} * dim;
-      const float sim = cosine(dot(qv, cv, dim), qn, candidate_norms[c]);
+      if (c % kBatch == 0) {
+        dot_products(qv, candidates.data() + uint64_t{c} * dim, nullptr,
+                     std::min(kBatch, num_candidates - c), dim, dots);
+      }
+      const float sim = cosine(dots[c % kBatch], qn, candidate_norms[c]);
       if (sim > best_sim) {
         best_sim = sim;
         best = static_cast<int32_t>(c);
@@ -109,10 +181,15 @@ Result<uint32_t> top_cosine_matches(std::span<const float> query, std::span<cons
   }
   const float qn = std::sqrt(dot(query.data(), query.data(), dim));
   uint32_t filled = 0;
+  constexpr uint32_t kBatch = 64;
+  float dots[kBatch];
   for (uint32_t c = 0; c < num_candidates; ++c) {
     const float* cv = candidates.data() + uint64_t{c} * dim;
+    if (c % kBatch == 0) {
+      dot_products(query.data(), cv, nullptr, std::min(kBatch, num_candidates - c), dim, dots);
+    }
     const float cn = candidate_norms != nullptr ? candidate_norms[c] : std::sqrt(dot(cv, cv, dim));
-    const float sim = cosine(dot(query.data(), cv, dim), qn, cn);
+    const float sim = cosine(dots[c % kBatch], qn, cn);
     if (!(sim == sim)) continue;  // NaN is never a match
     // Insertion into the sorted top list; an equal similarity stays behind the earlier index.
     if (filled == n && !(sim > similarity[n - 1])) continue;

@@ -7,9 +7,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <unordered_map>
+#include <unordered_set>
 
 // On x86-64 the library's dispatching entry point picks the widest vector unit the CPU has
 // (AVX2, AVX-512) at run time; the inline header alone would be built for the baseline (SSE2).
@@ -28,6 +31,8 @@ namespace {
 constexpr uint8_t kRecordVersion = 1;
 constexpr char kChunkPrefix = 'c';
 constexpr char kNamespacePrefix = 'n';
+constexpr char kFusedRefsPrefix = 'f';
+constexpr char kRepresentativePrefix = 'r';
 constexpr const char* kDataFileName = "tierkv-data.bin";
 
 std::string chunk_db_key(NamespaceId ns, const ChunkKey& key) {
@@ -38,6 +43,114 @@ std::string chunk_db_key(NamespaceId ns, const ChunkKey& key) {
   std::memcpy(k.data() + 9, &key, sizeof(key));
   return k;
 }
+
+// A fused chunk's reference list sits under its chunk key with another prefix, so both ranges
+// list chunks in the same order.
+std::string fused_db_key(NamespaceId ns, const ChunkKey& key) {
+  std::string k = chunk_db_key(ns, key);
+  k[0] = kFusedRefsPrefix;
+  return k;
+}
+
+std::string representative_db_key(RepId id) {
+  std::string k(9, '\0');
+  k[0] = kRepresentativePrefix;
+  for (int i = 0; i < 8; ++i) k[1 + i] = static_cast<char>(id >> (56 - 8 * i));
+  return k;
+}
+
+template <typename T>
+void append_le(std::string& out, T v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof(v));
+}
+
+template <typename T>
+bool read_le(const rocksdb::Slice& in, size_t& at, T* v) {
+  if (at + sizeof(T) > in.size()) return false;
+  std::memcpy(v, in.data() + at, sizeof(T));
+  at += sizeof(T);
+  return true;
+}
+
+// Representative record: version, layer, head, kind, format, dtype, tokens, head_dim,
+// first_token, byte count, the bytes, then xxh3-64 of everything before it.
+std::string representative_value(const Representative& rep) {
+  const RepresentativeInfo& i = rep.info;
+  std::string v;
+  v.reserve(40 + rep.bytes.size());
+  v.push_back(static_cast<char>(kRecordVersion));
+  append_le<uint32_t>(v, i.layer);
+  append_le<uint32_t>(v, i.head);
+  append_le<uint8_t>(v, i.kind);
+  append_le<uint8_t>(v, static_cast<uint8_t>(i.format));
+  append_le<uint8_t>(v, static_cast<uint8_t>(i.dtype));
+  append_le<uint32_t>(v, i.tokens);
+  append_le<uint32_t>(v, i.head_dim);
+  append_le<int64_t>(v, i.first_token);
+  append_le<uint32_t>(v, static_cast<uint32_t>(rep.bytes.size()));
+  v.append(reinterpret_cast<const char*>(rep.bytes.data()), rep.bytes.size());
+  append_le<uint64_t>(v, XXH3_64bits(v.data(), v.size()));
+  return v;
+}
+
+bool parse_representative(const rocksdb::Slice& v, Representative* rep) {
+  if (v.size() < 8 + 1 || v[0] != kRecordVersion) return false;
+  uint64_t sum = 0;
+  std::memcpy(&sum, v.data() + v.size() - 8, 8);
+  if (XXH3_64bits(v.data(), v.size() - 8) != sum) return false;
+  const rocksdb::Slice body(v.data(), v.size() - 8);
+  RepresentativeInfo& i = rep->info;
+  size_t at = 1;
+  uint8_t format = 0, dtype = 0;
+  uint32_t n = 0;
+  if (!read_le(body, at, &i.layer) || !read_le(body, at, &i.head) || !read_le(body, at, &i.kind) ||
+      !read_le(body, at, &format) || !read_le(body, at, &dtype) || !read_le(body, at, &i.tokens) ||
+      !read_le(body, at, &i.head_dim) || !read_le(body, at, &i.first_token) ||
+      !read_le(body, at, &n) || at + n != body.size()) {
+    return false;
+  }
+  i.format = static_cast<BlockFormat>(format);
+  i.dtype = static_cast<DType>(dtype);
+  const auto* b = reinterpret_cast<const std::byte*>(body.data() + at);
+  rep->bytes.assign(b, b + n);
+  return true;
+}
+
+// Reference list: version, count, then count RepIds.
+std::string fused_refs_value(std::span<const RepId> ids) {
+  std::string v;
+  v.reserve(5 + 8 * ids.size());
+  v.push_back(static_cast<char>(kRecordVersion));
+  append_le<uint32_t>(v, static_cast<uint32_t>(ids.size()));
+  v.append(reinterpret_cast<const char*>(ids.data()), 8 * ids.size());
+  return v;
+}
+
+bool parse_fused_refs(const rocksdb::Slice& v, std::vector<RepId>* ids) {
+  size_t at = 1;
+  uint32_t n = 0;
+  if (v.size() < 5 || v[0] != kRecordVersion || !read_le(v, at, &n) ||
+      v.size() != 5 + 8 * uint64_t{n}) {
+    return false;
+  }
+  ids->resize(n);
+  std::memcpy(ids->data(), v.data() + 5, 8 * uint64_t{n});
+  return true;
+}
+
+bool parse_chunk_id(const rocksdb::Slice& k, NamespaceId* ns, ChunkKey* key) {
+  if (k.size() != 1 + 8 + sizeof(ChunkKey)) return false;
+  *ns = 0;
+  for (int i = 0; i < 8; ++i) *ns = *ns << 8 | static_cast<uint8_t>(k[1 + i]);
+  std::memcpy(key, k.data() + 9, sizeof(ChunkKey));
+  return true;
+}
+
+struct ChunkIdHash {
+  size_t operator()(const std::pair<NamespaceId, ChunkKey>& c) const {
+    return ChunkKeyHash()(c.second) ^ (c.first * 0x9E3779B97F4A7C15ull);
+  }
+};
 
 std::string namespace_db_key(NamespaceId ns) {
   std::string k(9, '\0');
@@ -187,7 +300,10 @@ Status NvmeStore::put_namespace(const Namespace& ns) {
                     "index: record namespace");
 }
 
-Status NvmeStore::commit(std::span<const ChunkRecord> records) {
+Status NvmeStore::commit(std::span<const ChunkRecord> records) { return commit(records, {}); }
+
+Status NvmeStore::commit(std::span<const ChunkRecord> records,
+                         std::span<const FusedChunkRefs> fused) {
   rocksdb::WriteBatch batch;
   std::string v(1 + sizeof(ChunkRecord), '\0');
   v[0] = static_cast<char>(kRecordVersion);
@@ -195,13 +311,85 @@ Status NvmeStore::commit(std::span<const ChunkRecord> records) {
     std::memcpy(v.data() + 1, &r, sizeof(r));
     batch.Put(chunk_db_key(r.ns, r.key), v);
   }
-  return from_rocks(db_->Write(rocksdb::WriteOptions(), &batch), "index: record chunks");
+  // Reference-list entries this batch adds per representative; a representative the index does
+  // not hold yet goes into the batch the first time it is named.
+  std::unordered_map<RepId, uint32_t> added;
+  for (const FusedChunkRefs& f : fused) {
+    if (reps_ == nullptr) {
+      return Status::InvalidArgument("index: fused chunk " + f.key.to_hex() +
+                                     " committed without a representative store");
+    }
+    const bool recorded = std::any_of(records.begin(), records.end(), [&](const ChunkRecord& r) {
+      return r.ns == f.ns && r.key == f.key;
+    });
+    if (!recorded) {
+      return Status::InvalidArgument("index: fused chunk " + f.key.to_hex() +
+                                     " has no record in the same commit");
+    }
+    batch.Put(fused_db_key(f.ns, f.key), fused_refs_value(f.reps));
+    for (RepId id : f.reps) {
+      if (added[id]++ != 0 || disk_refs_.contains(id)) continue;
+      auto rep = reps_->get(id);
+      if (rep == nullptr) {
+        return Status::InvalidArgument("index: fused chunk " + f.key.to_hex() +
+                                       " refers to representative " + std::to_string(id) +
+                                       ", which is not in the representative store");
+      }
+      batch.Put(representative_db_key(id), representative_value(*rep));
+    }
+  }
+  TIERKV_RETURN_IF_ERROR(
+      from_rocks(db_->Write(rocksdb::WriteOptions(), &batch), "index: record chunks"));
+  for (const auto& [id, n] : added) disk_refs_[id] += n;
+  fused_chunks_ += fused.size();
+  return Status::Ok();
 }
 
 Status NvmeStore::erase(std::span<const std::pair<NamespaceId, ChunkKey>> chunks) {
   rocksdb::WriteBatch batch;
-  for (const auto& [ns, key] : chunks) batch.Delete(chunk_db_key(ns, key));
-  return from_rocks(db_->Write(rocksdb::WriteOptions(), &batch), "index: remove chunks");
+  // The erased fused chunks' references, and per representative how many entries go.
+  std::vector<RepId> released;
+  std::unordered_map<RepId, uint32_t> removed;
+  uint64_t fused = 0;
+  std::string value;
+  std::vector<RepId> ids;
+  for (const auto& [ns, key] : chunks) {
+    batch.Delete(chunk_db_key(ns, key));
+    if (fused_chunks_ == 0) continue;
+    const std::string fkey = fused_db_key(ns, key);
+    const rocksdb::Status got = db_->Get(rocksdb::ReadOptions(), fkey, &value);
+    if (got.IsNotFound()) continue;
+    TIERKV_RETURN_IF_ERROR(from_rocks(got, "index: read a fused chunk's references"));
+    batch.Delete(fkey);
+    ++fused;
+    if (!parse_fused_refs(value, &ids)) continue;  // unreadable: recovery recounts
+    for (RepId id : ids) ++removed[id];
+    released.insert(released.end(), ids.begin(), ids.end());
+  }
+  for (const auto& [id, n] : removed) {
+    auto it = disk_refs_.find(id);
+    if (it != disk_refs_.end() && it->second <= n) batch.Delete(representative_db_key(id));
+  }
+  TIERKV_RETURN_IF_ERROR(
+      from_rocks(db_->Write(rocksdb::WriteOptions(), &batch), "index: remove chunks"));
+  for (const auto& [id, n] : removed) {
+    auto it = disk_refs_.find(id);
+    if (it == disk_refs_.end()) continue;
+    if (it->second <= n) {
+      disk_refs_.erase(it);
+    } else {
+      it->second -= n;
+    }
+  }
+  fused_chunks_ -= std::min(fused_chunks_, fused);
+  Status first;
+  if (reps_ != nullptr) {
+    for (RepId id : released) {
+      Status s = reps_->release(id);
+      if (!s.ok() && first.ok()) first = s;
+    }
+  }
+  return first;
 }
 
 Status NvmeStore::erase_namespace(NamespaceId ns) {
@@ -310,12 +498,100 @@ Status NvmeStore::recover(const std::function<void(const Namespace&)>& on_namesp
   }
   for (const std::string& k : bad_keys) (void)db_->Delete(rocksdb::WriteOptions(), k);
   rep.discarded += bad_keys.size();
+  TIERKV_RETURN_IF_ERROR(recover_fused(records, rep));
   for (const ChunkRecord& r : records) on_chunk(r);
   rep.chunks = records.size();
   rep.millis = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                          std::chrono::steady_clock::now() - t0)
                                          .count());
   if (report) *report = rep;
+  return Status::Ok();
+}
+
+Status NvmeStore::recover_fused(std::vector<ChunkRecord>& records, RecoveryReport& rep) {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  // Every representative the index holds (corrupt ones count as missing).
+  std::unordered_map<RepId, Representative> held;
+  std::vector<std::string> drop;  // index keys to delete
+  for (it->Seek(std::string(1, kRepresentativePrefix));
+       it->Valid() && it->key()[0] == kRepresentativePrefix; it->Next()) {
+    const rocksdb::Slice k = it->key();
+    RepId id = 0;
+    for (size_t i = 1; i < k.size() && i <= 8; ++i) id = id << 8 | static_cast<uint8_t>(k[i]);
+    Representative r;
+    if (k.size() != 9 || !parse_representative(it->value(), &r)) {
+      drop.push_back(k.ToString());
+      continue;
+    }
+    held.emplace(id, std::move(r));
+  }
+  TIERKV_RETURN_IF_ERROR(from_rocks(it->status(), "index: read representatives"));
+
+  // Reference lists: of a recovered chunk whose representatives are all held, counted; of a
+  // chunk not recovered, an orphan; naming a missing one, the chunk cannot be decoded and goes.
+  std::unordered_map<std::pair<NamespaceId, ChunkKey>, size_t, ChunkIdHash> where;
+  for (size_t i = 0; i < records.size(); ++i)
+    where.emplace(std::pair{records[i].ns, records[i].key}, i);
+  std::unordered_map<RepId, uint32_t> counts;
+  std::unordered_set<size_t> undecodable;
+  std::vector<RepId> ids;
+  uint64_t fused = 0;
+  for (it->Seek(std::string(1, kFusedRefsPrefix)); it->Valid() && it->key()[0] == kFusedRefsPrefix;
+       it->Next()) {
+    NamespaceId ns = 0;
+    ChunkKey key;
+    const bool named = parse_chunk_id(it->key(), &ns, &key);
+    const auto found = named ? where.find({ns, key}) : where.end();
+    if (found == where.end()) {
+      drop.push_back(it->key().ToString());
+      continue;
+    }
+    const bool ok =
+        reps_ != nullptr && parse_fused_refs(it->value(), &ids) &&
+        std::all_of(ids.begin(), ids.end(), [&](RepId id) { return held.contains(id); });
+    if (!ok) {
+      undecodable.insert(found->second);
+      drop.push_back(it->key().ToString());
+      drop.push_back(chunk_db_key(ns, key));
+      continue;
+    }
+    for (RepId id : ids) ++counts[id];
+    ++fused;
+  }
+  TIERKV_RETURN_IF_ERROR(from_rocks(it->status(), "index: read fused chunks' references"));
+
+  if (!undecodable.empty()) {
+    std::vector<ChunkRecord> kept;
+    kept.reserve(records.size() - undecodable.size());
+    for (size_t i = 0; i < records.size(); ++i) {
+      if (undecodable.contains(i)) {
+        TIERKV_RETURN_IF_ERROR(pool_.free(records[i].slot));
+      } else {
+        kept.push_back(records[i]);
+      }
+    }
+    records = std::move(kept);
+    rep.discarded += undecodable.size();
+  }
+  // Representatives: restored with their counts, or orphans.
+  for (auto& [id, r] : held) {
+    const auto c = counts.find(id);
+    if (c == counts.end()) {
+      drop.push_back(representative_db_key(id));
+      ++rep.orphan_representatives;
+      continue;
+    }
+    TIERKV_RETURN_IF_ERROR(reps_->restore(id, r.info, r.bytes, c->second));
+    std::vector<std::byte>().swap(r.bytes);  // the store has its copy: keep the peak at one
+    ++rep.representatives;
+  }
+  rocksdb::WriteBatch batch;
+  for (const std::string& k : drop) batch.Delete(k);
+  TIERKV_RETURN_IF_ERROR(
+      from_rocks(db_->Write(rocksdb::WriteOptions(), &batch), "index: remove what cannot be used"));
+  disk_refs_ = std::move(counts);
+  fused_chunks_ = fused;
+  rep.fused_chunks = fused;
   return Status::Ok();
 }
 

@@ -79,6 +79,27 @@ inline DecoderFuzz& state(const char* spec) {
                               reinterpret_cast<const uint8_t*>(bytes.data()) + bytes.size());
       }
     }
+    // One chunk large enough for the formats only big chunks use (zstd's raw planes and nibble
+    // pairs): 4 layers x 4 heads x 64 x 32 bf16, its low bytes random, its high bytes few.
+    Layout big;
+    big.num_layers = 4;
+    big.num_kv_heads = 4;
+    big.head_dim = 64;
+    big.dtype = DType::kBFloat16;
+    big.chunk_tokens = 32;
+    std::vector<std::byte> chunk(big.chunk_bytes());
+    std::mt19937 rng(7);
+    for (size_t i = 0; i < chunk.size(); i += 2) {
+      chunk[i] = static_cast<std::byte>(rng());
+      chunk[i + 1] =
+          static_cast<std::byte>(rng() % 200 == 0 ? 0x90 + rng() % 16 : 0x38 + rng() % 8);
+    }
+    storage::EncodeBuffer out;
+    if (f->codec->encode(big, chunk, out).ok()) {
+      const auto bytes = out.bytes();
+      f->seeds.emplace_back(reinterpret_cast<const uint8_t*>(bytes.data()),
+                            reinterpret_cast<const uint8_t*>(bytes.data()) + bytes.size());
+    }
     return f;
   }();
   return *s;

@@ -65,9 +65,12 @@ struct QuantCase {
 
 std::string case_string(const QuantCase& c) {
   std::ostringstream o;
-  const char* scheme[] = {"", "fp8", "int8", "int4k", "int4v"};
+  const char* scheme[] = {"", "fp8", "int8", "int4k", "int4v", "int8k"};
   o << scheme[static_cast<int>(c.scheme)];
-  if (c.scheme == QuantScheme::kInt4Key || c.scheme == QuantScheme::kInt4Value) o << "g" << c.group;
+  if (c.scheme == QuantScheme::kInt4Key || c.scheme == QuantScheme::kInt4Value ||
+      c.scheme == QuantScheme::kInt8Key) {
+    o << "g" << c.group;
+  }
   o << "_" << dtype_name(c.dtype) << "_" << c.shape.tokens << "x" << c.shape.heads << "x"
     << c.shape.head_dim << "_n" << c.count << "_fpad" << c.float_pad << "_epad" << c.enc_pad
     << "_off" << c.enc_offset;
@@ -246,13 +249,17 @@ INSTANTIATE_TEST_SUITE_P(
         QuantCase{QuantScheme::kInt8, 0, {256, 8, 128}, DType::kFloat16, 3, 0, 0, 0},
         QuantCase{QuantScheme::kInt4Key, 32, {256, 8, 128}, DType::kBFloat16, 2, 0, 0, 0},
         QuantCase{QuantScheme::kInt4Value, 32, {256, 8, 128}, DType::kBFloat16, 2, 0, 0, 0},
+        QuantCase{QuantScheme::kInt8Key, 256, {256, 8, 128}, DType::kBFloat16, 4, 0, 0, 0},
+        QuantCase{QuantScheme::kInt8Key, 256, {256, 3, 64}, DType::kFloat16, 3, 0, 0, 0},
         // Tokens not a multiple of the group, head_dim 64, padded strides.
         QuantCase{QuantScheme::kInt4Key, 32, {100, 2, 64}, DType::kFloat16, 3, 64, 5, 0},
         QuantCase{QuantScheme::kInt4Value, 48, {33, 4, 64}, DType::kFloat32, 2, 16, 3, 2},
+        QuantCase{QuantScheme::kInt8Key, 32, {100, 2, 64}, DType::kBFloat16, 3, 64, 5, 0},
         // Odd everything: odd element counts (a trailing nibble), groups of 3, misaligned
         // encoded slabs.
         QuantCase{QuantScheme::kInt4Key, 3, {7, 3, 5}, DType::kFloat32, 3, 4, 1, 1},
         QuantCase{QuantScheme::kInt4Value, 3, {5, 1, 7}, DType::kBFloat16, 4, 2, 3, 3},
+        QuantCase{QuantScheme::kInt8Key, 3, {7, 3, 5}, DType::kFloat32, 3, 4, 1, 1},
         QuantCase{QuantScheme::kInt8, 0, {7, 3, 5}, DType::kFloat16, 3, 2, 1, 1},
         QuantCase{QuantScheme::kFp8E4M3, 0, {9, 2, 5}, DType::kFloat16, 2, 6, 7, 3},
         QuantCase{QuantScheme::kFp8E4M3, 0, {1, 1, 1}, DType::kFloat32, 1, 0, 0, 0},

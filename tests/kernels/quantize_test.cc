@@ -273,7 +273,7 @@ void check_int4(QuantScheme scheme, DType dtype, const SlabShape& shape, uint32_
     for (uint64_t c = 0; c < hd; ++c) {
       const uint64_t i = t * hd + c;
       const uint64_t grp =
-          scheme == QuantScheme::kInt4Key
+          scheme != QuantScheme::kInt4Value
               ? (t / g) * hd + c
               : (uint64_t{t} * shape.heads + c / shape.head_dim) * gpr + (c % shape.head_dim) / g;
       ASSERT_LT(grp, ngroups);
@@ -290,6 +290,30 @@ void check_int4(QuantScheme scheme, DType dtype, const SlabShape& shape, uint32_
 TEST_P(SlabTest, Int4KeyWithinBound) {
   check_int4(QuantScheme::kInt4Key, GetParam(), {64, 2, 32}, 32);
   check_int4(QuantScheme::kInt4Key, GetParam(), {37, 3, 5}, 16);  // partial groups, odd count
+}
+
+TEST_P(SlabTest, Int8KeyWithinBound) {
+  check_int4(QuantScheme::kInt8Key, GetParam(), {64, 2, 32}, 64);
+  check_int4(QuantScheme::kInt8Key, GetParam(), {37, 3, 5}, 16);  // partial groups
+}
+
+// Keys with an outlier channel (a large offset, little variation across tokens): per channel,
+// int8 keys keep the small channels' detail that a per-token int8 scale loses to the outlier.
+TEST(Slab, Int8KeyBeatsPerTokenInt8OnOutlierChannels) {
+  const SlabShape shape{64, 1, 16};
+  std::mt19937 rng(21);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  std::vector<float> x(shape.elements());
+  for (uint32_t t = 0; t < shape.tokens; ++t) {
+    for (uint32_t d = 0; d < shape.head_dim; ++d) x[t * 16 + d] = d == 3 ? 40.0f + n(rng) : n(rng);
+  }
+  auto err = [&](QuantScheme scheme) {
+    const auto r = round_trip({scheme, 64}, shape, DType::kFloat32, x);
+    double e = 0;
+    for (size_t i = 0; i < x.size(); ++i) e += (r.decoded[i] - x[i]) * (r.decoded[i] - x[i]);
+    return e;
+  };
+  EXPECT_LT(err(QuantScheme::kInt8Key) * 10, err(QuantScheme::kInt8));
 }
 
 TEST_P(SlabTest, Int4ValueWithinBound) {
@@ -371,6 +395,108 @@ TEST(SlabGolden, Int4KeyAndValue) {
   }
 }
 
+TEST(SlabGolden, Int8Key) {
+  // 3 tokens x 1 head x 2 channels, G = 4: channel 0 in [0, 255] (scale 1), channel 1 constant.
+  const SlabShape shape{3, 1, 2};
+  const std::vector<float> x{0.0f, 10.0f, 255.0f, 10.0f, 100.5f, 10.0f};
+  const QuantSpec spec{QuantScheme::kInt8Key, 4};
+  std::vector<std::byte> enc(quant_sizes(spec, shape).total());
+  ASSERT_EQ(enc.size(), 2u * 8 + 6);
+  ASSERT_TRUE(quantize_slab(spec, shape, DType::kFloat32, std::as_bytes(std::span(x)), enc).ok());
+  EXPECT_EQ(load_f32_at(enc, 0), 1.0f);   // scale ch0
+  EXPECT_EQ(load_f32_at(enc, 1), 0.0f);   // scale ch1
+  EXPECT_EQ(load_f32_at(enc, 2), 0.0f);   // min ch0
+  EXPECT_EQ(load_f32_at(enc, 3), 10.0f);  // min ch1
+  // q = {0, 0, 255, 0, 100 (100.5 ties to even), 0}.
+  const std::vector<uint8_t> q{0, 0, 255, 0, 100, 0};
+  for (size_t i = 0; i < q.size(); ++i) EXPECT_EQ(std::to_integer<uint8_t>(enc[16 + i]), q[i]) << i;
+}
+
+// Which zero a group's min keeps (+0 or -0, both stored as they are) is the first one in element
+// order, however the quantizer's loops are vectorized.
+TEST(Slab, GroupMinKeepsTheFirstZeroInElementOrder) {
+  const SlabShape shape{1, 1, 16};
+  const QuantSpec spec{QuantScheme::kInt4Value, 16};
+  for (const auto& [first, second] : {std::pair{3, 10}, std::pair{10, 3}, std::pair{1, 9}}) {
+    std::vector<float> x(16, 2.0f);
+    x[first] = -0.0f;
+    x[second] = 0.0f;
+    x[15] = NAN;
+    std::vector<std::byte> enc(quant_sizes(spec, shape).total());
+    ASSERT_TRUE(quantize_slab(spec, shape, DType::kFloat32, std::as_bytes(std::span(x)), enc).ok());
+    const float min = load_f32_at(enc, 1);
+    EXPECT_EQ(min, 0.0f);
+    EXPECT_EQ(std::signbit(min), first < second) << first << " " << second;
+  }
+}
+
+// The vectorized row loops against the scalar rules, on rows with every kind of value.
+TEST(Slab, Int8AndInt4RowsMatchTheScalarRules) {
+  std::mt19937 rng(31);
+  std::normal_distribution<float> n(0.0f, 3.0f);
+  for (uint32_t dim : {1u, 7u, 8u, 37u, 64u, 300u}) {
+    const SlabShape shape{3, 2, dim};
+    std::vector<float> x(shape.elements());
+    for (auto& v : x) {
+      const uint32_t r = rng() % 50;
+      v = r == 0 ? NAN : r == 1 ? INFINITY : r == 2 ? -INFINITY : r == 3 ? -0.0f : n(rng);
+    }
+    for (const QuantSpec spec :
+         {QuantSpec{QuantScheme::kInt8, 0}, QuantSpec{QuantScheme::kInt4Value, 5},
+          QuantSpec{QuantScheme::kInt4Value, dim}}) {
+      std::vector<std::byte> enc(quant_sizes(spec, shape).total());
+      ASSERT_TRUE(
+          quantize_slab(spec, shape, DType::kFloat32, std::as_bytes(std::span(x)), enc).ok());
+      const uint64_t rows = uint64_t{shape.tokens} * shape.heads;
+      for (uint64_t r = 0; r < rows; ++r) {
+        const float* row = x.data() + r * dim;
+        if (spec.scheme == QuantScheme::kInt8) {
+          float amax = 0.0f;
+          for (uint32_t d = 0; d < dim; ++d) {
+            const float a = std::fabs(row[d]);
+            if (a <= FLT_MAX && a > amax) amax = a;
+          }
+          ASSERT_EQ(load_f32_at(enc, r), amax / 127.0f) << dim << " row " << r;
+          const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+          for (uint32_t d = 0; d < dim; ++d) {
+            float v = row[d] * inv;
+            if (v != v) v = 0.0f;
+            v = std::min(127.0f, std::max(-127.0f, v));
+            const auto q = static_cast<int8_t>(std::nearbyint(v));
+            ASSERT_EQ(static_cast<int8_t>(std::to_integer<uint8_t>(enc[4 * rows + r * dim + d])), q)
+                << dim << " row " << r << " d " << d;
+          }
+        } else {
+          const uint32_t g = spec.group_size, gpr = (dim + g - 1) / g;
+          const uint64_t ngroups = rows * gpr;
+          for (uint32_t j = 0; j < gpr; ++j) {
+            float lo = FLT_MAX, hi = -FLT_MAX;
+            for (uint32_t d = j * g; d < std::min(dim, (j + 1) * g); ++d) {
+              if (!(std::fabs(row[d]) <= FLT_MAX)) continue;
+              lo = row[d] < lo ? row[d] : lo;
+              hi = row[d] > hi ? row[d] : hi;
+            }
+            if (lo > hi) lo = hi = 0.0f;
+            const float min = load_f32_at(enc, ngroups + r * gpr + j);
+            ASSERT_EQ(std::bit_cast<uint32_t>(min), std::bit_cast<uint32_t>(lo)) << dim;
+            ASSERT_EQ(load_f32_at(enc, r * gpr + j), (hi - lo) / 15.0f) << dim;
+            const float inv = hi > lo ? 15.0f / (hi - lo) : 0.0f;
+            for (uint32_t d = j * g; d < std::min(dim, (j + 1) * g); ++d) {
+              float v = (row[d] - lo) * inv;
+              if (v != v) v = 0.0f;
+              v = std::min(15.0f, std::max(0.0f, v));
+              const auto q = static_cast<uint32_t>(std::nearbyint(v));
+              const uint64_t e = r * dim + d;
+              const auto byte = std::to_integer<uint32_t>(enc[8 * ngroups + e / 2]);
+              ASSERT_EQ((byte >> (4 * (e % 2))) & 0xfu, q) << dim << " e " << e;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(Slab, NonFiniteInputsFollowTheRules) {
   const SlabShape shape{1, 1, 4};
   const std::vector<float> x{INFINITY, -INFINITY, NAN, 2.0f};
@@ -400,7 +526,7 @@ TEST(Slab, ElementOrderIsTokenHeadChannel) {
   // A single large element must land at its [t][h][d] position after a round trip.
   const SlabShape shape{4, 3, 8};
   for (QuantScheme scheme : {QuantScheme::kFp8E4M3, QuantScheme::kInt8, QuantScheme::kInt4Key,
-                             QuantScheme::kInt4Value}) {
+                             QuantScheme::kInt4Value, QuantScheme::kInt8Key}) {
     for (uint64_t pos : {0ull, 5ull, 37ull, 95ull}) {
       std::vector<float> x(shape.elements(), 0.0f);
       x[pos] = 64.0f;
@@ -448,7 +574,7 @@ TEST(Slab, AnyBytesDecodeWithoutFault) {
   std::mt19937 rng(5);
   const SlabShape shape{9, 2, 7};
   for (QuantScheme scheme : {QuantScheme::kFp8E4M3, QuantScheme::kInt8, QuantScheme::kInt4Key,
-                             QuantScheme::kInt4Value}) {
+                             QuantScheme::kInt4Value, QuantScheme::kInt8Key}) {
     const QuantSpec spec{scheme, 4};
     std::vector<std::byte> enc(quant_sizes(spec, shape).total());
     for (int iter = 0; iter < 50; ++iter) {
@@ -465,7 +591,7 @@ TEST(Slab, QuantizeIsDeterministic) {
   const SlabShape shape{32, 2, 16};
   const auto x = kv_like(shape, DType::kBFloat16, 9);
   for (QuantScheme scheme : {QuantScheme::kFp8E4M3, QuantScheme::kInt8, QuantScheme::kInt4Key,
-                             QuantScheme::kInt4Value}) {
+                             QuantScheme::kInt4Value, QuantScheme::kInt8Key}) {
     const auto a = round_trip({scheme, 8}, shape, DType::kBFloat16, x);
     const auto b = round_trip({scheme, 8}, shape, DType::kBFloat16, x);
     EXPECT_EQ(a.encoded, b.encoded);

@@ -39,8 +39,9 @@ TEST(CodecConfig, ParsesAndPrintsCanonically) {
   };
   for (const Case& c :
        {Case{"raw", "raw"}, Case{"zstd", "zstd:1:bytes"}, Case{"zstd:7", "zstd:7:bytes"},
-        Case{"zstd:bits:-2", "zstd:-2:bits"}, Case{"fp8", "fp8"}, Case{"int8", "int8"},
-        Case{"int4", "int4:g32"}, Case{"int4:g64", "int4:g64"},
+        Case{"zstd:bits:-2", "zstd:-2:bits"}, Case{"fp8", "fp8"}, Case{"int8", "int8:k256"},
+        Case{"int8:k0", "int8:k0"}, Case{"int8:k32", "int8:k32"}, Case{"int4", "int4:g32"},
+        Case{"int4:g64", "int4:g64"},
         Case{"fused", "fused:0.95:b16:rep=int8:res=int4:rope=0:window=16"},
         Case{"fused:0.9:b8:rep=raw:res=none:rope=10000:window=4",
              "fused:0.9:b8:rep=raw:res=none:rope=10000:window=4"}}) {
@@ -56,7 +57,8 @@ TEST(CodecConfig, ParsesAndPrintsCanonically) {
 TEST(CodecConfig, RejectsBadSpecsNamingTheProblem) {
   for (const char* spec :
        {"", "lz4", "raw:1", "zstd:99", "zstd:fast", "int4:32", "int4:g0", "fused:1.5", "fused:b0",
-        "fused:rep=int4", "fused:res=raw", "fused:rope=-1", "fused:foo=1", "fp8:x"}) {
+        "fused:rep=int4", "fused:res=raw", "fused:rope=-1", "fused:foo=1", "fp8:x", "int8:32",
+        "int8:k", "int8:k70000", "int8:g32"}) {
     auto parsed = CodecConfig::parse(spec);
     EXPECT_FALSE(parsed.ok()) << spec;
     if (!parsed.ok()) {
@@ -100,7 +102,7 @@ TEST_P(CodecRoundTrip, WithinStatedBound) {
       case CodecId::kFp8:
       case CodecId::kInt8:
       case CodecId::kInt4:
-        EXPECT_EQ(count_bound_violations(config.id, config.int4_group, layout, chunk, out), 0u);
+        EXPECT_EQ(count_bound_violations(config, layout, chunk, out), 0u);
         EXPECT_LT(enc.size(), chunk.size());
         break;
       case CodecId::kFused: {
@@ -131,6 +133,7 @@ INSTANTIATE_TEST_SUITE_P(
         RoundTripCase{"zstd:3:bits", DType::kFloat32}, RoundTripCase{"fp8", DType::kBFloat16},
         RoundTripCase{"fp8", DType::kFloat16}, RoundTripCase{"fp8", DType::kFloat32},
         RoundTripCase{"int8", DType::kBFloat16}, RoundTripCase{"int8", DType::kFloat16},
+        RoundTripCase{"int8:k0", DType::kBFloat16}, RoundTripCase{"int8:k5", DType::kFloat32},
         RoundTripCase{"int4", DType::kBFloat16}, RoundTripCase{"int4:g16", DType::kFloat32},
         RoundTripCase{"fused:0.5:b16:rep=fp8:res=int4", DType::kBFloat16},
         RoundTripCase{"fused:0.2:b8:rep=raw:res=none", DType::kFloat16},
@@ -173,6 +176,93 @@ TEST(Codec, ZstdCompressesSmoothData) {
   }
 }
 
+// A chunk big enough for the zstd codec to sample its planes: 4 layers x 4 heads x 64 x 64.
+Layout zstd_layout(DType dtype) {
+  Layout l;
+  l.num_layers = 4;
+  l.num_kv_heads = 4;
+  l.head_dim = 64;
+  l.dtype = dtype;
+  l.chunk_tokens = 64;
+  return l;
+}
+
+// 2-byte floats whose high byte takes `common` values most of the time and one of `rare` others
+// with probability `p_rare`; the low byte is random (a mantissa).
+std::vector<std::byte> high_byte_chunk(const Layout& layout, uint32_t common, uint32_t rare,
+                                       double p_rare, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::vector<std::byte> chunk(layout.chunk_bytes());
+  for (size_t i = 0; i < chunk.size(); i += 2) {
+    chunk[i] = static_cast<std::byte>(rng());
+    const uint32_t v = u(rng) < p_rare ? 0x80 + rng() % rare : 0x38 + rng() % common;
+    chunk[i + 1] = static_cast<std::byte>(v);
+  }
+  return chunk;
+}
+
+uint8_t param(const EncodeBuffer& enc, size_t i) {
+  auto info = verify_chunk(enc.bytes());
+  return info.ok() ? std::to_integer<uint8_t>(info->params[i]) : 0xff;
+}
+
+TEST(Codec, ZstdStoresRandomPlanesRawAndCodesHighBytesAsNibblePairs) {
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+    const Layout layout = zstd_layout(dtype);
+    auto codec = make_codec("zstd:1:bytes");
+    ChunkDecoder decoder;
+    std::vector<std::byte> out(layout.chunk_bytes());
+    // Few high-byte values (real KV's sign and exponent): nibble pairs, escapes included.
+    for (double p_rare : {0.0, 0.001, 0.01}) {
+      const auto chunk = high_byte_chunk(layout, 12, 40, p_rare, 3);
+      EncodeBuffer enc;
+      ASSERT_TRUE((*codec)->encode(layout, chunk, enc).ok());
+      EXPECT_EQ(param(enc, 2), 1) << "the random low plane is stored raw";
+      EXPECT_EQ(param(enc, 3), 1) << "high plane as nibble pairs, p_rare " << p_rare;
+      ASSERT_TRUE(decoder.decode(enc.bytes(), out).ok());
+      EXPECT_EQ(out, chunk) << p_rare;
+      EXPECT_LT(enc.size(), chunk.size() * 4 / 5) << p_rare;  // 12 values: ~3.6 bits of 8
+    }
+    // Many distinct high bytes: the plain high plane.
+    const auto spread = high_byte_chunk(layout, 12, 40, 0.2, 4);
+    EncodeBuffer enc;
+    ASSERT_TRUE((*codec)->encode(layout, spread, enc).ok());
+    EXPECT_EQ(param(enc, 2), 1);
+    EXPECT_EQ(param(enc, 3), 0);
+    ASSERT_TRUE(decoder.decode(enc.bytes(), out).ok());
+    EXPECT_EQ(out, spread);
+  }
+  // fp32: the two random low planes raw, the rest through zstd.
+  const Layout layout = zstd_layout(DType::kFloat32);
+  const auto chunk = kv_like_chunk(layout, 6);
+  auto codec = make_codec("zstd:1:bytes");
+  EncodeBuffer enc;
+  ASSERT_TRUE((*codec)->encode(layout, chunk, enc).ok());
+  EXPECT_EQ(param(enc, 2) & 1, 1);
+  EXPECT_EQ(param(enc, 3), 0);
+  std::vector<std::byte> out(chunk.size());
+  ASSERT_TRUE((*codec)->decode(enc.bytes(), out).ok());
+  EXPECT_EQ(out, chunk);
+}
+
+// Chunks too small to sample (and every chunk written before raw planes and nibble pairs
+// existed) hold all their planes in one zstd frame, params [2] and [3] zero; they decode.
+TEST(Codec, ZstdSmallChunksKeepTheSingleFrameFormat) {
+  Layout layout = small_layout();
+  layout.num_layers = 1;
+  layout.chunk_tokens = 16;  // 1024 elements: too few to sample
+  const auto chunk = kv_like_chunk(layout, 8);
+  auto codec = make_codec("zstd:1:bytes");
+  EncodeBuffer enc;
+  ASSERT_TRUE((*codec)->encode(layout, chunk, enc).ok());
+  EXPECT_EQ(param(enc, 2), 0);
+  EXPECT_EQ(param(enc, 3), 0);
+  std::vector<std::byte> out(chunk.size());
+  ASSERT_TRUE(ChunkDecoder().decode(enc.bytes(), out).ok());
+  EXPECT_EQ(out, chunk);
+}
+
 TEST(Codec, EncodeRejectsWrongSizesAndLayouts) {
   const Layout layout = small_layout();
   auto codec = make_codec("zstd");
@@ -203,7 +293,8 @@ TEST(CodecRegistry, ChunksDecodeAfterTheConfigChanges) {
   const Layout layout = small_layout();
   const auto chunk = kv_like_chunk(layout, 4);
   std::vector<std::pair<std::string, std::vector<std::byte>>> stored;
-  for (const char* spec : {"zstd:5:bits", "int4:g16", "fp8", "fused:0.8", "raw"}) {
+  for (const char* spec :
+       {"zstd:5:bits", "int4:g16", "fp8", "int8:k0", "int8:k8", "fused:0.8", "raw"}) {
     ASSERT_TRUE(registry.set_default(spec).ok());
     auto enc = registry.make_encoder();
     ASSERT_TRUE(enc.ok());
@@ -227,7 +318,7 @@ TEST(CodecRegistry, ChunksDecodeAfterTheConfigChanges) {
     }
   }
   EXPECT_FALSE(registry.set_default("nope").ok());
-  EXPECT_EQ(registry.default_config().to_string(), "int8") << "a bad spec leaves the default";
+  EXPECT_EQ(registry.default_config().to_string(), "int8:k256") << "a bad spec leaves the default";
   CodecRegistry no_store;
   EXPECT_FALSE(no_store.set_default("fused").ok());
 }
@@ -322,9 +413,47 @@ TEST_P(CodecCorruption, RejectsFlippedTruncatedAndForgedInput) {
   }
 }
 
+// Nibble-pair chunks whose pair header lies (checksums fixed): too many or too few escapes, an
+// escape count beyond the payload, a frame cut short. Each is an error, never a fault.
+TEST(Codec, ZstdRejectsForgedPairHeaders) {
+  const Layout layout = zstd_layout(DType::kBFloat16);
+  const auto chunk = high_byte_chunk(layout, 12, 40, 0.005, 9);
+  auto codec = make_codec("zstd:1:bytes");
+  EncodeBuffer enc;
+  ASSERT_TRUE((*codec)->encode(layout, chunk, enc).ok());
+  ASSERT_EQ(param(enc, 3), 1);
+  const std::vector<std::byte> good(enc.bytes().begin(), enc.bytes().end());
+  const uint64_t n = chunk.size() / 2;
+  const size_t at = kChunkHeaderBytes + n;  // the pair header, after the raw low plane
+  uint32_t escapes;
+  std::memcpy(&escapes, good.data() + at, 4);
+  ASSERT_GT(escapes, 0u);
+  std::vector<std::byte> out(chunk.size());
+  for (uint32_t forged : {escapes - 1, escapes + 1, 0u, ~0u, static_cast<uint32_t>(n)}) {
+    auto bad = good;
+    std::memcpy(bad.data() + at, &forged, 4);
+    fix_checksums(bad);
+    EXPECT_FALSE((*codec)->decode(bad, out).ok()) << forged;
+  }
+  // A table entry changed: wrong values, but the payload checksum was fixed, so it decodes to
+  // something — without a fault.
+  auto table = good;
+  table[at + 4] ^= std::byte{0x40};
+  fix_checksums(table);
+  (void)(*codec)->decode(table, out);
+  // Cut inside the pair header and inside the frame.
+  for (size_t len : {at + 2, at + 10, good.size() - 5}) {
+    std::vector<std::byte> cut(good.begin(), good.begin() + static_cast<ptrdiff_t>(len));
+    uint64_t payload = len - kChunkHeaderBytes;
+    std::memcpy(cut.data() + 40, &payload, 8);
+    fix_checksums(cut);
+    EXPECT_FALSE((*codec)->decode(cut, out).ok()) << len;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Codecs, CodecCorruption,
                          ::testing::Values("raw", "zstd:3:bytes", "zstd:3:bits", "fp8", "int8",
-                                           "int4:g16", "fused:0.5:res=int4",
+                                           "int8:k0", "int4:g16", "fused:0.5:res=int4",
                                            "fused:0.5:rep=raw:res=none:rope=10000"),
                          [](const auto& info) {
                            std::string name = info.param;

@@ -49,9 +49,10 @@ inline double out_ulp(DType dtype) {
 
 // Checks every element of `decoded` against `original` with the bound of the codec that made it.
 // Returns the number of violations (0 expected).
-inline uint64_t count_bound_violations(CodecId codec, uint32_t group, const Layout& layout,
+inline uint64_t count_bound_violations(const CodecConfig& config, const Layout& layout,
                                        std::span<const std::byte> original,
                                        std::span<const std::byte> decoded) {
+  const CodecId codec = config.id;
   const auto x = to_f32(layout.dtype, original);
   const auto y = to_f32(layout.dtype, decoded);
   const uint32_t T = layout.chunk_tokens, H = layout.num_kv_heads, D = layout.head_dim;
@@ -68,7 +69,11 @@ inline uint64_t count_bound_violations(CodecId codec, uint32_t group, const Layo
         for (uint32_t d = 0; d < D; ++d) {
           const uint64_t i = at(t, h, d);
           double bound = 0;
-          if (codec == CodecId::kFp8 || codec == CodecId::kInt8) {
+          // Grouped asymmetric schemes: int4 (keys per channel, values per token), int8 keys
+          // per channel.
+          const bool int8_key = codec == CodecId::kInt8 && is_key && config.int8_key_group > 0;
+          const uint32_t group = int8_key ? config.int8_key_group : config.int4_group;
+          if ((codec == CodecId::kFp8 || codec == CodecId::kInt8) && !int8_key) {
             double amax = 0;
             for (uint32_t dd = 0; dd < D; ++dd)
               amax = std::max(amax, std::fabs(double{x[at(t, h, dd)]}));
@@ -79,7 +84,7 @@ inline uint64_t count_bound_violations(CodecId codec, uint32_t group, const Layo
               const double scale = amax / 127;
               bound = 0.5 * scale * (1 + 0x1p-20) + (0x1p-23 + u) * (std::fabs(y[i]) + scale);
             }
-          } else if (codec == CodecId::kInt4) {
+          } else if (codec == CodecId::kInt4 || int8_key) {
             double lo = INFINITY, hi = -INFINITY;
             if (is_key) {
               const uint32_t t0 = t / group * group, t1 = std::min(T, t0 + group);
@@ -94,7 +99,7 @@ inline uint64_t count_bound_violations(CodecId codec, uint32_t group, const Layo
                 hi = std::max(hi, double{x[at(t, h, dd)]});
               }
             }
-            const double scale = (hi - lo) / 15;
+            const double scale = (hi - lo) / (int8_key ? 255 : 15);
             bound = 0.5 * scale * (1 + 0x1p-20) +
                     (0x1p-23 + u) * (std::fabs(y[i]) + std::fabs(lo) + scale);
           }

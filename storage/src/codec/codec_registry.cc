@@ -84,9 +84,21 @@ Result<CodecConfig> CodecConfig::parse(std::string_view spec) {
   const auto parts = split(spec, ':');
   CodecConfig c;
   const std::string_view name = parts[0];
-  if (name == "raw" || name == "fp8" || name == "int8") {
-    c.id = name == "raw" ? CodecId::kRaw : name == "fp8" ? CodecId::kFp8 : CodecId::kInt8;
+  if (name == "raw" || name == "fp8") {
+    c.id = name == "raw" ? CodecId::kRaw : CodecId::kFp8;
     if (parts.size() > 1) return bad(spec, std::string(name) + " takes no parameters");
+    return c;
+  }
+  if (name == "int8") {
+    c.id = CodecId::kInt8;
+    for (size_t i = 1; i < parts.size(); ++i) {
+      const auto p = parts[i];
+      if (p.size() < 2 || p[0] != 'k' || !parse_number(p.substr(1), c.int8_key_group) ||
+          c.int8_key_group > kMaxInt8KeyGroup) {
+        return bad(spec, quoted(p) + " is not a key group size kN with N in [0, " +
+                             std::to_string(kMaxInt8KeyGroup) + "]");
+      }
+    }
     return c;
   }
   if (name == "zstd") {
@@ -165,7 +177,7 @@ std::string CodecConfig::to_string() const {
     case CodecId::kFp8:
       return "fp8";
     case CodecId::kInt8:
-      return "int8";
+      return "int8:k" + std::to_string(int8_key_group);
     case CodecId::kZstd:
       return "zstd:" + std::to_string(zstd_level) + ":" +
              (planes == PlaneMode::kBytes  ? "bytes"

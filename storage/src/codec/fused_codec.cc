@@ -98,10 +98,52 @@ uint64_t row_offset(const Geometry& g, uint32_t layer, uint32_t kind, uint32_t h
   return (2 * uint64_t{layer} + kind) * slab + (uint64_t{token} * g.heads + head) * g.dim * eb;
 }
 
-double dot(const float* a, const float* b, uint32_t n) {
-  double s = 0;
-  for (uint32_t i = 0; i < n; ++i) s += double{a[i]} * b[i];
-  return s;
+// The encoder's per-element loops, built for baseline x86-64 and for AVX2 and chosen at load
+// time (the decoder's are below).
+#if defined(__x86_64__) && !defined(__clang__)
+#define TIERKV_ENCODE_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define TIERKV_ENCODE_CLONES
+#endif
+
+// sum a[i] * b[i] in double, in eight interleaved partial sums (lane i % 8), added pairwise.
+TIERKV_ENCODE_CLONES double dot(const float* __restrict a, const float* __restrict b, uint32_t n) {
+  using V4d = double __attribute__((vector_size(32)));
+  V4d s0 = {}, s1 = {};
+  uint32_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const V4d a0 = {a[i], a[i + 1], a[i + 2], a[i + 3]};
+    const V4d b0 = {b[i], b[i + 1], b[i + 2], b[i + 3]};
+    const V4d a1 = {a[i + 4], a[i + 5], a[i + 6], a[i + 7]};
+    const V4d b1 = {b[i + 4], b[i + 5], b[i + 6], b[i + 7]};
+    s0 += a0 * b0;
+    s1 += a1 * b1;
+  }
+  double tail = 0;
+  for (; i < n; ++i) tail += double{a[i]} * b[i];
+  return ((s0[0] + s1[0]) + (s0[1] + s1[1])) + ((s0[2] + s1[2]) + (s0[3] + s1[3])) + tail;
+}
+
+// v[i] /= norm, in double.
+TIERKV_ENCODE_CLONES void divide(float* v, uint32_t n, double norm) {
+  for (uint32_t i = 0; i < n; ++i) v[i] = static_cast<float>(double{v[i]} / norm);
+}
+
+// sketch[d] = sum over the block's rows of rows[t][d], in row order.
+TIERKV_ENCODE_CLONES void sum_rows(const float* __restrict rows, uint32_t tokens, uint32_t dim,
+                                   float* __restrict sketch) {
+  for (uint32_t d = 0; d < dim; ++d) sketch[d] = 0.0f;
+  for (uint32_t t = 0; t < tokens; ++t) {
+    const float* r = rows + uint64_t{t} * dim;
+    for (uint32_t d = 0; d < dim; ++d) sketch[d] += r[d];
+  }
+}
+
+// resid[i] = block[i] - alpha * pred[i] (a product, then a difference).
+TIERKV_ENCODE_CLONES void residual(const float* __restrict block, float alpha,
+                                   const float* __restrict pred, uint32_t n,
+                                   float* __restrict resid) {
+  for (uint32_t i = 0; i < n; ++i) resid[i] = block[i] - alpha * pred[i];
 }
 
 // cos/sin of delta * base^(-2i/dim) for i < dim/2, cached per delta (blocks repeat deltas).
@@ -227,6 +269,16 @@ void unstage(const Geometry& g, DType dtype, const float* stage, std::byte* slab
         std::memcpy(dst, src, 4 * uint64_t{g.dim});
         continue;
       }
+      if ((reinterpret_cast<uintptr_t>(dst) & 1u) == 0) {
+        // Aligned (the usual case): converted straight into the chunk.
+        auto* out = reinterpret_cast<uint16_t*>(dst);
+        if (dtype == DType::kFloat16) {
+          row_to_fp16(src, g.dim, out);
+        } else {
+          row_to_bf16(src, g.dim, out);
+        }
+        continue;
+      }
       for (uint32_t d0 = 0; d0 < g.dim; d0 += kRow) {
         const uint32_t n = std::min(kRow, g.dim - d0);
         if (dtype == DType::kFloat16) {
@@ -263,20 +315,62 @@ class FusedCodec final : public ChunkCodec {
 
  private:
   // Searchable representatives of one (layer, K/V, head): unit-norm search vectors (keys
-  // de-rotated when rope is on), one row per representative.
+  // de-rotated when rope is on), one row per representative. Rows [first, ids.size()) are live
+  // (index i below is row first + i); dropping the oldest advances `first`, and the dead rows
+  // are compacted away only once they outnumber the live ones, so trimming to the window costs
+  // no memmove of the whole index per batch.
   struct GroupIndex {
     std::vector<RepId> ids;
     std::vector<float> vectors;   // unit search vectors, block_elems() floats each
     std::vector<float> norms;     // 1, or 0 for a zero block
     std::vector<float> sketches;  // unit mean-over-tokens of the search vector, head_dim each
     std::vector<float> sketch_norms;
-    void erase(size_t first, size_t count, uint32_t n, uint32_t dim) {
+    size_t first = 0;
+
+    [[nodiscard]] uint32_t size() const { return static_cast<uint32_t>(ids.size() - first); }
+    [[nodiscard]] RepId id(size_t i) const { return ids[first + i]; }
+    [[nodiscard]] const float* vectors_at(uint32_t n) const { return vectors.data() + first * n; }
+    [[nodiscard]] const float* norms_at() const { return norms.data() + first; }
+    [[nodiscard]] std::span<const float> sketches_at(uint32_t dim) const {
+      return {sketches.data() + first * dim, sketches.size() - first * dim};
+    }
+    [[nodiscard]] const float* sketch_norms_at() const { return sketch_norms.data() + first; }
+    // Room for `more` rows beyond the live ones, so pushes do not reallocate.
+    void reserve(size_t more, uint32_t n, uint32_t dim) {
+      const size_t rows = ids.size() + more;
+      ids.reserve(rows);
+      norms.reserve(rows);
+      sketch_norms.reserve(rows);
+      vectors.reserve(rows * n);
+      sketches.reserve(rows * dim);
+    }
+    void push(RepId id, std::span<const float> vector, float norm, std::span<const float> sketch,
+              float sketch_norm) {
+      ids.push_back(id);
+      vectors.insert(vectors.end(), vector.begin(), vector.end());
+      norms.push_back(norm);
+      sketches.insert(sketches.end(), sketch.begin(), sketch.end());
+      sketch_norms.push_back(sketch_norm);
+    }
+    // Drops the `count` oldest live rows.
+    void drop_oldest(size_t count, uint32_t n, uint32_t dim) {
+      first += count;
+      if (first >= ids.size() - first) {
+        erase_rows(0, first, n, dim);
+        first = 0;
+      }
+    }
+    // Drops live row i.
+    void drop(size_t i, uint32_t n, uint32_t dim) { erase_rows(first + i, 1, n, dim); }
+
+   private:
+    void erase_rows(size_t row, size_t count, uint32_t n, uint32_t dim) {
       auto at = [](auto& v, size_t i) { return v.begin() + static_cast<ptrdiff_t>(i); };
-      ids.erase(at(ids, first), at(ids, first + count));
-      norms.erase(at(norms, first), at(norms, first + count));
-      sketch_norms.erase(at(sketch_norms, first), at(sketch_norms, first + count));
-      vectors.erase(at(vectors, first * n), at(vectors, (first + count) * n));
-      sketches.erase(at(sketches, first * dim), at(sketches, (first + count) * dim));
+      ids.erase(at(ids, row), at(ids, row + count));
+      norms.erase(at(norms, row), at(norms, row + count));
+      sketch_norms.erase(at(sketch_norms, row), at(sketch_norms, row + count));
+      vectors.erase(at(vectors, row * n), at(vectors, (row + count) * n));
+      sketches.erase(at(sketches, row * dim), at(sketches, (row + count) * dim));
     }
   };
   // The best match for search_/sketch_ in `gi`: (index, similarity), (-1, -inf) if none.
@@ -292,9 +386,13 @@ class FusedCodec final : public ChunkCodec {
     const std::byte* residuals = nullptr;
     uint64_t residual_bytes = 0;
   };
-  Result<ParsedChunk> parse(std::span<const std::byte> encoded) const;
 
-  void start_batch(const Layout& layout, const Geometry& g);
+ public:
+  static Result<ParsedChunk> parse(std::span<const std::byte> encoded);
+
+ private:
+  // Trims each group's index to the window and reserves room for `chunks` chunks' blocks.
+  void start_batch(const Layout& layout, const Geometry& g, size_t chunks);
   // Decodes a representative's block into `rows` (fp32, tokens x dim), rotated to `position`
   // when it is a key and rope is on.
   Status load_rep(const Representative& rep, int64_t position, float rope, float* rows);
@@ -311,7 +409,7 @@ class FusedCodec final : public ChunkCodec {
   std::vector<std::shared_ptr<const Representative>> pinned_;
 };
 
-void FusedCodec::start_batch(const Layout& layout, const Geometry& g) {
+void FusedCodec::start_batch(const Layout& layout, const Geometry& g, size_t chunks) {
   const uint64_t fp = layout.fingerprint() ^ (uint64_t{g.block} << 48);
   if (fp != index_layout_ || index_.size() != uint64_t{g.layers} * 2 * g.heads) {
     index_.assign(uint64_t{g.layers} * 2 * g.heads, GroupIndex{});
@@ -319,38 +417,47 @@ void FusedCodec::start_batch(const Layout& layout, const Geometry& g) {
   }
   // Keep the last `window` representatives of earlier batches searchable.
   for (auto& gi : index_) {
-    if (gi.ids.size() > config_.fused_window) {
-      gi.erase(0, gi.ids.size() - config_.fused_window, g.block_elems(), g.dim);
+    if (gi.size() > config_.fused_window) {
+      gi.drop_oldest(gi.size() - config_.fused_window, g.block_elems(), g.dim);
     }
+    gi.reserve(chunks * g.blocks_per_run, g.block_elems(), g.dim);
   }
 }
 
 std::pair<int32_t, float> FusedCodec::search(const GroupIndex& gi, uint32_t n, uint32_t dim) {
-  const auto count = static_cast<uint32_t>(gi.ids.size());
+  const auto count = gi.size();
   int32_t best = -1;
   float sim = -INFINITY;
   if (count == 0) return {best, sim};
+  // The similarities are those kernels::best_cosine_match would give (same sums, same cosine),
+  // with the query's norm computed once and the dot products several candidates at a time.
+  const float qn = std::sqrt(kernels::dot_product(search_.data(), search_.data(), n));
   // Few candidates: compare them all in full. Many: shortlist on the sketches (head_dim floats
   // instead of tokens * head_dim), then compare the shortlist in full.
   constexpr uint32_t kShortlist = 8;
-  int32_t picks[kShortlist];
-  float sims[kShortlist];
-  uint32_t npicks = 0;
-  if (count <= 2 * kShortlist) {
-    (void)kernels::best_cosine_match(search_, 1, gi.vectors, count, n, gi.norms.data(), {&best, 1},
-                                     {&sim, 1});
+  constexpr uint32_t kFullSearch = 2 * kShortlist;
+  float dots[kFullSearch];
+  if (count <= kFullSearch) {
+    kernels::dot_products(search_.data(), gi.vectors_at(n), nullptr, count, n, dots);
+    for (uint32_t c = 0; c < count; ++c) {
+      const float s = kernels::cosine_from_dot(dots[c], qn, gi.norms_at()[c]);
+      if (s > sim) {
+        sim = s;
+        best = static_cast<int32_t>(c);
+      }
+    }
     return {best, sim};
   }
-  auto top = kernels::top_cosine_matches(sketch_, gi.sketches, count, dim, gi.sketch_norms.data(),
-                                         kShortlist, picks, sims);
+  int32_t picks[kShortlist];
+  float sims[kShortlist];
+  auto top = kernels::top_cosine_matches(sketch_, gi.sketches_at(dim), count, dim,
+                                         gi.sketch_norms_at(), kShortlist, picks, sims);
   if (!top.ok()) return {best, sim};
-  npicks = *top;
+  const uint32_t npicks = *top;
+  kernels::dot_products(search_.data(), gi.vectors_at(n), picks, npicks, n, dots);
   for (uint32_t i = 0; i < npicks; ++i) {
     const auto c = static_cast<uint32_t>(picks[i]);
-    int32_t one = 0;
-    float s = 0;
-    (void)kernels::best_cosine_match(search_, 1, {gi.vectors.data() + uint64_t{c} * n, n}, 1, n,
-                                     &gi.norms[c], {&one, 1}, {&s, 1});
+    const float s = kernels::cosine_from_dot(dots[i], qn, gi.norms_at()[c]);
     if (s > sim || (s == sim && static_cast<int32_t>(c) < best)) {
       sim = s;
       best = static_cast<int32_t>(c);
@@ -426,7 +533,7 @@ Status FusedCodec::encode_batch(const Layout& layout, std::span<const ChunkInput
   resid_.resize(n);
   quant_scratch_.resize(3 * uint64_t{g.dim});
   bytes_.resize(std::max(rep_bytes, res_bytes));
-  start_batch(layout, g);
+  start_batch(layout, g, chunks.size());
 
   // Every reference taken in this batch, to give back if something fails halfway.
   std::vector<RepId> taken;
@@ -442,7 +549,9 @@ Status FusedCodec::encode_batch(const Layout& layout, std::span<const ChunkInput
     // Entries first; residuals are appended after them as they are made.
     const uint64_t entries_end =
         kChunkHeaderBytes + kPayloadHeadBytes + g.num_blocks() * kEntryBytes;
-    auto buf = out.resize(entries_end);
+    // Sized for a residual on every block up front (residuals are appended as they are made),
+    // then cut to what was used.
+    auto buf = out.resize(entries_end + g.num_blocks() * res_bytes);
     store_le<uint32_t>(buf.data() + kChunkHeaderBytes, static_cast<uint32_t>(g.num_blocks()));
     store_le<uint32_t>(buf.data() + kChunkHeaderBytes + 4, 0);
     uint64_t used = entries_end;
@@ -464,23 +573,16 @@ Status FusedCodec::encode_batch(const Layout& layout, std::span<const ChunkInput
               rotate_rows(search_.data(), g.block, g.dim, rotations_.get(-position, rope, g.dim));
             }
             const double norm = std::sqrt(dot(search_.data(), search_.data(), n));
-            if (norm > 0) {
-              for (auto& v : search_) v = static_cast<float>(v / norm);
-            }
-            std::fill(sketch_.begin(), sketch_.end(), 0.0f);
-            for (uint32_t t = 0; t < g.block; ++t) {
-              for (uint32_t d = 0; d < g.dim; ++d) sketch_[d] += search_[uint64_t{t} * g.dim + d];
-            }
+            if (norm > 0) divide(search_.data(), n, norm);
+            sum_rows(search_.data(), g.block, g.dim, sketch_.data());
             const double sketch_norm = std::sqrt(dot(sketch_.data(), sketch_.data(), g.dim));
-            if (sketch_norm > 0) {
-              for (auto& v : sketch_) v = static_cast<float>(v / sketch_norm);
-            }
+            if (sketch_norm > 0) divide(sketch_.data(), g.dim, sketch_norm);
             const auto [best, sim] = search(gi, n, g.dim);
             RepId id = kNoRep;
             float alpha = 1.0f;
             uint8_t flags = 0;
-            if (best >= 0 && sim >= config_.fused_threshold && reps_->acquire(gi.ids[best]).ok()) {
-              id = gi.ids[best];
+            if (best >= 0 && sim >= config_.fused_threshold && reps_->acquire(gi.id(best)).ok()) {
+              id = gi.id(best);
               taken.push_back(id);
               auto rep = reps_->get(id);
               Status s = rep ? load_rep(*rep, position, rope, pred_.data())
@@ -489,8 +591,8 @@ Status FusedCodec::encode_batch(const Layout& layout, std::span<const ChunkInput
               const double rr = dot(pred_.data(), pred_.data(), n);
               alpha = rr > 0 ? static_cast<float>(dot(block_.data(), pred_.data(), n) / rr) : 0.0f;
               if (res_fmt != BlockFormat::kNone && sim < kFreeSimilarity) {
-                for (uint32_t i = 0; i < n; ++i) resid_[i] = block_[i] - alpha * pred_[i];
-                auto dst = out.resize(used + res_bytes).subspan(used);
+                residual(block_.data(), alpha, pred_.data(), n, resid_.data());
+                auto dst = out.mutable_bytes().subspan(used, res_bytes);
                 s = kernels::quantize_slab(res_spec, {g.block, 1, g.dim}, DType::kFloat32,
                                            std::as_bytes(std::span(resid_)), dst, quant_scratch_);
                 if (!s.ok()) return fail(s);
@@ -499,7 +601,7 @@ Status FusedCodec::encode_batch(const Layout& layout, std::span<const ChunkInput
               }
             } else {
               if (best >= 0 && sim >= config_.fused_threshold) {
-                gi.erase(static_cast<size_t>(best), 1, n, g.dim);  // freed meanwhile: forget it
+                gi.drop(static_cast<size_t>(best), n, g.dim);  // freed meanwhile: forget it
               }
               // A new representative.
               std::span<std::byte> rb(bytes_.data(), rep_bytes);
@@ -522,11 +624,7 @@ Status FusedCodec::encode_batch(const Layout& layout, std::span<const ChunkInput
               ri.first_token = position;
               id = reps_->add(ri, rb);
               taken.push_back(id);
-              gi.ids.push_back(id);
-              gi.vectors.insert(gi.vectors.end(), search_.begin(), search_.end());
-              gi.norms.push_back(norm > 0 ? 1.0f : 0.0f);
-              gi.sketches.insert(gi.sketches.end(), sketch_.begin(), sketch_.end());
-              gi.sketch_norms.push_back(sketch_norm > 0 ? 1.0f : 0.0f);
+              gi.push(id, search_, norm > 0 ? 1.0f : 0.0f, sketch_, sketch_norm > 0 ? 1.0f : 0.0f);
             }
             std::byte* e = out.mutable_bytes().data() + kChunkHeaderBytes + kPayloadHeadBytes +
                            entry * kEntryBytes;
@@ -537,6 +635,7 @@ Status FusedCodec::encode_batch(const Layout& layout, std::span<const ChunkInput
         }
       }
     }
+    out.resize(used);
     Params params{};
     store_le<uint32_t>(params.data(), first_token);
     store_le<uint16_t>(params.data() + 4, static_cast<uint16_t>(g.block));
@@ -549,7 +648,7 @@ Status FusedCodec::encode_batch(const Layout& layout, std::span<const ChunkInput
   return Status::Ok();
 }
 
-Result<FusedCodec::ParsedChunk> FusedCodec::parse(std::span<const std::byte> encoded) const {
+Result<FusedCodec::ParsedChunk> FusedCodec::parse(std::span<const std::byte> encoded) {
   auto info = verify_chunk(encoded);
   if (!info.ok()) return info.status();
   if (info->codec != CodecId::kFused) {
@@ -744,3 +843,21 @@ Result<std::unique_ptr<ChunkCodec>> make_fused_codec(const CodecConfig& config,
 }
 
 }  // namespace tierkv::storage::codec_internal
+
+namespace tierkv::storage {
+
+Result<std::vector<RepId>> fused_chunk_references(std::span<const std::byte> encoded) {
+  auto info = verify_chunk(encoded);
+  if (!info.ok()) return info.status();
+  std::vector<RepId> ids;
+  if (info->codec != CodecId::kFused) return ids;
+  auto parsed = codec_internal::FusedCodec::parse(encoded);
+  if (!parsed.ok()) return parsed.status();
+  const uint64_t n = parsed->g.num_blocks();
+  ids.resize(n);
+  for (uint64_t i = 0; i < n; ++i)
+    ids[i] = codec_internal::load_le<uint64_t>(parsed->entries + i * codec_internal::kEntryBytes);
+  return ids;
+}
+
+}  // namespace tierkv::storage

@@ -30,6 +30,7 @@ RepId RepresentativeStore::add(const RepresentativeInfo& info, std::span<const s
   rep->bytes.assign(bytes.begin(), bytes.end());
   std::lock_guard lock(mu_);
   uint32_t index;
+  while (!free_.empty() && slots_[free_.back()].refs != 0) free_.pop_back();  // restored since
   if (!free_.empty()) {
     index = free_.back();
     free_.pop_back();
@@ -46,6 +47,41 @@ RepId RepresentativeStore::add(const RepresentativeInfo& info, std::span<const s
   stats_.bytes += bytes.size();
   ++stats_.references;
   return make_id(s.generation, index);
+}
+
+Status RepresentativeStore::restore(RepId id, const RepresentativeInfo& info,
+                                    std::span<const std::byte> bytes, uint32_t refs) {
+  const auto index = static_cast<uint32_t>(id);
+  const auto generation = static_cast<uint32_t>(id >> 32);
+  if (generation == 0 || refs == 0) {
+    return Status::InvalidArgument("representative " + id_string(id) + " with " +
+                                   std::to_string(refs) +
+                                   " references cannot be restored (generation and references "
+                                   "must be non-zero)");
+  }
+  if (index == UINT32_MAX) {
+    return Status::InvalidArgument("representative " + id_string(id) + " has an invalid slot");
+  }
+  auto rep = std::make_shared<Representative>();
+  rep->info = info;
+  rep->bytes.assign(bytes.begin(), bytes.end());
+  std::lock_guard lock(mu_);
+  if (index >= slots_.size()) {
+    // The slots skipped over are free.
+    for (auto i = static_cast<uint32_t>(slots_.size()); i < index; ++i) free_.push_back(i);
+    slots_.resize(uint64_t{index} + 1);
+  } else if (slots_[index].refs != 0) {
+    return Status::InvalidArgument("representative " + id_string(id) + ": its slot holds " +
+                                   id_string(make_id(slots_[index].generation, index)));
+  }
+  Slot& s = slots_[index];
+  s.generation = generation;
+  s.refs = refs;
+  s.rep = std::move(rep);
+  ++stats_.count;
+  stats_.bytes += bytes.size();
+  stats_.references += refs;
+  return Status::Ok();
 }
 
 Status RepresentativeStore::acquire(RepId id) {

@@ -52,6 +52,16 @@
 //   Error bound, per element: |x' - x| <= 0.5 * scale * (1 + 2^-20) + 2^-23 (|x'| + |min|), plus
 //   the output dtype's rounding. Inputs must be finite with (max - min) finite.
 //
+// kInt8Key — kInt4Key's layout and rules with 8 bits: asymmetric (min/max), groups of G
+//   consecutive tokens of one (head, channel) (keys per channel, as KIVI quantizes keys: real
+//   keys have outlier channels whose range spans few values across tokens, so a per-channel step
+//   is far finer than a per-token one). NG = ceil(T/G) * H * D, indexed [t/G][h][d].
+//   metadata: fp32 scale[NG], then fp32 min[NG]     scale = (max - min) / 255
+//   payload:  uint8 q[T][H][D]
+//   inv = 255 / (max - min) (0 if max == min); q = clamp(rint((x - min) * inv), 0, 255); NaN -> 0.
+//   Dequantized: q * scale + min (two roundings, never an FMA).
+//   Error bound, per element: as kInt4Key's, with this scale.
+//
 // Thread safety: pure functions; concurrent calls may share inputs but not outputs.
 #pragma once
 
@@ -70,6 +80,7 @@ enum class QuantScheme : uint8_t {
   kInt8 = 2,
   kInt4Key = 3,    // int4, groups of G tokens per (head, channel)
   kInt4Value = 4,  // int4, groups of G channels per (token, head)
+  kInt8Key = 5,    // int8 asymmetric, groups of G tokens per (head, channel)
 };
 
 // The shape of one slab: [tokens][heads][head_dim].
@@ -80,7 +91,8 @@ struct SlabShape {
   [[nodiscard]] uint64_t elements() const { return uint64_t{tokens} * heads * head_dim; }
 };
 
-// How one slab is quantized. group_size is used by the int4 schemes only (>= 1).
+// How one slab is quantized. group_size is used by the grouped schemes only (int4, int8 key;
+// >= 1).
 struct QuantSpec {
   QuantScheme scheme = QuantScheme::kFp8E4M3;
   uint32_t group_size = 32;
@@ -93,7 +105,8 @@ struct QuantSizes {
   [[nodiscard]] uint64_t total() const { return metadata + payload; }
 };
 
-// Checks the spec (known scheme, group size >= 1 for int4) and the shape (every field non-zero).
+// Checks the spec (known scheme, group size in [1, 65536] for the grouped schemes) and the shape
+// (every field non-zero).
 Status validate_quant(const QuantSpec& spec, const SlabShape& shape);
 
 // Region sizes for `spec` and `shape`; both must be valid (validate_quant).

@@ -20,6 +20,18 @@
 
 namespace tierkv::kernels {
 
+// The building blocks of the searches below, for callers that run their own search (the fused
+// codec shortlists, then compares a few candidates): a dot product summed exactly as the
+// searches sum it, and the cosine they form from it, so combining them gives the searches'
+// similarities bit for bit.
+float dot_product(const float* a, const float* b, uint32_t dim);
+float cosine_from_dot(float dot, float norm_a, float norm_b);
+// out[i] = dot_product(query, candidate i) for i < count, candidate i at candidates + k * dim
+// with k = which[i] (which may be null: k = i). Several candidates at a time (independent
+// accumulators), each summed as dot_product sums it.
+void dot_products(const float* query, const float* candidates, const int32_t* which, uint32_t count,
+                  uint32_t dim, float* out);
+
 // Euclidean norms of `count` vectors of `dim` floats: norms[i] = sqrt(sum_j v[i][j]^2).
 void vector_norms(const float* vectors, uint32_t count, uint32_t dim, float* norms);
 

@@ -50,6 +50,7 @@ class RepresentativeStore;
 inline constexpr uint32_t kChunkMagic = 0x43564b54;  // "TKVC" little-endian
 inline constexpr uint16_t kChunkFormatVersion = 1;
 inline constexpr size_t kChunkHeaderBytes = 80;
+inline constexpr uint32_t kMaxInt8KeyGroup = 65536;
 
 // Wire-stable: recorded in every encoded chunk.
 enum class CodecId : uint8_t {
@@ -82,10 +83,17 @@ enum class BlockFormat : uint8_t {
 // A parsed codec config. The config string grammar (as in the daemon's config files):
 //   raw
 //   zstd[:LEVEL][:bytes|bits|none]            LEVEL in [-7, 19], default 1; planes default bytes
-//        (on real KV, level 1 with byte planes both compresses best and decodes fastest:
-//        `tierkv-bench codec` shows levels 1 and 3 and both plane modes)
-//   fp8
-//   int8
+//        (on real KV, level 1 with byte planes compresses within 0.3% of level 3 and encodes
+//        faster; bit planes compress less and decode 7x slower: `tierkv-bench codec` shows them)
+//   fp8                                       OCP e4m3, per-token-per-head power-of-two scales.
+//        Its 3 mantissa bits cost real KV a relative L2 error of ~2.6%, and attention multiplies a
+//        key's error: on real KV its attention-output error is ~3x int8's at about the same size
+//        (tierkv-bench codec; per-channel scaling or smoothing does not help a float format,
+//        whose relative precision is the same at every scale). Use it where the consumer reads
+//        e4m3 natively; int8 is the more accurate 1-byte codec.
+//   int8[:kGROUP]                             keys per channel (asymmetric, KIVI's keys) over
+//        groups of GROUP tokens, GROUP in [0, 65536], default 256 (a whole default chunk);
+//        k0: keys per token like values (the scheme before per-channel keys)
 //   int4[:gGROUP]                             group size in [1, 4096], default 32
 //   fused[:THRESHOLD][:bBLOCK][:rep=FMT][:res=FMT][:rope=BASE][:window=N]
 //        THRESHOLD: cosine similarity in [-1, 1] a block needs to become a reference (default
@@ -105,6 +113,7 @@ struct CodecConfig {
   int zstd_level = 1;
   PlaneMode planes = PlaneMode::kBytes;
   uint32_t int4_group = 32;
+  uint32_t int8_key_group = 256;
   float fused_threshold = 0.95f;
   uint32_t fused_block_tokens = 16;
   BlockFormat fused_rep = BlockFormat::kInt8;

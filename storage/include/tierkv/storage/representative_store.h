@@ -11,6 +11,10 @@
 // and a freed slot's next occupant gets a new generation, so a stale or forged id is NotFound,
 // not someone else's block.
 //
+// Persistence: the store itself lives in memory. The NVMe tier keeps the representatives its
+// fused chunks refer to in its index (NvmeStore::commit), and after a restart puts them back
+// under the same ids with restore(), so the recovered chunks decode as they were written.
+//
 // Thread safety: every member function is safe to call from any thread. Readers get a
 // shared_ptr to an immutable block, so a representative released while a decoder still reads it
 // stays valid for that reader.
@@ -70,6 +74,14 @@ class RepresentativeStore {
   [[nodiscard]] uint32_t references(RepId id) const;  // 0 if not live
   [[nodiscard]] RepresentativeStats stats() const;
 
+  // Recovery: installs a representative under the id it had when it was persisted, holding
+  // `refs` (>= 1) references. InvalidArgument if `id` is kNoRep, `refs` is 0, or the id's slot
+  // holds a live representative. Later add()s never reuse a restored id while it is live, and
+  // give a freed one's slot a new generation as usual. Meant for a store that has not handed out
+  // ids yet (a restarted daemon's, before its tiers take new chunks).
+  Status restore(RepId id, const RepresentativeInfo& info, std::span<const std::byte> bytes,
+                 uint32_t refs);
+
  private:
   struct Slot {
     uint32_t generation = 0;
@@ -80,9 +92,17 @@ class RepresentativeStore {
   Slot* find(RepId id);              // mu_ held
 
   mutable std::mutex mu_;
-  std::vector<Slot> slots_;     // guarded by mu_
-  std::vector<uint32_t> free_;  // guarded by mu_: free slot indices
-  RepresentativeStats stats_;   // guarded by mu_
+  std::vector<Slot> slots_;  // guarded by mu_
+  // guarded by mu_: free slot indices; may also hold slots restore() made live since (add()
+  // skips those).
+  std::vector<uint32_t> free_;
+  RepresentativeStats stats_;  // guarded by mu_
 };
+
+// The representatives a fused chunk refers to: one id per block, in entry order, repeats
+// included (what NvmeStore::commit persists beside the chunk's record). Checks the chunk as
+// decoding does (header, checksums, entries); an encoded chunk of another codec refers to none
+// (empty). Reads only `encoded`, not the store.
+Result<std::vector<RepId>> fused_chunk_references(std::span<const std::byte> encoded);
 
 }  // namespace tierkv::storage
