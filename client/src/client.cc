@@ -429,7 +429,8 @@ Result<LoadLease> Client::load(NamespaceId ns, std::span<const ChunkKey> keys) {
   TIERKV_RETURN_IF_ERROR(call(proto::Op::kLoad, req, rep));
   LoadLease lease(shared_from_this(), std::move(rep.slots));
   for (const proto::SlotRef& s : lease.slots_) {
-    if (s.offset > region_bytes_ || region_bytes_ - s.offset < s.bytes) {
+    if (s.pool != proto::kHostPool || s.offset > region_bytes_ ||
+        region_bytes_ - s.offset < s.bytes) {
       return Status::ProtocolError("load reply: slot " + std::to_string(s.slot) +
                                    " lies outside the host pool");
     }
@@ -583,16 +584,29 @@ LoadLease& LoadLease::operator=(LoadLease&& other) noexcept {
 LoadLease::~LoadLease() { (void)release(); }
 
 std::span<const std::byte> LoadLease::chunk(size_t i) const {
-  if (client_ == nullptr) return {};
+  if (client_ == nullptr || on_gpu(i)) return {};
   return {client_->at(slots_[i].offset), slots_[i].bytes};
+}
+
+size_t LoadLease::gpu_chunks() const {
+  return static_cast<size_t>(
+      std::count_if(slots_.begin(), slots_.end(),
+                    [](const proto::SlotRef& s) { return s.pool == proto::kGpuPool; }));
 }
 
 Status LoadLease::release() {
   if (client_ == nullptr) return Status::Ok();
   std::vector<uint32_t> ids;
+  std::vector<uint32_t> gpu_ids;  // GPU-pool leases go back with gpu_release
   ids.reserve(slots_.size());
-  for (const proto::SlotRef& s : slots_) ids.push_back(s.slot);
+  for (const proto::SlotRef& s : slots_) {
+    (s.pool == proto::kGpuPool ? gpu_ids : ids).push_back(s.slot);
+  }
   Status st = ids.empty() ? Status::Ok() : client_->release_slots(proto::Op::kRelease, ids, nullptr);
+  if (!gpu_ids.empty()) {
+    Status gst = client_->release_slots(proto::Op::kGpuRelease, gpu_ids, nullptr);
+    if (st.ok()) st = gst;
+  }
   client_.reset();
   return st;
 }

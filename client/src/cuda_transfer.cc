@@ -8,6 +8,9 @@
 //   kernel stream: wait slot_full[s]; one scatter launch for the piece; record slot_free[s];
 //                  after a layer group's last piece, record layer_ready[] of its layers
 // A store runs the ring the other way (gather, then D2H into the slots), chunk-major.
+// Chunks of a lease that lie in the daemon's GPU pool (use_gpu_tier) skip the ring: per layer
+// group, one scatter launch reads them straight from the pool, named by a table of pool offsets
+// uploaded with the block table (kSkipChunk for the chunks that come from host RAM).
 //
 // The calling thread validates an operation, records its start on the caller's stream, stages
 // and uploads the block table, and hands the rest to the worker thread, which submits the pieces
@@ -27,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "tierkv/gpu_pool.h"
 #include "tierkv/kernels/kv_cuda.h"
 
 namespace tierkv {
@@ -131,6 +135,14 @@ struct GpuTransfer::Impl {
   uint64_t table_capacity = 0;
   std::vector<uint64_t> seen_blocks;  // bitmap over block ids, for duplicate detection
 
+  // The daemon's GPU pool (use_gpu_tier) and the current load's chunk offsets into it, staged in
+  // pinned memory and uploaded with the block table; kSkipChunk for chunks from host RAM.
+  std::shared_ptr<DaemonGpuPool> gpu_pool;
+  uint64_t* offsets_host = nullptr;
+  uint64_t* offsets_dev = nullptr;
+  uint64_t offsets_capacity = 0;
+  cudaEvent_t offsets_uploaded = nullptr;
+
   cudaStream_t copy = nullptr;
   cudaStream_t kernel = nullptr;
   cudaEvent_t start = nullptr;
@@ -154,6 +166,7 @@ struct GpuTransfer::Impl {
     std::vector<const std::byte*> sources;  // load: chunk i's slot
     std::vector<std::byte*> targets;        // store: chunk i's slot, or null to skip it
     uint64_t first_token = 0;               // relative to the staged block table
+    uint64_t gpu_chunks = 0;                // load: chunks in the GPU pool (null in sources)
   };
   Job job;  // written by the caller while idle, read by the worker while busy
 
@@ -186,6 +199,7 @@ struct GpuTransfer::Impl {
   Status run_job();
   Status copy_batch(cudaMemcpyKind kind);
   Status submit_load(std::span<const std::byte* const> chunks, uint64_t first_token);
+  Status scatter_from_gpu_pool(uint64_t n, uint64_t first_token, uint32_t l0, uint32_t nl);
   Status submit_store(std::span<std::byte* const> chunks, uint64_t first_token);
 };
 
@@ -203,9 +217,11 @@ GpuTransfer::Impl::~Impl() {
   for (cudaEvent_t e : slot_full) (void)cudaEventDestroy(e);
   for (cudaEvent_t e : slot_free) (void)cudaEventDestroy(e);
   for (cudaEvent_t e : layer_ready) (void)cudaEventDestroy(e);
-  for (cudaEvent_t e : {start, copies_done, kernels_done, table_uploaded}) {
+  for (cudaEvent_t e : {start, copies_done, kernels_done, table_uploaded, offsets_uploaded}) {
     if (e != nullptr) (void)cudaEventDestroy(e);
   }
+  (void)cudaFree(offsets_dev);
+  (void)cudaFreeHost(offsets_host);
   if (copy != nullptr) (void)cudaStreamDestroy(copy);
   if (kernel != nullptr) (void)cudaStreamDestroy(kernel);
   (void)cudaFree(staging);
@@ -379,6 +395,14 @@ Status GpuTransfer::Impl::submit(GpuStream stream, uint64_t table_entries) {
                        "upload block table");
     TIERKV_CUDA_RETURN(cudaEventRecord(table_uploaded, kernel), "cudaEventRecord");
   }
+  if (job.load && job.gpu_chunks > 0) {
+    TIERKV_CUDA_RETURN(cudaStreamWaitEvent(kernel, start, 0), "cudaStreamWaitEvent");
+    TIERKV_CUDA_RETURN(
+        cudaMemcpyAsync(offsets_dev, offsets_host, job.sources.size() * sizeof(uint64_t),
+                        cudaMemcpyHostToDevice, kernel),
+        "upload GPU pool offsets");
+    TIERKV_CUDA_RETURN(cudaEventRecord(offsets_uploaded, kernel), "cudaEventRecord");
+  }
   {
     std::lock_guard lock(mu);
     busy = true;
@@ -471,8 +495,16 @@ Status GpuTransfer::Impl::submit_load(std::span<const std::byte* const> chunks,
     const uint32_t nl = std::min(load_group, layers - l0);
     const uint64_t part = nl * layer_chunk_bytes;  // one chunk's rows of these layers
     const uint64_t per_piece = std::max<uint64_t>(1, slot_bytes / part);
-    for (uint64_t c0 = 0; c0 < n; c0 += per_piece) {
-      const uint64_t count = std::min(per_piece, n - c0);
+    // Chunks in the daemon's GPU pool first: no copy to wait for.
+    if (job.gpu_chunks > 0) TIERKV_RETURN_IF_ERROR(scatter_from_gpu_pool(n, first_token, l0, nl));
+    // Then pieces of consecutive chunks from host RAM (a null source lies in the GPU pool).
+    for (uint64_t c0 = 0; c0 < n;) {
+      if (chunks[c0] == nullptr) {
+        ++c0;
+        continue;
+      }
+      uint64_t count = 0;
+      while (count < per_piece && c0 + count < n && chunks[c0 + count] != nullptr) ++count;
       const auto s = static_cast<uint32_t>(next_slot++ % slots);
       std::byte* slot = staging + s * slot_bytes;
       TIERKV_CUDA_RETURN(cudaStreamWaitEvent(copy, slot_free[s], 0), "cudaStreamWaitEvent");
@@ -493,6 +525,7 @@ Status GpuTransfer::Impl::submit_load(std::span<const std::byte* const> chunks,
       TIERKV_RETURN_IF_ERROR(kernels::cuda::scatter(cache, table, range, {slot, part},
                                                     reinterpret_cast<GpuStream>(kernel)));
       TIERKV_CUDA_RETURN(cudaEventRecord(slot_free[s], kernel), "cudaEventRecord");
+      c0 += count;
     }
     for (uint32_t l = l0; l < l0 + nl; ++l) {
       TIERKV_CUDA_RETURN(cudaEventRecord(layer_ready[l], kernel), "cudaEventRecord");
@@ -502,6 +535,27 @@ Status GpuTransfer::Impl::submit_load(std::span<const std::byte* const> chunks,
       layers_submitted = l0 + nl;
     }
     cv.notify_all();
+  }
+  return Status::Ok();
+}
+
+Status GpuTransfer::Impl::scatter_from_gpu_pool(uint64_t n, uint64_t first_token, uint32_t l0,
+                                                uint32_t nl) {
+  // Layers [l0, l0 + nl) of a whole chunk in a pool slot start l0 layers into it, packed.
+  const kernels::cuda::DeviceBlockTable table{table_dev, table_capacity};
+  std::byte* rows = gpu_pool->data() + uint64_t{l0} * layer_chunk_bytes;
+  constexpr uint64_t kMaxChunksPerLaunch = 65535;  // the kernel's grid z
+  for (uint64_t c0 = 0; c0 < n; c0 += kMaxChunksPerLaunch) {
+    const uint64_t count = std::min(kMaxChunksPerLaunch, n - c0);
+    const kernels::cuda::CopyRange range{.first_token = first_token + c0 * chunk_tokens,
+                                         .chunk_tokens = chunk_tokens,
+                                         .num_chunks = static_cast<uint32_t>(count),
+                                         .layer_begin = l0,
+                                         .layer_end = l0 + nl};
+    TIERKV_RETURN_IF_ERROR(kernels::cuda::scatter(
+        cache, table, range,
+        kernels::cuda::ChunkBuffer{.data = rows, .chunk_offsets = offsets_dev + c0},
+        reinterpret_cast<GpuStream>(kernel)));
   }
   return Status::Ok();
 }
@@ -624,6 +678,7 @@ Status GpuTransfer::load_chunks(std::span<const std::byte* const> chunks,
                                          &relative_first, &entries));
   m.job.load = true;
   m.job.sources.assign(chunks.begin(), chunks.end());
+  m.job.gpu_chunks = 0;
   m.job.first_token = relative_first;
   return m.submit(stream, entries);
 }
@@ -643,7 +698,27 @@ Status GpuTransfer::load(const LoadLease& lease, size_t first_chunk, size_t coun
                                    " (GpuTransferOptions); split the operation");
   }
   m.job.sources.clear();
+  m.job.gpu_chunks = 0;
   for (size_t i = first_chunk; i < first_chunk + count; ++i) {
+    if (lease.on_gpu(i)) {
+      // In the daemon's GPU pool: scattered from there (offsets staged below).
+      if (m.gpu_pool == nullptr) {
+        return Status::FailedPrecondition("lease chunk " + std::to_string(i) +
+                                          " lies in the daemon's GPU pool: call use_gpu_tier() "
+                                          "first");
+      }
+      if (lease.chunk_bytes(i) != m.chunk_bytes ||
+          !m.gpu_pool->contains(lease.gpu_offset(i), m.chunk_bytes) ||
+          lease.gpu_offset(i) % 16 != 0) {
+        return Status::InvalidArgument("lease chunk " + std::to_string(i) + ": " +
+                                       std::to_string(lease.chunk_bytes(i)) + " bytes at GPU " +
+                                       "pool offset " + std::to_string(lease.gpu_offset(i)) +
+                                       " are not a chunk of this cache inside the pool");
+      }
+      m.job.sources.push_back(nullptr);
+      ++m.job.gpu_chunks;
+      continue;
+    }
     const std::span<const std::byte> c = lease.chunk(i);
     if (c.size() != m.chunk_bytes) {
       return Status::InvalidArgument("lease chunk " + std::to_string(i) + " holds " +
@@ -654,6 +729,15 @@ Status GpuTransfer::load(const LoadLease& lease, size_t first_chunk, size_t coun
     m.job.sources.push_back(c.data());
   }
   TIERKV_RETURN_IF_ERROR(m.check_chunks(m.job.sources));
+  if (m.job.gpu_chunks > 0) {
+    // The previous load's upload must have read the staged offsets before they are rewritten.
+    DeviceScope offsets_scope(m.device);
+    TIERKV_CUDA_RETURN(cudaEventSynchronize(m.offsets_uploaded), "wait for offsets upload");
+    for (size_t i = 0; i < count; ++i) {
+      m.offsets_host[i] = lease.on_gpu(first_chunk + i) ? lease.gpu_offset(first_chunk + i)
+                                                        : kernels::cuda::kSkipChunk;
+    }
+  }
   DeviceScope scope(m.device);
   TIERKV_CUDA_RETURN(scope.status(), "cudaSetDevice");
   uint64_t relative_first = 0;
@@ -798,6 +882,31 @@ bool GpuTransfer::done() const {
   }
   return cudaEventQuery(m.copies_done) == cudaSuccess &&
          cudaEventQuery(m.kernels_done) == cudaSuccess;
+}
+
+Status GpuTransfer::use_gpu_tier(std::shared_ptr<DaemonGpuPool> pool) {
+  Impl& m = *impl_;
+  if (pool == nullptr) return Status::InvalidArgument("GPU pool is null");
+  if (pool->device() != m.device) {
+    return Status::InvalidArgument("the daemon's GPU pool is on device " +
+                                   std::to_string(pool->device()) + ", this transfer's cache on " +
+                                   std::to_string(m.device));
+  }
+  TIERKV_RETURN_IF_ERROR(m.wait_idle());
+  if (m.offsets_dev == nullptr) {
+    DeviceScope scope(m.device);
+    TIERKV_CUDA_RETURN(scope.status(), "cudaSetDevice");
+    const uint64_t n = m.options.max_tokens / m.chunk_tokens + 1;
+    TIERKV_CUDA_RETURN(cudaHostAlloc(&m.offsets_host, n * sizeof(uint64_t), cudaHostAllocDefault),
+                       "cudaHostAlloc(GPU pool offsets)");
+    TIERKV_CUDA_RETURN(cudaMalloc(&m.offsets_dev, n * sizeof(uint64_t)),
+                       "cudaMalloc(GPU pool offsets)");
+    TIERKV_CUDA_RETURN(cudaEventCreateWithFlags(&m.offsets_uploaded, cudaEventDisableTiming),
+                       "create event");
+    m.offsets_capacity = n;
+  }
+  m.gpu_pool = std::move(pool);
+  return Status::Ok();
 }
 
 uint32_t GpuTransfer::num_layers() const { return impl_->layers; }

@@ -53,6 +53,7 @@ Status GpuTransfer::store_chunks(std::span<std::byte* const>, std::span<const in
                                  GpuStream) {
   return not_built();
 }
+Status GpuTransfer::use_gpu_tier(std::shared_ptr<DaemonGpuPool>) { return not_built(); }
 Status GpuTransfer::wait_layer(uint32_t, GpuStream) const { return not_built(); }
 Status GpuTransfer::wait_all(GpuStream) const { return not_built(); }
 bool GpuTransfer::layer_ready(uint32_t) const { return false; }

@@ -29,6 +29,9 @@ std::string_view op_name(Op op) {
     case Op::kPrefillComputed: return "prefill_computed";
     case Op::kPrefillPoll: return "prefill_poll";
     case Op::kPrefillEnd: return "prefill_end";
+    case Op::kGpuAttach: return "gpu_attach";
+    case Op::kGpuLoad: return "gpu_load";
+    case Op::kGpuRelease: return "gpu_release";
   }
   return "unknown";
 }
@@ -190,6 +193,8 @@ void encode(ByteWriter& w, const StatsReply& m) {
   w.put_string(m.nvme_codec);
   w.put_array(std::span<const CodecStageStats>(m.codec_stages));
   w.put(m.codec);
+  w.put(m.gpu);
+  w.put_string(m.gpu_status);
   w.put(m.nvme_io);
 }
 void encode(ByteWriter& w, const ListNamespacesReply& m) {
@@ -218,6 +223,8 @@ void encode(ByteWriter& w, const VerifyReply& m) {
   w.put(m.unreadable);
   w.put(m.done);
 }
+
+void encode(ByteWriter& w, const GpuAttachReply& m) { w.put(m); }
 
 // --- decoders ------------------------------------------------------------------------------------
 Status decode(ByteReader& r, HelloRequest& m) {
@@ -306,6 +313,8 @@ Status decode(ByteReader& r, StatsReply& m) {
   TIERKV_RETURN_IF_ERROR(r.get_string("nvme_codec", m.nvme_codec, 64 * 1024));
   TIERKV_RETURN_IF_ERROR(r.get_array("codec_stages", m.codec_stages, 16));
   TIERKV_RETURN_IF_ERROR(r.get("codec", m.codec));
+  TIERKV_RETURN_IF_ERROR(r.get("gpu", m.gpu));
+  TIERKV_RETURN_IF_ERROR(r.get_string("gpu_status", m.gpu_status, 4096));
   TIERKV_RETURN_IF_ERROR(r.get("nvme_io", m.nvme_io));
   return r.expect_end("stats reply");
 }
@@ -351,6 +360,11 @@ Status decode(ByteReader& r, VerifyReply& m) {
   TIERKV_RETURN_IF_ERROR(r.get("unreadable", m.unreadable));
   TIERKV_RETURN_IF_ERROR(r.get("done", m.done));
   return r.expect_end("verify reply");
+}
+
+Status decode(ByteReader& r, GpuAttachReply& m) {
+  TIERKV_RETURN_IF_ERROR(r.get("gpu_attach reply", m));
+  return r.expect_end("gpu_attach reply");
 }
 
 }  // namespace tierkv::proto

@@ -144,6 +144,24 @@ nvme_read_throttle_latency_us = 0.0
 # Recent prefill sessions kept for `tierkvctl stats`.
 recent_sessions = 16
 
+[gpu]
+# GPU tier: a pool of GPU memory tierkvd allocates at start-up and shares with the engines on this
+# host (CUDA IPC), holding copies of the host chunks loaded most, so that an engine loads them with
+# a device-to-device copy instead of over PCIe. A GPU copy is an extra copy of a host chunk: it
+# goes when the host chunk goes. Off unless capacity is set; off too, with the reason in
+# `tierkvctl stats`, when tierkvd was built without CUDA or finds no such device (it runs on).
+# CUDA device index, as tierkvd sees the devices (CUDA_VISIBLE_DEVICES applies), or "off".
+device = 0
+# Bytes of GPU memory for the tier. Rounded down to whole slabs. 0 = the tier is off.
+capacity = 0
+# Slab size and smallest slot size class inside the GPU pool, as for [host].
+slab_size = "64MiB"
+min_slot_size = "64KiB"
+# A host chunk is copied up to the GPU once it has been loaded this many times.
+promote_after_loads = 2
+# Promotion copies in flight at once, on tierkvd's own CUDA stream.
+copies_in_flight = 16
+
 [log]
 # trace, debug, info, warn, error, critical or off.
 level = "info"
@@ -386,7 +404,9 @@ Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view o
                                         "prefill.host_read_throttle_latency_us",
                                         "prefill.nvme_read_throttle_GBps",
                                         "prefill.nvme_read_throttle_latency_us",
-                                        "prefill.recent_sessions"}));
+                                        "prefill.recent_sessions", "gpu.device", "gpu.capacity",
+                                        "gpu.slab_size", "gpu.min_slot_size",
+                                        "gpu.promote_after_loads", "gpu.copies_in_flight"}));
   uint64_t v = 0;
   TIERKV_RETURN_IF_ERROR(r.get_string("server.socket_path", c.socket_path));
   v = c.socket_mode;
@@ -486,6 +506,37 @@ Result<DaemonConfig> parse_config(std::string_view toml_text, std::string_view o
     *field = static_cast<uint32_t>(v);
   }
   TIERKV_RETURN_IF_ERROR(r.get_size("nvme.fault_injection.enospc_after", f.enospc_after_bytes));
+
+  // [gpu]: device is an index or "off".
+  scheduler::GpuTierOptions& g = c.cache.gpu;
+  if (const toml::node* n = root.at_path("gpu.device").node(); n != nullptr) {
+    const bool off = n->is_string() && n->as_string()->get() == "off";
+    const int64_t d = n->is_integer() ? n->as_integer()->get() : -2;
+    if (!off && (d < -1 || d > 1023)) {
+      const std::string value = n->is_string()    ? "\"" + n->as_string()->get() + "\""
+                                : n->is_integer() ? std::to_string(d)
+                                                  : std::string("(not a string or integer)");
+      return Status::InvalidArgument(std::string(origin) + ":" +
+                                     std::to_string(n->source().begin.line) + ": gpu.device = " +
+                                     value +
+                                     " is neither a CUDA device index (0 to 1023), -1 nor \"off\"");
+    }
+    g.device = off ? -1 : static_cast<int>(d);
+  }
+  TIERKV_RETURN_IF_ERROR(r.get_size("gpu.capacity", g.capacity_bytes));
+  TIERKV_RETURN_IF_ERROR(r.get_size("gpu.slab_size", g.slab_bytes));
+  TIERKV_RETURN_IF_ERROR(r.get_size("gpu.min_slot_size", g.min_slot_bytes));
+  v = g.promote_after_loads;
+  TIERKV_RETURN_IF_ERROR(r.get_uint("gpu.promote_after_loads", 1u << 20, v));
+  g.promote_after_loads = static_cast<uint32_t>(v);
+  v = g.copies_in_flight;
+  TIERKV_RETURN_IF_ERROR(r.get_uint("gpu.copies_in_flight", 1024, v));
+  g.copies_in_flight = static_cast<uint32_t>(v);
+  if (g.capacity_bytes > 0) {
+    if (Status s = g.validate(); !s.ok()) {
+      return Status::InvalidArgument(std::string(origin) + ": " + s.message());
+    }
+  }
 
   // Cross-field checks, named by key.
   if (c.socket_path.empty() || c.socket_path.size() >= 108) {

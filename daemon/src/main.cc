@@ -84,6 +84,13 @@ int run(int argc, char** argv) {
       }
       std::cout << "\n";
     }
+    const auto& gpu = config.cache.gpu;
+    if (gpu.capacity_bytes == 0 || gpu.device < 0) {
+      std::cout << "  gpu tier off\n";
+    } else {
+      std::cout << "  gpu tier " << daemon::format_size(gpu.capacity_bytes) << " on CUDA device "
+                << gpu.device << ", promoted after " << gpu.promote_after_loads << " loads\n";
+    }
     return 0;
   }
   spdlog::set_level(level);
@@ -107,6 +114,15 @@ int run(int argc, char** argv) {
                  fmt::join(nv.store.directories, ", "),
                  nv.write_through ? "write-through" : "write-back", nv.store.queue_depth);
     if (nv.store.faults.any()) spdlog::warn("nvme: fault injection is ON (a test configuration)");
+  }
+  if ((*engine)->gpu_enabled()) {
+    spdlog::info("gpu tier: {} {}, promoted after {} loads", (*engine)->gpu_status(),
+                 daemon::format_size(config.cache.gpu.capacity_bytes),
+                 config.cache.gpu.promote_after_loads);
+  } else if (config.cache.gpu.capacity_bytes > 0) {
+    spdlog::warn("gpu tier: {}; tierkvd runs without it", (*engine)->gpu_status());
+  } else {
+    spdlog::info("gpu tier: {}", (*engine)->gpu_status());
   }
 
   boost::asio::io_context io(1);

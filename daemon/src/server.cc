@@ -55,6 +55,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
                  "uncommitted chunks, cancelled {} loads",
                  session_, name_.empty() ? "no hello" : name_, peer_.pid, stats.read_leases,
                  stats.pending_writes, stats.loads_cancelled);
+    if (stats.gpu_leases > 0) {
+      spdlog::info("client {}: reclaimed {} GPU leases", session_, stats.gpu_leases);
+    }
   }
 
  private:
@@ -126,7 +129,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
                   true);
     }
     wire::ByteReader r(payload_);
-    Status s = proto::is_prefill_op(hdr_.op) ? handle_prefill(op, r) : handle(op, r);
+    Status s = proto::is_prefill_op(hdr_.op) ? handle_prefill(op, r)
+               : is_gpu_op(op)               ? handle_gpu(op, r)
+                                             : handle(op, r);
     if (!s.ok()) fail(hdr_.op, hdr_.request_id, s, op == Op::kHello);
   }
 
@@ -293,6 +298,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
     return Status::Ok();
   }
 
+  // GPU tier: gpu_attach, gpu_load, gpu_release (definitions at the end of this file).
+  static bool is_gpu_op(Op op) {
+    return op == Op::kGpuAttach || op == Op::kGpuLoad || op == Op::kGpuRelease;
+  }
+  Status handle_gpu(Op op, wire::ByteReader& r);
+
   // Co-scheduled prefill (definitions at the end of this file).
   Status handle_prefill(Op op, wire::ByteReader& r);
   void finish_wait(uint64_t prefill_session);
@@ -337,6 +348,7 @@ Server::Server(asio::io_context& io, const DaemonConfig& config, scheduler::Cach
       prefill_(std::make_unique<scheduler::PrefillService>(engine, *clock_, config.prefill)),
       acceptor_(io),
       io_watch_(io),
+      gpu_watch_(io),
       started_(std::chrono::steady_clock::now()) {}
 
 Server::~Server() { stop(); }
@@ -352,6 +364,19 @@ void Server::watch_io() {
                          engine_.poll_io();
                          watch_io();
                        });
+}
+
+void Server::watch_gpu() {
+  // GPU tier copies: a CUDA host function bumps the tier's eventfd when a copy lands; the engine
+  // asks the copies' events, never waiting on the device.
+  gpu_watch_.async_wait(asio::posix::stream_descriptor::wait_read,
+                        [this](boost::system::error_code ec) {
+                          if (ec) return;
+                          uint64_t n = 0;
+                          (void)!::read(gpu_watch_.native_handle(), &n, sizeof(n));
+                          engine_.poll_gpu();
+                          watch_gpu();
+                        });
 }
 
 Status Server::listen() {
@@ -392,6 +417,12 @@ Status Server::listen() {
     io_watch_.assign(fd);
     watch_io();
   }
+  if (engine_.gpu_fd() >= 0) {
+    const int fd = ::dup(engine_.gpu_fd());
+    if (fd < 0) return Status::FromErrno("dup the GPU completion fd", errno);
+    gpu_watch_.assign(fd);
+    watch_gpu();
+  }
   accept_next();
   return Status::Ok();
 }
@@ -402,6 +433,7 @@ void Server::stop() {
   boost::system::error_code ec;
   acceptor_.close(ec);
   io_watch_.close(ec);
+  gpu_watch_.close(ec);
   for (auto& weak : live_) {
     if (auto c = weak.lock()) c->close();
   }
@@ -552,6 +584,41 @@ void Connection::close_prefill() {
   if (cancelled > 0) {
     spdlog::info("client {} (pid {}) left {} prefill sessions open; cancelled them", session_,
                  peer_.pid, cancelled);
+  }
+}
+
+// --- GPU tier ------------------------------------------------------------------------------------
+
+Status Connection::handle_gpu(Op op, wire::ByteReader& r) {
+  auto& engine = server_.engine_;
+  switch (op) {
+    case Op::kGpuAttach: {
+      TIERKV_RETURN_IF_ERROR(r.expect_end("gpu_attach"));
+      proto::GpuAttachReply rep;
+      TIERKV_RETURN_IF_ERROR(engine.gpu_attach(session_, rep));
+      spdlog::info("client {} ({}, pid {}) opened the GPU pool", session_, name_, peer_.pid);
+      reply(rep);
+      return Status::Ok();
+    }
+    case Op::kGpuLoad: {
+      TIERKV_RETURN_IF_ERROR(proto::decode(r, keys_req_));
+      auto self = shared_from_this();
+      engine.load_gpu(session_, keys_req_, [this, self](Status st, const proto::LoadReply& rep) {
+        if (closed_) return;
+        if (!st.ok()) return fail(hdr_.op, hdr_.request_id, st, false);
+        reply(rep);
+      });
+      return Status::Ok();
+    }
+    case Op::kGpuRelease: {
+      TIERKV_RETURN_IF_ERROR(proto::decode(r, slots_req_));
+      proto::CountReply count;
+      TIERKV_RETURN_IF_ERROR(engine.gpu_release(session_, slots_req_.slots, &count.count));
+      reply(count);
+      return Status::Ok();
+    }
+    default:
+      return Status::Internal("unhandled GPU opcode");
   }
 }
 

@@ -241,7 +241,9 @@ Status launch_copy(const DeviceKvCache& cache, DeviceBlockTable table, const Cop
   const uint32_t layers = layer_end - range.layer_begin;
   const uint64_t segment_bytes = uint64_t{range.chunk_tokens} * cache.row_bytes_;
   const uint64_t chunk_bytes = 2 * uint64_t{layers} * segment_bytes;
-  const uint64_t chunk_stride = chunks.chunk_stride == 0 ? chunk_bytes : chunks.chunk_stride;
+  const uint64_t chunk_stride = chunks.chunk_stride == 0 || chunks.chunk_offsets != nullptr
+                                    ? chunk_bytes
+                                    : chunks.chunk_stride;
   if (chunk_stride < chunk_bytes) {
     return Status::InvalidArgument("chunk_stride " + std::to_string(chunk_stride) +
                                    " is less than the " + std::to_string(chunk_bytes) +
@@ -258,6 +260,7 @@ Status launch_copy(const DeviceKvCache& cache, DeviceBlockTable table, const Cop
   p.layer_begin = range.layer_begin;
   p.chunks = chunks.data;
   p.chunk_stride = chunk_stride;
+  p.chunk_offsets = chunks.chunk_offsets;
   p.segment_bytes = segment_bytes;
   p.bad_rows = cache.bad_rows_dev_;
   if (cache.paged_) {
@@ -295,7 +298,8 @@ Status launch_copy(const DeviceKvCache& cache, DeviceBlockTable table, const Cop
     p.first_row = 0;
   }
 
-  // The widest access every address allows: cache side (fixed at create), chunk side here.
+  // The widest access every address allows: cache side (fixed at create), chunk side here
+  // (chunk_offsets are multiples of 16 by contract).
   const uint32_t vec =
       std::min({cache.vector_bytes_, alignment_of(segment_bytes), alignment_of(chunk_stride),
                 alignment_of(reinterpret_cast<uintptr_t>(chunks.data))});

@@ -45,8 +45,12 @@ __global__ void __launch_bounds__(kThreads) kv_copy_kernel(const KvCopyParams p)
   const uint32_t chunk = blockIdx.z;
   const uint32_t layer = p.layer_begin + segment / 2;
   std::byte* const cache_base = (segment & 1) != 0 ? p.v_layers[layer] : p.k_layers[layer];
-  std::byte* const chunk_base =
-      p.chunks + uint64_t{chunk} * p.chunk_stride + uint64_t{segment} * p.segment_bytes;
+  uint64_t chunk_offset = uint64_t{chunk} * p.chunk_stride;
+  if (p.chunk_offsets != nullptr) {
+    chunk_offset = p.chunk_offsets[chunk];
+    if (chunk_offset == kSkipOffset) return;  // the whole block skips: no barrier follows
+  }
+  std::byte* const chunk_base = p.chunks + chunk_offset + uint64_t{segment} * p.segment_bytes;
   // Rows of this chunk start at (entry, row) = (first_entry, first_row + chunk * chunk_tokens),
   // with the row possibly past the first block; the loop folds it into the entry.
   const uint32_t row0 = p.first_row + chunk * p.chunk_tokens;

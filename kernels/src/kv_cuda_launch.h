@@ -30,6 +30,8 @@ struct KvCopyParams {
   // chunks + c * chunk_stride + s * segment_bytes.
   std::byte* chunks = nullptr;
   uint64_t chunk_stride = 0;
+  // If set (device memory): chunk c starts at chunks + chunk_offsets[c]; kSkipOffset skips it.
+  const uint64_t* chunk_offsets = nullptr;
   uint64_t segment_bytes = 0;
   uint32_t segment_vecs = 0;               // vectors per segment, < 2^31
   FastDivmod row_vecs;                     // vectors per token row
@@ -37,6 +39,8 @@ struct KvCopyParams {
   FastDivmod block_size_div;               // paged; divides rows within a chunk into entries
   unsigned long long* bad_rows = nullptr;  // NOLINT(google-runtime-int)
 };
+
+inline constexpr uint64_t kSkipOffset = UINT64_MAX;  // = kv_cuda.h's kSkipChunk
 
 enum class Direction { kScatter, kGather };
 

@@ -21,7 +21,8 @@ std::string ns_hex(NamespaceId ns) {
 }
 }  // namespace
 
-Result<std::unique_ptr<CacheEngine>> CacheEngine::create(const CacheOptions& options) {
+Result<std::unique_ptr<CacheEngine>> CacheEngine::create(
+    const CacheOptions& options, std::unique_ptr<storage::GpuMemory> gpu_memory) {
   storage::SlotPoolOptions pool_options;
   pool_options.region_bytes = options.host_capacity_bytes;
   pool_options.page_bytes = options.slab_bytes;
@@ -39,6 +40,8 @@ Result<std::unique_ptr<CacheEngine>> CacheEngine::create(const CacheOptions& opt
   if (!region.ok()) return region.status();
   std::unique_ptr<CacheEngine> engine(new CacheEngine(options, std::move(region).value()));
   if (!options.nvme.store.directories.empty()) TIERKV_RETURN_IF_ERROR(engine->open_nvme());
+  if (options.gpu.capacity_bytes > 0) TIERKV_RETURN_IF_ERROR(options.gpu.validate());
+  engine->open_gpu(std::move(gpu_memory));
   return engine;
 }
 
@@ -82,6 +85,7 @@ CacheEngine::Reclaimed CacheEngine::close_session(SessionId session) {
     unlease(s);
   }
   sessions_.erase(it);
+  if (gpu_) reclaimed.gpu_leases = gpu_->close_session(session);
   // Loads still waiting for NVMe reads: drop their leases and callbacks; the reads finish on
   // their own and leave the chunks cached.
   for (auto op = loads_.begin(); op != loads_.end();) {
@@ -175,7 +179,7 @@ Status CacheEngine::lookup(const proto::KeysRequest& req, proto::LookupReply& re
   for (const ChunkKey& key : req.keys) {
     const uint32_t s = index_.find(req.ns, key);
     if (s != storage::ChunkIndex::kAbsent && meta_[s].state == ChunkState::kReady) {
-      reply.tiers.push_back(proto::Tier::kHost);
+      reply.tiers.push_back(host_tier(s));
       found_scratch_.push_back(s);
       continue;
     }
@@ -419,6 +423,7 @@ void CacheEngine::fill_stats(proto::StatsReply& stats) const {
     }
     stats.tiers.push_back(ts);
   }
+  fill_gpu_stats(stats);
   proto::NvmeStats& n = stats.nvme;
   n = proto::NvmeStats{};
   stats.nvme_io = proto::NvmeIoStats{};
@@ -629,6 +634,7 @@ void CacheEngine::remove_ready(SlotId s, Removal why) {
     if (why == Removal::kEvicted) ++dropped_unwritten_;
   }
   m.deleted = why == Removal::kDeleted;
+  if (gpu_) gpu_->drop_host(s);
   (void)index_.erase(m.ns, m.key);
   unlink_host_parent(s);
   host_lru_.set_evictable(s, 0, false);
@@ -694,6 +700,7 @@ Result<proto::SlotRef> CacheEngine::lease_chunk(SessionId session, NamespaceId n
   touch(s);
   const uint64_t bytes = (*entry)->ns.chunk_bytes();
   bytes_out_ += bytes;
+  gpu_count_read(s);
   return proto::SlotRef{s, 0, pool_.offset(s), bytes};
 }
 

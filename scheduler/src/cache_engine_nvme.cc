@@ -204,6 +204,7 @@ void CacheEngine::complete_load(LoadOp op) {
   hits_ += reply.slots.size();
   misses_ += op.asked - reply.slots.size();
   bytes_out_ += reply.slots.size() * op.bytes;
+  gpu_count_reads(reply.slots);
   if (op.done) op.done(Status::Ok(), reply);
 }
 

@@ -63,9 +63,15 @@ TEST(CodecStatsProtocolTest, CodecFieldsRoundTripAndTruncationsFail) {
   EXPECT_EQ(out.codec.encode_waits, 11u);
   EXPECT_EQ(out.codec.fused_representatives, 2u);
 
-  // Cut inside the codec counters (the NVMe I/O counters follow them): an error that names them.
+  // Cut inside the codec counters (the GPU tier's fields and the NVMe I/O counters follow them):
+  // an error that names them.
+  std::vector<uint8_t> tail;
+  wire::ByteWriter tw(tail);
+  tw.put(st.gpu);
+  tw.put_string(st.gpu_status);
+  tw.put(st.nvme_io);
   StatsReply cut;
-  const Status s = decoded(std::span(buf).first(buf.size() - sizeof(NvmeIoStats) - 8), cut);
+  const Status s = decoded(std::span(buf).first(buf.size() - tail.size() - 8), cut);
   EXPECT_EQ(s.code(), StatusCode::kProtocolError);
   EXPECT_NE(s.message().find("codec"), std::string::npos) << s.message();
 }

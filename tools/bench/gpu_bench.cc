@@ -8,7 +8,11 @@
 // flat) cache with a shuffled block table, counted the same way (bytes read + written); tierkv's
 // store and load of a 32k-token prefix (32 layers x 8 kv heads x 128 dim bf16 = 128 KiB per
 // token, 256-token chunks) between a paged cache and the host tier of a tierkvd started by the
-// bench, each as a fraction of the raw copy bandwidth, verified byte for byte once.
+// bench, each as a fraction of the raw copy bandwidth, verified byte for byte once; and the load
+// of the same prefix from the daemon's GPU tier (a second tierkvd, with [gpu] capacity set and
+// promotion after one load: the prefix is stored, loaded once, and waited for until every chunk
+// is in tier GPU), device to device from the daemon's pool into the paged cache, as a fraction of
+// the device-to-device copy bandwidth (bytes read + written) and against the host-tier load.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -18,6 +22,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -27,6 +32,7 @@
 #include "common/connect.h"
 #include "tierkv/client.h"
 #include "tierkv/cuda_transfer.h"
+#include "tierkv/gpu_pool.h"
 #include "tierkv/kernels/half.h"
 #include "tierkv/kernels/kv_cuda.h"
 #include "tierkv/kernels/quantize.h"
@@ -219,6 +225,9 @@ class GpuBench : public BenchCommand {
     app.add_option("--prefix-tokens", prefix_tokens_,
                    "tokens of the prefix stored and loaded (a multiple of 256)")
         ->check(CLI::Range(uint64_t{256}, uint64_t{1} << 20));
+    app.add_option("--gpu-tier-gib", gpu_tier_gib_,
+                   "GPU tier of the second daemon, for the load from the GPU tier (0 = skip that "
+                   "part; default: the prefix's size, rounded up, plus 1 GiB)");
   }
   Result<BenchReport> run(const CommonOptions& common) override;
 
@@ -226,6 +235,7 @@ class GpuBench : public BenchCommand {
   DaemonOptions daemon_;
   int device_ = 0;
   uint64_t prefix_tokens_ = 32768;
+  int64_t gpu_tier_gib_ = -1;  // -1: sized to the prefix
 };
 
 struct CopyFigures {
@@ -619,6 +629,164 @@ Result<PrefixFigures> measure_prefix(const Settings& s, Client& client,
   return f;
 }
 
+struct GpuTierFigures {
+  bool measured = false;
+  std::string skipped;         // why not, if not
+  double GBps = 0;             // prefix bytes / (gpu_load lease + D2D scatter), median
+  double transfer_GBps = 0;    // prefix bytes / (submit to synchronize): the scatter alone
+  double first_layer_us = 0;   // from the lease request to the first layer group in the cache
+  double lease_us = 0;         // the gpu_load round trip
+  double promote_seconds = 0;  // from the first load until every chunk was in tier GPU
+  uint64_t gpu_chunks = 0;
+};
+
+// Stores the prefix into the daemon (from a paged cache on the GPU), loads it until the daemon has
+// promoted every chunk to its GPU tier, then times loads through the daemon's GPU pool into
+// another paged cache, verified byte for byte once against the chunks in host RAM.
+Result<GpuTierFigures> measure_gpu_tier(const Settings& s, Client& client,
+                                        const std::shared_ptr<Client>& shared,
+                                        uint64_t prefix_tokens, const PinnedMemory& pattern,
+                                        uint64_t pattern_bytes, cudaStream_t stream, int device,
+                                        const std::function<void(const std::string&)>& progress) {
+  GpuTierFigures f;
+  auto gpu = DaemonGpuPool::attach(shared);
+  if (!gpu.ok()) {
+    f.skipped = gpu.status().message();
+    return f;
+  }
+  if ((*gpu)->device() != device) {
+    f.skipped = "the daemon's GPU tier is on device " + std::to_string((*gpu)->device()) +
+                ", not the measured device " + std::to_string(device);
+    return f;
+  }
+  Layout layout;
+  layout.num_layers = kLayers;
+  layout.num_kv_heads = kHeads;
+  layout.head_dim = kHeadDim;
+  layout.dtype = DType::kBFloat16;
+  layout.chunk_tokens = kChunkTokens;
+  auto ns = client.register_layout(layout, std::string(kTenant) + "-gpu-tier");
+  if (!ns.ok()) return context(ns.status(), "register_layout");
+  const uint64_t chunks = prefix_tokens / kChunkTokens;
+  const uint64_t prefix_bytes = chunks * ns->chunk_bytes();
+  const auto used_blocks = static_cast<uint32_t>(prefix_tokens / kBlockSize);
+  auto pinned = PinnedHostPool::pin(shared);
+  if (!pinned.ok()) return context(pinned.status(), "pin host pool");
+  PagedCache src;
+  PagedCache dst;
+  TIERKV_RETURN_IF_ERROR(src.allocate(used_blocks + used_blocks / 16));
+  TIERKV_RETURN_IF_ERROR(dst.allocate(used_blocks + used_blocks / 16));
+  TIERKV_RETURN_IF_ERROR(src.fill(pattern, pattern_bytes));
+  const std::vector<int32_t> src_table = shuffled_table(used_blocks, src.num_blocks, 21);
+  const std::vector<int32_t> dst_table = shuffled_table(used_blocks, dst.num_blocks, 23);
+  const std::vector<TokenId> tokens = random_tokens(prefix_tokens, 29);
+  {
+    progress("GPU tier: storing the prefix");
+    auto x = GpuTransfer::create_paged(*pinned, *ns, src.view(), device);
+    if (!x.ok()) return context(x.status(), "GpuTransfer for the source cache");
+    auto put = client.begin_put(*ns, tokens);
+    if (!put.ok()) return context(put.status(), "begin_put");
+    for (size_t i = 0; i < put->chunks(); ++i) {
+      if (!put->needs_write(i)) {
+        return Status::ResourceExhausted("GPU tier: chunk " + std::to_string(i) +
+                                         " of the prefix got no host slot");
+      }
+    }
+    TIERKV_RETURN_IF_ERROR((*x)->store(*put, src_table, stream));
+    TIERKV_RETURN_IF_ERROR((*x)->synchronize());
+    auto committed = put->commit();
+    if (!committed.ok()) return context(committed.status(), "commit");
+  }
+  {
+    // Loads count towards promotion; the copies run in the daemon, off its request path.
+    progress("GPU tier: loading the prefix until the daemon has promoted it");
+    const auto t0 = Clock::now();
+    for (;;) {
+      auto look = client.lookup(*ns, tokens);
+      if (!look.ok()) return context(look.status(), "lookup");
+      f.gpu_chunks =
+          static_cast<uint64_t>(std::count(look->tiers.begin(), look->tiers.end(), Tier::kGpu));
+      if (f.gpu_chunks == chunks) break;
+      if (seconds_since(t0) > 60) {
+        auto st = client.stats();
+        return Status::Unavailable("GPU tier: after 60 s only " + std::to_string(f.gpu_chunks) +
+                                   " of " + std::to_string(chunks) + " chunks were promoted (" +
+                                   (st.ok() ? st->gpu_status + ", " +
+                                                  std::to_string(st->gpu.promotion_failures) +
+                                                  " failed promotions"
+                                            : st.status().message()) +
+                                   "); is --gpu-tier-gib large enough?");
+      }
+      auto lease = client.load(*ns, tokens);
+      if (!lease.ok()) return context(lease.status(), "load");
+      TIERKV_RETURN_IF_ERROR(lease->release());
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    f.promote_seconds = seconds_since(t0);
+  }
+  auto x = GpuTransfer::create_paged(*pinned, *ns, dst.view(), device);
+  if (!x.ok()) return context(x.status(), "GpuTransfer for the target cache");
+  TIERKV_RETURN_IF_ERROR((*x)->use_gpu_tier(*gpu));
+  {
+    // Untimed check, once: every chunk loaded from the GPU tier equals its bytes in host RAM.
+    progress("GPU tier: verifying a load of the prefix");
+    auto lease = (*gpu)->load(*ns, tokens);
+    if (!lease.ok()) return context(lease.status(), "gpu_load");
+    if (lease->chunks() != chunks || lease->gpu_chunks() != chunks) {
+      return Status::FailedPrecondition("gpu_load leased " + std::to_string(lease->gpu_chunks()) +
+                                        " of " + std::to_string(chunks) + " chunks on the GPU");
+    }
+    TIERKV_RETURN_IF_ERROR((*x)->load(*lease, 0, chunks, dst_table, stream));
+    TIERKV_RETURN_IF_ERROR((*x)->synchronize());
+    auto host = client.load(*ns, tokens);
+    if (!host.ok()) return context(host.status(), "load");
+    auto dst_dev = kernels::cuda::DeviceKvCache::create_paged(dst.view(), device);
+    if (!dst_dev.ok()) return context(dst_dev.status(), "register the cache for the check");
+    DeviceMemory table;
+    TIERKV_RETURN_IF_ERROR(table.allocate(used_blocks * sizeof(int32_t)));
+    BENCH_CUDA(cudaMemcpy(table.data(), dst_table.data(), used_blocks * sizeof(int32_t),
+                          cudaMemcpyHostToDevice),
+               "upload table");
+    DeviceMemory scratch;
+    PinnedMemory check;
+    TIERKV_RETURN_IF_ERROR(scratch.allocate(ns->chunk_bytes()));
+    TIERKV_RETURN_IF_ERROR(check.allocate(ns->chunk_bytes()));
+    for (uint64_t i = 0; i < chunks; ++i) {
+      TIERKV_RETURN_IF_ERROR(
+          verify_chunk(*dst_dev, {reinterpret_cast<const int32_t*>(table.data()), used_blocks}, i,
+                       scratch, check, host->chunk(i), stream, "load from the GPU tier"));
+    }
+  }
+  progress("GPU tier: load of the prefix, " + std::to_string(s.load_runs) + " times");
+  std::vector<double> gbps, transfer_gbps, first_us, lease_us;
+  for (uint32_t r = 0; r <= s.load_runs; ++r) {  // run 0 warms up
+    const auto t0 = Clock::now();
+    auto lease = (*gpu)->load(*ns, tokens);
+    if (!lease.ok()) return context(lease.status(), "gpu_load");
+    if (lease->gpu_chunks() != chunks) return Status::FailedPrecondition("prefix left the GPU");
+    const auto t1 = Clock::now();
+    TIERKV_RETURN_IF_ERROR((*x)->load(*lease, 0, chunks, dst_table, stream));
+    BENCH_CUDA(cudaEventSynchronize(reinterpret_cast<cudaEvent_t>((*x)->layer_event(0))),
+               "first layer");
+    const double first = seconds_since(t0);
+    TIERKV_RETURN_IF_ERROR((*x)->synchronize());
+    const double total = seconds_since(t0);
+    const double transfer = seconds_since(t1);
+    if (r == 0) continue;
+    gbps.push_back(static_cast<double>(prefix_bytes) / total / 1e9);
+    transfer_gbps.push_back(static_cast<double>(prefix_bytes) / transfer / 1e9);
+    first_us.push_back(first * 1e6);
+    lease_us.push_back((total - transfer) * 1e6);
+  }
+  f.GBps = median(gbps);
+  f.transfer_GBps = median(transfer_gbps);
+  f.first_layer_us = median(first_us);
+  f.lease_us = median(lease_us);
+  f.measured = true;
+  (void)client.remove_namespace(ns->id);
+  return f;
+}
+
 Result<BenchReport> GpuBench::run(const CommonOptions& common) {
   const Settings& s = common.quick ? kQuick : kFull;
   const auto progress = [&](const std::string& line) {
@@ -675,6 +843,29 @@ Result<BenchReport> GpuBench::run(const CommonOptions& common) {
   connected->reset();
   const bool owned = (*daemon)->owned();
   if (Status stopped = (*daemon)->stop(); !stopped.ok()) return stopped;
+
+  // The GPU tier: a daemon of its own (so that promotion copies never overlap the host-tier
+  // figures above), or the borrowed one, whose GPU tier is used if it has one.
+  Result<GpuTierFigures> gpu_tier = GpuTierFigures{};
+  const uint64_t prefix_gib = (prefix->prefix_bytes + kGiB - 1) / kGiB;
+  const uint64_t tier_gib = gpu_tier_gib_ < 0 ? prefix_gib + 1 : uint64_t(gpu_tier_gib_);
+  if (tier_gib == 0) {
+    gpu_tier->skipped = "--gpu-tier-gib 0";
+  } else {
+    DaemonOptions o = daemon_;
+    o.host_capacity_gib = prefix_gib + 1;  // the prefix, and room to spare
+    const std::string toml = "[gpu]\ndevice = " + std::to_string(device_) + "\ncapacity = \"" +
+                             std::to_string(tier_gib) + "GiB\"\npromote_after_loads = 1\n";
+    auto tier_daemon = BenchDaemon::start(o, toml);
+    if (!tier_daemon.ok()) return tier_daemon.status();
+    auto tier_client = tools::connect_daemon((*tier_daemon)->socket_path(), "tierkv-bench", true);
+    if (!tier_client.ok()) return tier_client.status();
+    gpu_tier = measure_gpu_tier(s, **tier_client, *tier_client, prefix_tokens_, pattern,
+                                s.copy_bytes, stream, device_, progress);
+    tier_client->reset();
+    if (Status stopped = (*tier_daemon)->stop(); !stopped.ok()) return stopped;
+    if (!gpu_tier.ok()) return gpu_tier.status();
+  }
 
   BenchReport r("gpu");
   r.add_info("device", std::string(prop.name));
@@ -750,6 +941,26 @@ Result<BenchReport> GpuBench::run(const CommonOptions& common) {
                kernels->flat_scatter_GBps / d2d, Unit::kRatio);
   r.add_figure("flat_gather_vs_d2d", "gather / D2D copy, flat head-major",
                kernels->flat_gather_GBps / d2d, Unit::kRatio);
+  if (gpu_tier->measured) {
+    const GpuTierFigures& g = *gpu_tier;
+    r.add_info("gpu_tier_verified", true);
+    r.add_info("gpu_tier_promote_ms", static_cast<uint64_t>(g.promote_seconds * 1e3));
+    r.add_figure("load_32k_gpu_tier_GBps", "load of the prefix, GPU tier -> paged cache (D2D)",
+                 g.GBps, Unit::kGBps);
+    r.add_figure("load_32k_gpu_tier_vs_host_tier", "load from the GPU tier / from host RAM",
+                 g.GBps / prefix->load.GBps, Unit::kRatio);
+    r.add_figure("load_32k_gpu_tier_vs_d2d", "load from the GPU tier, read + written / D2D copy",
+                 2 * g.GBps / d2d, Unit::kRatio);
+    r.add_figure("load_32k_gpu_tier_scatter_vs_d2d",
+                 "the same, scatter alone (no lease round trip) / D2D copy",
+                 2 * g.transfer_GBps / d2d, Unit::kRatio);
+    r.add_figure("load_32k_gpu_tier_first_layer_us", "load from the GPU tier: first layer ready",
+                 g.first_layer_us, Unit::kMicros);
+    r.add_figure("load_32k_gpu_tier_lease_us", "gpu_load round trip (lease the prefix)", g.lease_us,
+                 Unit::kMicros);
+  } else {
+    r.add_info("gpu_tier_skipped", gpu_tier->skipped);
+  }
   return r;
 }
 

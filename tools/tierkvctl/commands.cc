@@ -332,6 +332,26 @@ Status run_status(const GlobalOptions& g) {
   return Status::Ok();
 }
 
+namespace {
+
+// The GPU tier: on which device, or why it is off; promotions and leases.
+std::string render_gpu(const proto::StatsReply& st) {
+  if (st.gpu_status.empty()) return "";  // a daemon that predates the GPU tier
+  const proto::GpuStats& g = st.gpu;
+  std::string out = "\ngpu: " + st.gpu_status + "\n";
+  if (g.device < 0) return out;
+  out += "     " + tools::group_thousands(g.promotions) + " chunks promoted from host RAM (" +
+         tools::group_thousands(g.promotions_in_flight) + " copying, " +
+         tools::group_thousands(g.promotions_queued) + " queued, " +
+         tools::group_thousands(g.promotion_failures) + " failed); " +
+         tools::group_thousands(g.leases) + " GPU leases held by " +
+         tools::group_thousands(g.attached_clients) + " attached clients; " +
+         tools::group_thousands(g.dropped_with_host) + " copies dropped with their host chunk\n";
+  return out;
+}
+
+}  // namespace
+
 Status run_stats(const GlobalOptions& g) {
   auto client = connect(g);
   if (!client.ok()) return client.status();
@@ -400,6 +420,18 @@ Status run_stats(const GlobalOptions& g) {
         .end_object();
     w.end_object();
     write_codec_fields(w, *st);
+    const proto::GpuStats& g = st->gpu;
+    w.key("gpu").begin_object()
+        .field("status", st->gpu_status)
+        .field("device", static_cast<int64_t>(g.device))
+        .field("promotions", g.promotions)
+        .field("promotions_in_flight", g.promotions_in_flight)
+        .field("promotions_queued", g.promotions_queued)
+        .field("promotion_failures", g.promotion_failures)
+        .field("leases", g.leases)
+        .field("attached_clients", g.attached_clients)
+        .field("dropped_with_host", g.dropped_with_host)
+        .end_object();
     write_prefill_fields(w, *st);
     w.end_object();
     print_json(w);
@@ -461,6 +493,7 @@ Status run_stats(const GlobalOptions& g) {
     out += line;
   }
   out += render_codecs(*st);
+  out += render_gpu(*st);
   out += render_prefill(*st);
   print(out);
   return Status::Ok();

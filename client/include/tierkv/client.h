@@ -46,6 +46,7 @@ struct ClientOptions {
 
 class Client;
 struct PrefillWire;  // co-scheduled prefill's requests (prefill.h, prefill.cc)
+struct GpuWire;      // the GPU tier's requests (gpu_pool.h, gpu_pool.cc)
 
 struct LookupResult {
   size_t total_chunks = 0;   // full chunks in the prompt
@@ -94,7 +95,8 @@ class PutLease {
 };
 
 // Read leases on a prompt's leading cached chunks. While held, the chunks are neither evicted nor
-// reused. Move-only; not thread-safe by itself.
+// reused. A lease from DaemonGpuPool::load (gpu_pool.h) may hold chunks in the daemon's GPU pool
+// (on_gpu(i)) beside chunks in the host pool. Move-only; not thread-safe by itself.
 class LoadLease {
  public:
   LoadLease(LoadLease&&) noexcept;
@@ -102,12 +104,19 @@ class LoadLease {
   ~LoadLease();
 
   size_t chunks() const { return slots_.size(); }
-  // Chunk i's bytes, in shared memory. Valid until release().
+  // Chunk i's bytes, in shared memory. Valid until release(). Empty for a chunk on_gpu(i).
   std::span<const std::byte> chunk(size_t i) const;
+  // Whether chunk i lies in the daemon's GPU pool; then gpu_offset(i) is its byte offset there
+  // (DaemonGpuPool::data() + gpu_offset(i) in this process) and chunk_bytes(i) its size.
+  bool on_gpu(size_t i) const { return slots_[i].pool == proto::kGpuPool; }
+  uint64_t gpu_offset(size_t i) const { return slots_[i].offset; }
+  uint64_t chunk_bytes(size_t i) const { return slots_[i].bytes; }
+  size_t gpu_chunks() const;
   Status release();
 
  private:
   friend class Client;
+  friend struct GpuWire;
   LoadLease(std::shared_ptr<Client> client, std::vector<proto::SlotRef> slots);
 
   std::shared_ptr<Client> client_;
@@ -182,6 +191,7 @@ class Client : public std::enable_shared_from_this<Client> {
   friend class PutLease;
   friend class LoadLease;
   friend struct PrefillWire;
+  friend struct GpuWire;
   Client() = default;
 
   // One request and its reply, pipelined with other threads' requests (defined in client.cc).

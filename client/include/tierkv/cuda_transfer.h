@@ -58,6 +58,8 @@ struct CUevent_st;
 
 namespace tierkv {
 
+class DaemonGpuPool;  // tierkv/gpu_pool.h
+
 using GpuStream = CUstream_st*;  // = cudaStream_t; nullptr is the legacy default stream
 using GpuEvent = CUevent_st*;    // = cudaEvent_t
 
@@ -131,9 +133,16 @@ class GpuTransfer {
   GpuTransfer(const GpuTransfer&) = delete;
   GpuTransfer& operator=(const GpuTransfer&) = delete;
 
+  // Lets load() take leases from DaemonGpuPool::load, whose chunks in the daemon's GPU tier are
+  // scattered straight from its pool (device to device, one launch per layer group for all of
+  // them) while the rest come from host RAM as ever. The pool must be on this transfer's device;
+  // the transfer keeps it open. Allocates the offset table (max_tokens / chunk_tokens entries).
+  Status use_gpu_tier(std::shared_ptr<DaemonGpuPool> pool);
+
   // Loads chunks [first_chunk, first_chunk + count) of `lease` (the prompt's chunks from its
   // start) into the sequence's tokens [first_chunk * chunk_tokens, ...), whose blocks
   // `block_table` lists from token 0 (a flat cache ignores it; pass {}). Enqueues and returns.
+  // Chunks of the lease that lie in the daemon's GPU pool need use_gpu_tier() first.
   Status load(const LoadLease& lease, size_t first_chunk, size_t count,
               std::span<const int32_t> block_table, GpuStream stream);
   // The general form: chunk i (a whole chunk inside the pinned pool) goes to tokens

@@ -58,6 +58,10 @@ enum class Op : uint16_t {
   kPrefillComputed = 22,
   kPrefillPoll = 23,
   kPrefillEnd = 24,
+  // 30..39: GPU tier.
+  kGpuAttach = 30,
+  kGpuLoad = 31,
+  kGpuRelease = 32,
 };
 std::string_view op_name(Op op);  // "lookup", ...; "unknown" otherwise
 bool is_known_op(uint16_t op);
@@ -125,16 +129,34 @@ struct KeysRequestView {
 struct LookupReply {
   std::vector<Tier> tiers;  // one per leading cached chunk; size() = cached prefix length
 };
+// Which pool a SlotRef names (SlotRef::pool). Wire-stable.
+inline constexpr uint32_t kHostPool = 0;  // the shared host region
+inline constexpr uint32_t kGpuPool = 1;   // the daemon's GPU pool (gpu_load replies only)
 struct SlotRef {
-  uint32_t slot = 0;
-  uint32_t reserved = 0;
-  uint64_t offset = 0;  // byte offset in the host region
+  uint32_t slot = 0;  // slot id within its pool
+  uint32_t pool = kHostPool;
+  uint64_t offset = 0;  // byte offset in the pool (the host region, or the GPU pool)
   uint64_t bytes = 0;   // valid bytes (the namespace's chunk size)
 };
 static_assert(sizeof(SlotRef) == 24);
 struct LoadReply {
   std::vector<SlotRef> slots;  // leased for reading, one per leading cached chunk
 };
+
+// --- GPU tier (gpu_attach: empty request; gpu_load: a KeysRequest; gpu_release: SlotsRequest) --
+// gpu_attach hands the client the daemon's GPU pool: a CUDA IPC memory handle the client opens
+// once (cudaIpcOpenMemHandle) on the device whose UUID matches, and lets this session gpu_load.
+// gpu_load is load, except that chunks with a copy in the GPU tier come as GPU-pool leases
+// (SlotRef::pool = kGpuPool, offset into the pool); gpu_release releases those (a load's host
+// leases go back with release, as ever).
+struct GpuAttachReply {
+  int32_t device = -1;      // the daemon's CUDA device index (in the daemon's own numbering)
+  uint32_t slot_align = 0;  // every GPU slot offset is a multiple of this
+  uint64_t pool_bytes = 0;
+  std::array<uint8_t, 16> device_uuid{};  // cudaDeviceProp::uuid: names the device in any process
+  std::array<uint8_t, 64> ipc_handle{};   // cudaIpcMemHandle_t of the pool's allocation
+};
+static_assert(sizeof(GpuAttachReply) == 96);
 
 // --- put -----------------------------------------------------------------------------------------
 enum class PutDisposition : uint8_t {
@@ -259,6 +281,19 @@ struct NvmeIoStats {
   uint32_t verifies_in_flight = 0;  // chunks read and handed to a worker, not yet checked
 };
 static_assert(sizeof(NvmeIoStats) == 88);
+// What only the GPU tier has (its TierStats row holds capacity, used, chunks, hits, evictions).
+struct GpuStats {
+  int32_t device = -1;  // the daemon's CUDA device index; -1 when the tier is off
+  uint32_t pad = 0;
+  uint64_t promotions = 0;            // chunks copied up from host RAM
+  uint64_t promotions_in_flight = 0;  // copies on the daemon's CUDA stream now
+  uint64_t promotions_queued = 0;     // hot chunks waiting for a copy slot
+  uint64_t promotion_failures = 0;    // copies that failed (CUDA error) or found no room
+  uint64_t leases = 0;                // outstanding GPU read leases, all sessions
+  uint64_t attached_clients = 0;      // sessions that opened the pool (gpu_attach)
+  uint64_t dropped_with_host = 0;     // GPU copies dropped because their host chunk left RAM
+};
+static_assert(sizeof(GpuStats) == 64);
 // Co-scheduled prefill, since the daemon started.
 struct PrefillStats {
   uint64_t sessions_started = 0;
@@ -365,6 +400,8 @@ struct StatsReply {
   std::string nvme_codec;
   std::vector<CodecStageStats> codec_stages;  // encode, decode; empty when no codec runs
   CodecCounters codec;
+  GpuStats gpu;
+  std::string gpu_status;  // "on: <device>" or "off (<why>)"
   NvmeIoStats nvme_io;
 };
 struct NamespaceInfo {
@@ -395,6 +432,7 @@ void encode(wire::ByteWriter& w, const PrefetchReply& m);
 void encode(wire::ByteWriter& w, const FlushReply& m);
 void encode(wire::ByteWriter& w, const VerifyRequest& m);
 void encode(wire::ByteWriter& w, const VerifyReply& m);
+void encode(wire::ByteWriter& w, const GpuAttachReply& m);
 
 Status decode(wire::ByteReader& r, HelloRequest& m);
 Status decode(wire::ByteReader& r, HelloReply& m);
@@ -414,5 +452,6 @@ Status decode(wire::ByteReader& r, PrefetchReply& m);
 Status decode(wire::ByteReader& r, FlushReply& m);
 Status decode(wire::ByteReader& r, VerifyRequest& m);
 Status decode(wire::ByteReader& r, VerifyReply& m);
+Status decode(wire::ByteReader& r, GpuAttachReply& m);
 
 }  // namespace tierkv::proto

@@ -46,6 +46,7 @@ class Server {
   friend class Connection;
   void accept_next();
   void watch_io();
+  void watch_gpu();
   bool uid_allowed(uint32_t uid) const;
   void fill_stats(proto::StatsReply& stats) const;
 
@@ -58,6 +59,7 @@ class Server {
   std::unique_ptr<scheduler::PrefillService> prefill_;
   boost::asio::local::stream_protocol::acceptor acceptor_;
   boost::asio::posix::stream_descriptor io_watch_;
+  boost::asio::posix::stream_descriptor gpu_watch_;  // GPU tier copy completions
   std::chrono::steady_clock::time_point started_;
   std::vector<std::weak_ptr<Connection>> live_;
   bool listening_ = false;

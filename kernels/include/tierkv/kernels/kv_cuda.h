@@ -43,9 +43,15 @@ struct CopyRange {
 // pinned memory under unified addressing). Chunk c starts at data + c * chunk_stride and holds the
 // chunk layout's rows of layers [layer_begin, layer_end) only: for each of those layers, K rows
 // then V rows, packed. For whole chunks, chunk_stride = the chunk's size; 0 means packed.
+// Chunks scattered over a pool (the daemon's GPU tier) are named by `chunk_offsets` instead: a
+// device array of num_chunks byte offsets from `data`, chunk c at data + chunk_offsets[c]
+// (chunk_stride is then ignored), each a multiple of 16; an entry of kSkipChunk moves nothing for
+// that chunk (its tokens are left to another launch).
+inline constexpr uint64_t kSkipChunk = UINT64_MAX;
 struct ChunkBuffer {
   std::byte* data = nullptr;
   uint64_t chunk_stride = 0;
+  const uint64_t* chunk_offsets = nullptr;
 };
 
 // The sequence's block table in device memory (paged caches only): `entries` int32 block ids.

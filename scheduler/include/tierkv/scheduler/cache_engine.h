@@ -42,6 +42,11 @@
 // (or that no tier below wants); only when the coldest leaves are all unwritten does it drop one
 // (counted as dropped_unwritten). A load of a chunk that lies only on NVMe reads it into a host
 // slot (promotion); NVMe evicts by the same leaf-first policy when it needs room.
+//
+// GPU tier (cache_engine_gpu.cc, GpuTier): a host chunk loaded often enough is copied up into the
+// daemon's GPU pool, asynchronously (poll_gpu() runs finished copies); lookups then report it in
+// tier GPU, and gpu_load hands clients that opened the pool (gpu_attach) GPU-slot leases for it.
+// A GPU copy goes when its host chunk leaves RAM.
 #pragma once
 
 #include <chrono>
@@ -57,11 +62,13 @@
 
 #include "tierkv/layout.h"
 #include "tierkv/protocol.h"
+#include "tierkv/scheduler/gpu_tier.h"
 #include "tierkv/scheduler/leaf_first_lru.h"
 #include "tierkv/status.h"
 #include "tierkv/storage/checksum_workers.h"
 #include "tierkv/storage/chunk_index.h"
 #include "tierkv/storage/codec.h"
+#include "tierkv/storage/gpu_memory.h"
 #include "tierkv/storage/nvme_store.h"
 #include "tierkv/storage/shm_region.h"
 #include "tierkv/storage/slab_slot_pool.h"
@@ -109,13 +116,17 @@ struct CacheOptions {
   uint32_t default_chunk_tokens = 256;
   uint32_t max_namespaces = 4096;
   NvmeTierOptions nvme;
+  GpuTierOptions gpu;  // capacity_bytes 0 = tier off
 };
 
 class CacheEngine {
  public:
   // Creates the host region and, when configured, opens the NVMe tier and recovers its chunks
-  // from the index.
-  static Result<std::unique_ptr<CacheEngine>> create(const CacheOptions& options);
+  // from the index, and opens the GPU tier: on `gpu_memory` if given (tests), else on the CUDA
+  // device options.gpu names. A GPU tier that cannot be opened is off (gpu_status() says why);
+  // the engine runs without it.
+  static Result<std::unique_ptr<CacheEngine>> create(
+      const CacheOptions& options, std::unique_ptr<storage::GpuMemory> gpu_memory = nullptr);
   ~CacheEngine();
 
   // The host region clients map.
@@ -139,6 +150,7 @@ class CacheEngine {
     uint64_t read_leases = 0;
     uint64_t pending_writes = 0;
     uint64_t loads_cancelled = 0;
+    uint64_t gpu_leases = 0;
   };
   // Reclaims every lease of the session, discards its uncommitted chunks, cancels its loads
   // (their callbacks are dropped without being called).
@@ -183,6 +195,21 @@ class CacheEngine {
   // lookup that found it counted the hit), or NotFound when it is not (or no longer) in the host
   // tier. Release it with release().
   Result<proto::SlotRef> lease_chunk(SessionId session, NamespaceId ns, const ChunkKey& key);
+
+  // --- GPU tier (cache_engine_gpu.cc) ---
+  [[nodiscard]] bool gpu_enabled() const { return gpu_ != nullptr; }
+  // "on: <device>" or "off (<why>)".
+  [[nodiscard]] const std::string& gpu_status() const { return gpu_status_; }
+  // Readable when promotion copies may have finished; -1 without the tier. Then call poll_gpu().
+  [[nodiscard]] int gpu_fd() const;
+  // Runs finished promotion copies, then starts queued ones. Never blocks.
+  void poll_gpu();
+  // Hands the session the GPU pool (IPC handle, device) and lets it gpu_load.
+  Status gpu_attach(SessionId session, proto::GpuAttachReply& reply);
+  // load(), except that chunks with a copy in the GPU tier come as GPU-slot leases (pool
+  // kGpuPool); the rest are host leases as ever. The session must have attached.
+  void load_gpu(SessionId session, const proto::KeysRequest& req, LoadDone done);
+  Status gpu_release(SessionId session, std::span<const uint32_t> slots, uint64_t* released);
 
  private:
   enum class ChunkState : uint8_t { kFree, kPending, kReady, kZombie, kLoading };
@@ -338,6 +365,16 @@ class CacheEngine {
   bool admitting();
   void recover_nvme();
 
+  // --- GPU tier ---
+  void open_gpu(std::unique_ptr<storage::GpuMemory> memory);
+  // Host chunks read by a load or hand-over: counted towards promotion.
+  void gpu_count_reads(std::span<const proto::SlotRef> slots);
+  void gpu_count_read(SlotId slot);
+  // Tier of ready host chunk `slot` for a lookup: GPU where it has a copy there.
+  proto::Tier host_tier(SlotId slot);
+  void pump_promotions();
+  void fill_gpu_stats(proto::StatsReply& stats) const;
+
   CacheOptions options_;
   storage::ShmRegion region_;
   storage::SlabSlotPool pool_;
@@ -402,6 +439,14 @@ class CacheEngine {
   uint64_t disk_encoded_chunks_ = 0;
   uint64_t polls_ = 0, poll_ns_ = 0, reads_verified_ = 0, verified_inline_ = 0;
   uint64_t inline_hash_ns_ = 0;
+
+  // GPU tier; null when off. Declared last: destroyed first, so copies from the host region end
+  // (and it is unregistered) before the region is unmapped.
+  std::unique_ptr<GpuTier> gpu_;
+  std::string gpu_status_;
+  std::vector<SlotId> gpu_ended_;
+  std::vector<uint32_t> gpu_host_release_;
+  proto::LoadReply gpu_reply_;
 };
 
 }  // namespace tierkv::scheduler
