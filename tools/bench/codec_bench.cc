@@ -284,22 +284,6 @@ Result<Measured> measure(const Workload& w, const std::string& spec, uint32_t ba
   return m;
 }
 
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
-std::string default_data_dir() {
-  if (const char* env = std::getenv("TIERKV_KVDATA")) return env;
-  if (std::filesystem::exists("build/kvdata/retrieval.tkv")) return "build/kvdata";
-  return std::string(TIERKV_SOURCE_DIR) + "/tests/data/kv";
-}
-
 class CodecBench : public BenchCommand {
  public:
   [[nodiscard]] std::string name() const override { return "codec"; }
@@ -341,7 +325,7 @@ class CodecBench : public BenchCommand {
 };
 
 Result<BenchReport> CodecBench::run(const CommonOptions& common) {
-  const std::string dir = data_.empty() ? default_data_dir() : data_;
+  const std::string dir = data_.empty() ? default_kv_data_dir("retrieval.tkv") : data_;
   const double min_seconds = common.quick ? 0.0 : 0.3;
   auto log = [&](const std::string& s) {
     if (!common.json) std::fprintf(stderr, "%s\n", s.c_str());

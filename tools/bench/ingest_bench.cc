@@ -53,22 +53,6 @@ Status context(const Status& s, const std::string& what) {
   return {s.code(), what + ": " + s.message()};
 }
 
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
-std::string default_data_dir() {
-  if (const char* env = std::getenv("TIERKV_KVDATA")) return env;
-  if (std::filesystem::exists("build/kvdata/unrelated.tkv")) return "build/kvdata";
-  return std::string(TIERKV_SOURCE_DIR) + "/tests/data/kv";
-}
-
 // Real KV tiled to a realistic chunk: chunk c, layer l, head h, token t holds the real K (and V)
 // row of dataset layer l % L, head h % H, token (c * T + t) % N of the workload's prompts laid end
 // to end. Where a real row is used again in one chunk (the layers and heads beyond the dataset's),
@@ -210,7 +194,7 @@ Result<BenchReport> IngestBench::run(const CommonOptions& common) {
   const uint32_t rounds = common.quick ? 1 : rounds_;
 
   // The data: real KV, tiled.
-  const std::string data_dir = data_.empty() ? default_data_dir() : data_;
+  const std::string data_dir = data_.empty() ? default_kv_data_dir("unrelated.tkv") : data_;
   auto ds = kvdata::KvDataset::load(data_dir + "/unrelated.tkv");
   if (!ds.ok()) return context(ds.status(), "KV dataset " + data_dir + "/unrelated.tkv");
   Layout layout = ds->layout(chunk_tokens_);

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <sstream>
 #include <utility>
 
 namespace tierkv::bench {
@@ -108,6 +109,24 @@ ScratchDir::~ScratchDir() {
   if (path_.empty()) return;
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+}
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+std::string default_kv_data_dir(const char* probe_file) {
+  if (const char* env = std::getenv("TIERKV_KVDATA")) return env;
+  if (std::filesystem::exists(std::filesystem::path("build/kvdata") / probe_file)) {
+    return "build/kvdata";
+  }
+  return std::string(TIERKV_SOURCE_DIR) + "/tests/data/kv";
 }
 
 }  // namespace tierkv::bench

@@ -76,6 +76,13 @@ class ScratchDir {
   std::string path_;
 };
 
+// The non-empty items of a comma-separated list ("a,b,,c" -> a, b, c).
+std::vector<std::string> split_list(const std::string& s);
+
+// Where the KV dataset lies: $TIERKV_KVDATA if set, else build/kvdata when it holds `probe_file`
+// (the full dataset tools/kvdata makes), else the slice committed in tests/data/kv.
+std::string default_kv_data_dir(const char* probe_file);
+
 // Keeps the compiler from optimising away a read whose value is otherwise unused.
 inline void do_not_optimize(uint64_t v) { asm volatile("" : : "r"(v) : "memory"); }
 
