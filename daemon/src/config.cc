@@ -81,7 +81,9 @@ verify_threads = 2
 #                            then zstd at LEVEL (-7..19, default 1)
 #   "int8[:kGROUP]"          lossy: 8-bit values; keys per channel over GROUP tokens, values
 #                            per token and head (the more accurate 1-byte codec)
-#   "fp8"                    lossy: e4m3 floats, a scale per token and head
+#   "fp8[:auto|e4m3]"        lossy: 8-bit floats, a scale per token and head; auto (default)
+#                            picks each row's split of exponent and mantissa bits, e4m3 is
+#                            OCP e4m3 with power-of-two scales
 #   "int4[:gGROUP]"          lossy: 4-bit values, keys grouped per channel, values per token
 #   "fused[:THRESHOLD]..."   lossy: blocks close to a block already stored (cosine similarity at
 #                            least THRESHOLD, default 0.95) are stored as a reference to it plus

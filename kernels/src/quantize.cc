@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "fp8_auto.h"
 #include "tierkv/kernels/half.h"
 
 namespace tierkv::kernels {
@@ -293,6 +294,101 @@ void dequantize_fp8(const SlabShape& s, const std::byte* in, std::byte* out) {
   }
 }
 
+// ---- fp8, a format per row ----------------------------------------------------------------
+
+// A row's squared rounding errors in format f (fp8auto::squared_error), and its codes: loops the
+// compiler vectorizes.
+TIERKV_TILE_CLONES void fp8_auto_errors(const float* __restrict row, uint32_t n, float inv,
+                                        uint32_t f, float* __restrict sq) {
+  for (uint32_t d = 0; d < n; ++d) sq[d] = fp8auto::squared_error(row[d] * inv, f);
+}
+
+TIERKV_TILE_CLONES void fp8_auto_codes(const float* __restrict row, uint32_t n, float inv,
+                                       uint32_t f, std::byte* __restrict q) {
+  for (uint32_t d = 0; d < n; ++d) q[d] = static_cast<std::byte>(fp8auto::encode(row[d] * inv, f));
+}
+
+// `row` holds head_dim inputs, then head_dim floats of room for the squared errors.
+void quantize_fp8_auto(const SlabShape& s, DType dtype, const std::byte* in, std::byte* out,
+                       float* row) {
+  namespace fa = fp8auto;
+  const uint64_t rows = uint64_t{s.tokens} * s.heads;
+  std::byte* meta = out;
+  std::byte* payload = out + 2 * rows;
+  float* sq = row + s.head_dim;
+  for (uint64_t r = 0; r < rows; ++r) {
+    load_row(dtype, in, r * s.head_dim, s.head_dim, row);
+    float amax = 0.0f;
+    for (uint32_t d = 0; d < s.head_dim; ++d) {
+      const float a = std::fabs(row[d]);
+      if (a <= FLT_MAX && a > amax) amax = a;
+    }
+    // The format with the least squared error; from the most mantissa bits down, so a tie keeps
+    // the finer format.
+    uint32_t best_f = fa::kFormats - 1;
+    uint32_t best_code = 0;
+    float best_inv = 0.0f;
+    float best_err = 0.0f;
+    for (uint32_t f = fa::kFormats; f-- > 0;) {
+      const uint32_t code = fa::scale_code(amax, f);
+      const float scale = fa::scale_value(code);
+      const float inv = fa::inverse(scale);
+      fp8_auto_errors(row, s.head_dim, inv, f, sq);
+      // The warp's sum: lane l takes elements l, l + 32, ... in order.
+      float lanes[fa::kLanes] = {};
+      for (uint32_t d0 = 0; d0 < s.head_dim; d0 += fa::kLanes) {
+        const uint32_t n = std::min(fa::kLanes, s.head_dim - d0);
+        for (uint32_t l = 0; l < n; ++l) lanes[l] += sq[d0 + l];
+      }
+      const float err = fa::weighted_error(fa::lane_tree_sum(lanes), scale);
+      if (f == fa::kFormats - 1 || err < best_err) {
+        best_f = f;
+        best_code = code;
+        best_inv = inv;
+        best_err = err;
+      }
+    }
+    const uint32_t m = fa::metadata(best_f, best_code);
+    meta[2 * r] = static_cast<std::byte>(m & 0xffu);
+    meta[2 * r + 1] = static_cast<std::byte>(m >> 8);
+    fp8_auto_codes(row, s.head_dim, best_inv, best_f, payload + r * s.head_dim);
+  }
+}
+
+// One row of codes in format f (the row's, so the loop vectorizes): fp8auto::decode, then the
+// scale.
+TIERKV_TILE_CLONES void fp8_auto_tile(const uint8_t* __restrict q, uint32_t f, float scale,
+                                      uint32_t n, float* __restrict out) {
+  const float step = fp8auto::step(f);
+  for (uint32_t j = 0; j < n; ++j) {
+    const auto steps = static_cast<int32_t>(fp8auto::magnitude_steps(q[j] & 0x7fu, f));
+    const float v = static_cast<float>(steps) * step * scale;
+    out[j] = std::bit_cast<float>(std::bit_cast<uint32_t>(v) | (uint32_t{q[j] & 0x80u} << 24));
+  }
+}
+
+template <DType kOut>
+void dequantize_fp8_auto(const SlabShape& s, const std::byte* in, std::byte* out) {
+  namespace fa = fp8auto;
+  const uint64_t rows = uint64_t{s.tokens} * s.heads;
+  const auto* meta = reinterpret_cast<const uint8_t*>(in);
+  const auto* payload = reinterpret_cast<const uint8_t*>(in + 2 * rows);
+  float tile[kTile];
+  for (uint64_t r = 0; r < rows; ++r) {
+    const uint32_t m = meta[2 * r] | (uint32_t{meta[2 * r + 1]} << 8);
+    const uint32_t f = fa::format_of(m);
+    // Any code decodes: codes above the largest finite scale are clamped rather than trusted.
+    const float scale = fa::scale_value(std::min(fa::code_of(m), fa::kMaxScaleCode));
+    const uint8_t* q = payload + r * s.head_dim;
+    const uint64_t base = r * s.head_dim;
+    for (uint32_t d0 = 0; d0 < s.head_dim; d0 += kTile) {
+      const uint32_t n = std::min(kTile, s.head_dim - d0);
+      fp8_auto_tile(q + d0, f, scale, n, tile);
+      store_tile<kOut>(out, base + d0, tile, n);
+    }
+  }
+}
+
 // ---- int8 ---------------------------------------------------------------------------------
 
 void quantize_int8(const SlabShape& s, DType dtype, const std::byte* in, std::byte* out,
@@ -540,6 +636,8 @@ void dequantize_dispatch(const QuantSpec& spec, const SlabShape& shape, const st
   switch (spec.scheme) {
     case QuantScheme::kFp8E4M3:
       return dequantize_fp8<kOut>(shape, in, out);
+    case QuantScheme::kFp8Auto:
+      return dequantize_fp8_auto<kOut>(shape, in, out);
     case QuantScheme::kInt8:
       return dequantize_int8<kOut>(shape, in, out);
     case QuantScheme::kInt4Key:
@@ -577,6 +675,17 @@ uint8_t f32_to_e4m3(float x) {
 
 float e4m3_to_f32(uint8_t q) { return e4m3_decode(q); }
 
+uint8_t fp8_auto_encode(float y, uint32_t format) {
+  return static_cast<uint8_t>(fp8auto::encode(y, format & 3u));
+}
+float fp8_auto_decode(uint8_t q, uint32_t format) { return fp8auto::decode(q, format & 3u); }
+uint32_t fp8_auto_scale_code(float amax, uint32_t format) {
+  return fp8auto::scale_code(amax, format & 3u);
+}
+float fp8_auto_scale(uint32_t code) {
+  return fp8auto::scale_value(std::min(code & 0x3fffu, fp8auto::kMaxScaleCode));
+}
+
 int fp8_scale_exponent(float amax) {
   if (!(amax > 0.0f)) return 0;
   if (!(amax <= FLT_MAX)) return kFp8MaxExp;
@@ -592,6 +701,7 @@ int fp8_scale_exponent(float amax) {
 Status validate_quant(const QuantSpec& spec, const SlabShape& shape) {
   switch (spec.scheme) {
     case QuantScheme::kFp8E4M3:
+    case QuantScheme::kFp8Auto:
     case QuantScheme::kInt8:
       break;
     case QuantScheme::kInt4Key:
@@ -628,6 +738,8 @@ QuantSizes quant_sizes(const QuantSpec& spec, const SlabShape& shape) {
   switch (spec.scheme) {
     case QuantScheme::kFp8E4M3:
       return {rows, n};
+    case QuantScheme::kFp8Auto:
+      return {2 * rows, n};
     case QuantScheme::kInt8:
       return {4 * rows, n};
     case QuantScheme::kInt4Key: {
@@ -652,6 +764,7 @@ uint64_t quant_scratch_floats(const QuantSpec& spec, const SlabShape& shape) {
   if (spec.scheme == QuantScheme::kInt4Key || spec.scheme == QuantScheme::kInt8Key) {
     return 3 * uint64_t{shape.heads} * shape.head_dim;
   }
+  if (spec.scheme == QuantScheme::kFp8Auto) return 2 * uint64_t{shape.head_dim};
   return shape.head_dim;
 }
 
@@ -679,6 +792,9 @@ Status quantize_slab(const QuantSpec& spec, const SlabShape& shape, DType dtype,
   switch (spec.scheme) {
     case QuantScheme::kFp8E4M3:
       quantize_fp8(shape, dtype, in.data(), out.data(), scratch.data());
+      break;
+    case QuantScheme::kFp8Auto:
+      quantize_fp8_auto(shape, dtype, in.data(), out.data(), scratch.data());
       break;
     case QuantScheme::kInt8:
       quantize_int8(shape, dtype, in.data(), out.data(), scratch.data());

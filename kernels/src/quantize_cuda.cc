@@ -16,6 +16,8 @@ const char* scheme_name(QuantScheme s) {
   switch (s) {
     case QuantScheme::kFp8E4M3:
       return "fp8";
+    case QuantScheme::kFp8Auto:
+      return "fp8 (a format per row)";
     case QuantScheme::kInt8:
       return "int8";
     case QuantScheme::kInt4Key:
@@ -33,6 +35,8 @@ uint64_t metadata_groups(const QuantSpec& spec, const SlabShape& shape) {
   switch (spec.scheme) {
     case QuantScheme::kFp8E4M3:
       return meta;
+    case QuantScheme::kFp8Auto:
+      return meta / 2;
     case QuantScheme::kInt8:
       return meta / 4;
     default:

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "fp8_auto.h"
 #include "quantize_cuda_launch.h"
 
 namespace tierkv::kernels::cuda::detail {
@@ -173,6 +174,41 @@ __global__ void __launch_bounds__(kThreads) row_stats_kernel(const QuantParams p
     if (a <= kFltMax && a > amax) amax = a;
   }
   for (int off = 16; off > 0; off /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+  if constexpr (kScheme == kSchemeFp8Auto) {
+    // Each format's squared error: lane sums in element order, then the butterfly the CPU
+    // reference replays (fp8auto::lane_tree_sum); every lane ends with the same sums.
+    namespace fa = fp8auto;
+    uint32_t best_f = fa::kFormats - 1;
+    uint32_t best_code = 0;
+    float best_inv = 0.0f;
+    float best_err = 0.0f;
+    for (uint32_t f = fa::kFormats; f-- > 0;) {
+      const uint32_t code = fa::scale_code(amax, f);
+      const float scale = fa::scale_value(code);
+      const float inv = fa::inverse(scale);
+      float sse = 0.0f;
+      for (uint32_t d = lane; d < p.head_dim; d += 32) {
+        const float x = load_float<kDtype>(in, row * p.head_dim + d);
+        sse = __fadd_rn(sse, fa::squared_error(__fmul_rn(x, inv), f));
+      }
+      for (int off = 16; off > 0; off /= 2) {
+        sse = __fadd_rn(sse, __shfl_xor_sync(0xffffffffu, sse, off));
+      }
+      const float err = fa::weighted_error(sse, scale);
+      if (f == fa::kFormats - 1 || err < best_err) {
+        best_f = f;
+        best_code = code;
+        best_inv = inv;
+        best_err = err;
+      }
+    }
+    if (lane != 0) return;
+    const uint32_t m = fa::metadata(best_f, best_code);
+    out[2ull * row] = static_cast<std::byte>(m & 0xffu);
+    out[2ull * row + 1] = static_cast<std::byte>(m >> 8);
+    p.scratch[uint64_t{blockIdx.y} * p.groups + row] = best_inv;
+    return;
+  }
   if (lane != 0) return;
   if constexpr (kScheme == kSchemeFp8) {
     out[row] = static_cast<std::byte>(fp8_scale_exponent(amax) + 127);
@@ -231,6 +267,7 @@ __global__ void __launch_bounds__(kThreads) payload_kernel(const QuantParams p) 
   uint32_t cached = 0xffffffffu;
   float inv = 0.0f;
   float lo = 0.0f;
+  uint32_t format = 0;
 #pragma unroll
   for (uint32_t k = 0; k < kPerThread; ++k) {
     const uint32_t e = e0 + k;
@@ -241,6 +278,9 @@ __global__ void __launch_bounds__(kThreads) payload_kernel(const QuantParams p) 
       cached = g;
       if constexpr (kScheme == kSchemeFp8) {
         inv = pow2(127 - static_cast<int>(static_cast<uint8_t>(enc[g])));
+      } else if constexpr (kScheme == kSchemeFp8Auto) {
+        inv = inv_of[g];
+        format = fp8auto::format_of(uint32_t{static_cast<uint8_t>(enc[2ull * g + 1])} << 8);
       } else {
         inv = inv_of[g];
         if constexpr (kScheme == kSchemeInt4Key || kScheme == kSchemeInt4Value ||
@@ -253,6 +293,8 @@ __global__ void __launch_bounds__(kThreads) payload_kernel(const QuantParams p) 
     if constexpr (kScheme == kSchemeFp8) {
       // A NaN keeps its own sign (the CPU's product would carry it; the GPU's would not).
       q[k] = f32_to_e4m3(isnan(x) ? x : __fmul_rn(x, inv));
+    } else if constexpr (kScheme == kSchemeFp8Auto) {
+      q[k] = fp8auto::encode(__fmul_rn(x, inv), format);
     } else if constexpr (kScheme == kSchemeInt8) {
       float v = __fmul_rn(x, inv);
       if (v != v) v = 0.0f;
@@ -316,6 +358,16 @@ __device__ __forceinline__ void load8_f32(const std::byte* p, float* out) {
   for (int k = 0; k < 8; ++k) out[k] = load_f32_any(p + 4 * k);
 }
 
+// A kFp8Auto row's scale, and its format as a float (dequant_kernel's per-element "min").
+__device__ __forceinline__ void fp8_auto_meta(const std::byte* enc, uint32_t g, float* scale,
+                                              float* format) {
+  const uint32_t m = uint32_t{static_cast<uint8_t>(enc[2ull * g])} |
+                     (uint32_t{static_cast<uint8_t>(enc[2ull * g + 1])} << 8);
+  const uint32_t code = fp8auto::code_of(m);
+  *scale = fp8auto::scale_value(code < fp8auto::kMaxScaleCode ? code : fp8auto::kMaxScaleCode);
+  *format = static_cast<float>(fp8auto::format_of(m));
+}
+
 // kUniform (QuantParams::uniform): a thread's 8 elements lie in one row and one group (fp8,
 // int8, int4 value) or in one token with consecutive groups (int4 key, int8 key), so the
 // metadata is looked up once per thread instead of once per element.
@@ -370,6 +422,8 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(const QuantParams p) 
       if constexpr (kScheme == kSchemeFp8) {
         const int kk = static_cast<int>(static_cast<uint8_t>(enc[g])) - 127;
         s0 = pow2(kk > 127 ? 127 : kk);
+      } else if constexpr (kScheme == kSchemeFp8Auto) {
+        fp8_auto_meta(enc, g, &s0, &m0);
       } else {
         s0 = load_f32_any(enc + 4ull * g);
         if constexpr (kHasMin) m0 = load_f32_any(enc + p.min_offset + 4ull * g);
@@ -390,6 +444,8 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(const QuantParams p) 
         if constexpr (kScheme == kSchemeFp8) {
           const int kk = static_cast<int>(static_cast<uint8_t>(enc[g])) - 127;
           s0 = pow2(kk > 127 ? 127 : kk);
+        } else if constexpr (kScheme == kSchemeFp8Auto) {
+          fp8_auto_meta(enc, g, &s0, &m0);
         } else {
           s0 = load_f32_any(enc + 4ull * g);
           if constexpr (kHasMin) m0 = load_f32_any(enc + p.min_offset + 4ull * g);
@@ -406,6 +462,11 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(const QuantParams p) 
     float v = 0.0f;
     if constexpr (kScheme == kSchemeFp8) {
       v = __fmul_rn(e4m3_value((raw[k / 4] >> (8 * (k % 4))) & 0xffu), scale[k]);
+    } else if constexpr (kScheme == kSchemeFp8Auto) {
+      // mn carries the row's format (as a float: 0..3).
+      const uint32_t code = (raw[k / 4] >> (8 * (k % 4))) & 0xffu;
+      const float value = fp8auto::decode(code & 0x7fu, static_cast<uint32_t>(mn[k]));
+      v = __uint_as_float(__float_as_uint(__fmul_rn(value, scale[k])) | ((code & 0x80u) << 24));
     } else if constexpr (kScheme == kSchemeInt8) {
       const auto q = static_cast<int8_t>((raw[k / 4] >> (8 * (k % 4))) & 0xffu);
       v = __fmul_rn(static_cast<float>(q), scale[k]);
@@ -448,7 +509,7 @@ dim3 element_grid(const QuantParams& p) {
 
 template <uint32_t kScheme, uint32_t kDtype>
 cudaError_t quantize_typed(const QuantParams& p, cudaStream_t stream) {
-  if constexpr (kScheme == kSchemeFp8 || kScheme == kSchemeInt8) {
+  if constexpr (kScheme == kSchemeFp8 || kScheme == kSchemeFp8Auto || kScheme == kSchemeInt8) {
     const uint64_t threads = uint64_t{p.rows} * 32;
     const dim3 grid(static_cast<unsigned>((threads + kThreads - 1) / kThreads), p.count);
     row_stats_kernel<kScheme, kDtype><<<grid, kThreads, 0, stream>>>(p);
@@ -498,6 +559,8 @@ cudaError_t dispatch(uint32_t scheme, uint32_t dtype, F f) {
       return by_dtype(std::integral_constant<uint32_t, kSchemeInt4Value>{});
     case kSchemeInt8Key:
       return by_dtype(std::integral_constant<uint32_t, kSchemeInt8Key>{});
+    case kSchemeFp8Auto:
+      return by_dtype(std::integral_constant<uint32_t, kSchemeFp8Auto>{});
     default:
       return cudaErrorInvalidValue;
   }

@@ -17,6 +17,7 @@ inline constexpr uint32_t kSchemeInt8 = 2;
 inline constexpr uint32_t kSchemeInt4Key = 3;
 inline constexpr uint32_t kSchemeInt4Value = 4;
 inline constexpr uint32_t kSchemeInt8Key = 5;
+inline constexpr uint32_t kSchemeFp8Auto = 6;
 inline constexpr uint32_t kDtypeFp16 = 1;
 inline constexpr uint32_t kDtypeBf16 = 2;
 inline constexpr uint32_t kDtypeFp32 = 3;
@@ -44,7 +45,7 @@ struct QuantParams {
   std::byte* encoded = nullptr;
   uint64_t enc_stride = 0;
   uint32_t count = 0;
-  float* scratch = nullptr;  // quantize: per slab `groups` inverse steps (not fp8)
+  float* scratch = nullptr;  // quantize: per slab `groups` inverse steps (not fp8 e4m3)
   // Every run of 8 elements starting at a multiple of 8 lies in one row and one group (fp8,
   // int8, int4 value), or in one token (int4 key, int8 key): metadata once per 8 elements.
   bool uniform = false;

@@ -1,4 +1,4 @@
-// Fuzz target: the fp8 decoder (see decoder_fuzz.h).
+// Fuzz target: the fp8 decoder, on chunks in its default (auto) format (see decoder_fuzz.h).
 #include "decoder_fuzz.h"
 
 TIERKV_DECODER_FUZZ_TARGET("fp8")

@@ -65,7 +65,7 @@ struct QuantCase {
 
 std::string case_string(const QuantCase& c) {
   std::ostringstream o;
-  const char* scheme[] = {"", "fp8", "int8", "int4k", "int4v", "int8k"};
+  const char* scheme[] = {"", "fp8", "int8", "int4k", "int4v", "int8k", "fp8auto"};
   o << scheme[static_cast<int>(c.scheme)];
   if (c.scheme == QuantScheme::kInt4Key || c.scheme == QuantScheme::kInt4Value ||
       c.scheme == QuantScheme::kInt8Key) {
@@ -265,7 +265,14 @@ INSTANTIATE_TEST_SUITE_P(
         QuantCase{QuantScheme::kFp8E4M3, 0, {1, 1, 1}, DType::kFloat32, 1, 0, 0, 0},
         // Rows longer than a warp's stride, misaligned int8 metadata.
         QuantCase{QuantScheme::kInt8, 0, {16, 8, 160}, DType::kBFloat16, 2, 0, 2, 1},
-        QuantCase{QuantScheme::kFp8E4M3, 0, {64, 4, 256}, DType::kFloat32, 2, 0, 0, 0}),
+        QuantCase{QuantScheme::kFp8E4M3, 0, {64, 4, 256}, DType::kFloat32, 2, 0, 0, 0},
+        // fp8 with a format per row: chunk-sized slabs, odd shapes, misaligned metadata, rows
+        // longer than a warp's stride.
+        QuantCase{QuantScheme::kFp8Auto, 0, {256, 8, 128}, DType::kBFloat16, 4, 0, 0, 0},
+        QuantCase{QuantScheme::kFp8Auto, 0, {256, 3, 64}, DType::kFloat16, 3, 0, 0, 0},
+        QuantCase{QuantScheme::kFp8Auto, 0, {9, 2, 5}, DType::kFloat16, 2, 6, 7, 3},
+        QuantCase{QuantScheme::kFp8Auto, 0, {16, 8, 160}, DType::kBFloat16, 2, 0, 2, 1},
+        QuantCase{QuantScheme::kFp8Auto, 0, {64, 4, 256}, DType::kFloat32, 2, 0, 0, 0}),
     [](const ::testing::TestParamInfo<QuantCase>& info) { return case_string(info.param); });
 // clang-format on
 

@@ -163,6 +163,79 @@ TEST(E4m3, ScaleExponentIsTheSmallestThatFits) {
   }
 }
 
+// ---- fp8, a format per row: the scalar formats ------------------------------------------------
+
+// A code's value by the formula in quantize.h, computed in double.
+double auto_formula(uint8_t q, uint32_t f) {
+  const int e_bits = 4 - static_cast<int>(f);
+  const int m_bits = 3 + static_cast<int>(f);
+  const int e = (q & 0x7f) >> m_bits;
+  const int m = q & ((1 << m_bits) - 1);
+  const double span = std::exp2(e_bits);
+  const double v = e == 0 ? std::exp2(2 - span) * m / std::exp2(m_bits)
+                          : std::exp2(e + 1 - span) * (1.0 + m / std::exp2(m_bits));
+  return (q & 0x80) ? -v : v;
+}
+
+TEST(Fp8Auto, EveryCodeDecodesByTheFormulaAndRoundTrips) {
+  for (uint32_t f = 0; f < 4; ++f) {
+    for (int c = 0; c < 256; ++c) {
+      const auto q = static_cast<uint8_t>(c);
+      const float v = fp8_auto_decode(q, f);
+      ASSERT_EQ(double{v}, auto_formula(q, f)) << "format " << f << " code " << c;
+      ASSERT_EQ(std::signbit(v), (c & 0x80) != 0) << "format " << f << " code " << c;
+      ASSERT_EQ(fp8_auto_encode(v, f), q) << "format " << f << " code " << c;
+    }
+    // The largest code is 2 - 2^-M; the step is 2^-M in the top binade [1, 2).
+    EXPECT_EQ(fp8_auto_decode(0x7f, f), 2.0f - std::ldexp(1.0f, -3 - static_cast<int>(f)));
+  }
+  // E1M6 is a uniform grid: a signed 7-bit integer times 1/64.
+  for (int c = 0; c < 128; ++c) EXPECT_EQ(fp8_auto_decode(static_cast<uint8_t>(c), 3), c / 64.0f);
+}
+
+TEST(Fp8Auto, RoundsToTheNearestCodeTiesToEvenAndSaturates) {
+  std::mt19937 rng(3);
+  for (uint32_t f = 0; f < 4; ++f) {
+    // Every value between two neighbouring codes goes to the nearer; midpoints to the even code.
+    for (int c = 0; c < 127; ++c) {
+      const float lo = fp8_auto_decode(static_cast<uint8_t>(c), f);
+      const float hi = fp8_auto_decode(static_cast<uint8_t>(c + 1), f);
+      const float mid = lo + (hi - lo) / 2;  // exact: the codes are a few bits wide
+      const auto even = static_cast<uint8_t>((c % 2 == 0) ? c : c + 1);
+      ASSERT_EQ(fp8_auto_encode(mid, f), even) << "format " << f << " code " << c;
+      ASSERT_EQ(fp8_auto_encode(-mid, f), even | 0x80) << "format " << f << " code " << c;
+      for (int i = 0; i < 8; ++i) {
+        const float t = std::uniform_real_distribution<float>(0.0f, 1.0f)(rng);
+        const float y = lo + (hi - lo) * t;
+        if (y == mid) continue;
+        ASSERT_EQ(fp8_auto_encode(y, f), y < mid ? c : c + 1) << "format " << f << " y " << y;
+      }
+    }
+    EXPECT_EQ(fp8_auto_encode(5.0f, f), 0x7f);
+    EXPECT_EQ(fp8_auto_encode(-INFINITY, f), 0xff);
+    EXPECT_EQ(fp8_auto_encode(NAN, f), 0x00);
+  }
+}
+
+TEST(Fp8Auto, ScaleCodeRoundsUpToFourteenBits) {
+  for (uint32_t f = 0; f < 4; ++f) {
+    EXPECT_EQ(fp8_auto_scale_code(0.0f, f), 0u);
+    const float top = fp8_auto_scale(fp8_auto_scale_code(FLT_MAX, f));
+    EXPECT_TRUE(std::isfinite(top));
+    EXPECT_GE(double{top}, double{FLT_MAX} / fp8_auto_decode(0x7f, f));
+    EXPECT_EQ(fp8_auto_scale(0xffff), fp8_auto_scale(0x3fbf)) << "codes past 0x3fbf are clamped";
+    std::mt19937 rng(f);
+    for (int i = 0; i < 1000; ++i) {
+      const float amax =
+          std::ldexp(1.0f + (rng() % 1024) / 1024.0f, static_cast<int>(rng() % 60) - 30);
+      const double want = double{amax} / double{fp8_auto_decode(0x7f, f)};
+      const double got = fp8_auto_scale(fp8_auto_scale_code(amax, f));
+      ASSERT_GE(got, want) << amax;  // rounded up: the row's amax never saturates
+      ASSERT_LE(got - want, want * 0x1p-6) << amax;
+    }
+  }
+}
+
 // ---- slabs ---------------------------------------------------------------------------------
 
 std::vector<std::byte> to_dtype(const std::vector<float>& v, DType dtype) {
@@ -243,6 +316,105 @@ TEST_P(SlabTest, Fp8WithinBound) {
       ASSERT_LE(std::fabs(double{r.decoded[i]} - x[i]), bound) << i;
     }
   }
+}
+
+// The row's format and scale from a kFp8Auto encoded slab.
+struct AutoRow {
+  uint32_t format;
+  double scale;
+};
+AutoRow auto_row(const std::vector<std::byte>& enc, uint64_t row) {
+  const uint32_t m =
+      std::to_integer<uint32_t>(enc[2 * row]) | (std::to_integer<uint32_t>(enc[2 * row + 1]) << 8);
+  return {m >> 14, fp8_auto_scale(m & 0x3fff)};
+}
+
+TEST_P(SlabTest, Fp8AutoWithinBound) {
+  const DType dtype = GetParam();
+  const SlabShape shape{24, 3, 64};
+  auto x = kv_like(shape, dtype, 1);
+  x[5] = 3000.0f;  // a far outlier in row 0
+  const auto r = round_trip({QuantScheme::kFp8Auto, 0}, shape, dtype, x);
+  int used[4] = {};
+  for (uint64_t row = 0; row < uint64_t{shape.tokens} * shape.heads; ++row) {
+    const AutoRow a = auto_row(r.encoded, row);
+    ++used[a.format];
+    const int e_span = 1 << (4 - a.format);
+    const int m_bits = 3 + static_cast<int>(a.format);
+    const double max_f = 2.0 - std::exp2(-m_bits);
+    for (uint32_t d = 0; d < shape.head_dim; ++d) {
+      const uint64_t i = row * shape.head_dim + d;
+      const double ax = std::fabs(x[i]);
+      const double bound = ax * (std::exp2(-(m_bits + 1)) + 0x1p-20 + out_ulp(dtype)) +
+                           std::exp2(1 - e_span - m_bits) * a.scale +
+                           std::max(0.0, ax - max_f * a.scale);
+      ASSERT_LE(std::fabs(double{r.decoded[i]} - x[i]), bound) << i << " format " << a.format;
+    }
+  }
+  EXPECT_GT(used[2] + used[3], shape.tokens * shape.heads / 2) << "KV-like rows use finer formats";
+}
+
+TEST(Slab, Fp8AutoChoosesTheFormatWithTheLeastError) {
+  // Rows of different spreads; each row's format must have an error no larger than any other
+  // format's at that format's own scale (errors recomputed here in double).
+  const SlabShape shape{64, 1, 64};
+  std::mt19937 rng(11);
+  std::vector<float> x(shape.elements());
+  for (uint32_t t = 0; t < shape.tokens; ++t) {
+    const float spread = std::exp2(static_cast<float>(t % 16));  // 1 .. 2^15 between elements
+    for (uint32_t d = 0; d < shape.head_dim; ++d) {
+      const float mag = std::exp2(-std::log2(spread) * ((rng() % 1000) / 1000.0f));
+      x[t * shape.head_dim + d] = (rng() % 2 ? 1.0f : -1.0f) * mag * (1 + (rng() % 7) / 8.0f);
+    }
+  }
+  // Row 0: 1.875 (exact at e4m3's power-of-two scale) and 63 elements near 2^-10, which the
+  // finer formats' subnormal steps cannot hold: only e4m3 keeps them.
+  for (uint32_t d = 1; d < shape.head_dim; ++d) {
+    x[d] = (d % 2 ? 1.0f : -1.0f) * std::exp2(-9.0f - 3.0f * ((rng() % 1000) / 1000.0f));
+  }
+  x[0] = 1.875f;
+  const auto r = round_trip({QuantScheme::kFp8Auto, 0}, shape, DType::kFloat32, x);
+  EXPECT_EQ(auto_row(r.encoded, 0).format, 0u);
+  int used[4] = {};
+  for (uint32_t t = 0; t < shape.tokens; ++t) {
+    float amax = 0;
+    for (uint32_t d = 0; d < shape.head_dim; ++d) amax = std::max(amax, std::fabs(x[t * 64 + d]));
+    double err[4];
+    for (uint32_t f = 0; f < 4; ++f) {
+      const float scale = fp8_auto_scale(fp8_auto_scale_code(amax, f));
+      const float inv = 1.0f / scale;
+      err[f] = 0;
+      for (uint32_t d = 0; d < shape.head_dim; ++d) {
+        const float xi = x[t * 64 + d];
+        const double e = double{fp8_auto_decode(fp8_auto_encode(xi * inv, f), f)} * scale - xi;
+        err[f] += e * e;
+      }
+    }
+    const uint32_t chosen = auto_row(r.encoded, t).format;
+    ++used[chosen];
+    for (uint32_t f = 0; f < 4; ++f) {
+      ASSERT_LE(err[chosen], err[f] * (1 + 1e-5)) << "row " << t << " chose " << chosen;
+    }
+  }
+  EXPECT_GT(used[2], 0);
+  EXPECT_GT(used[3], 0);
+}
+
+TEST(Slab, Fp8AutoBeatsE4m3OnKvLikeData) {
+  const SlabShape shape{64, 4, 64};
+  const auto x = kv_like(shape, DType::kBFloat16, 21);
+  auto rel_l2 = [&](QuantScheme scheme) {
+    const auto r = round_trip({scheme, 0}, shape, DType::kBFloat16, x);
+    double n = 0, d = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      n += (double{r.decoded[i]} - x[i]) * (double{r.decoded[i]} - x[i]);
+      d += double{x[i]} * x[i];
+    }
+    return std::sqrt(n / d);
+  };
+  const double e4m3 = rel_l2(QuantScheme::kFp8E4M3);
+  const double autof = rel_l2(QuantScheme::kFp8Auto);
+  EXPECT_LT(autof, 0.5 * e4m3) << "auto " << autof << " e4m3 " << e4m3;
 }
 
 TEST_P(SlabTest, Int8WithinBound) {
@@ -520,20 +692,35 @@ TEST(Slab, NonFiniteInputsFollowTheRules) {
     EXPECT_EQ(std::to_integer<uint8_t>(enc[2]), 0xfe);
     EXPECT_EQ(std::to_integer<uint8_t>(enc[3]), 0x7f);
   }
+  {
+    // Infinities saturate, NaN is 0, and the scale comes from the finite 2.0 alone.
+    std::vector<std::byte> enc(quant_sizes({QuantScheme::kFp8Auto, 0}, shape).total());
+    ASSERT_TRUE(quantize_slab({QuantScheme::kFp8Auto, 0}, shape, DType::kFloat32,
+                              std::as_bytes(std::span(x)), enc)
+                    .ok());
+    const AutoRow a = auto_row(enc, 0);
+    EXPECT_EQ(a.scale, fp8_auto_scale(fp8_auto_scale_code(2.0f, a.format)));
+    EXPECT_EQ(std::to_integer<uint8_t>(enc[2]), 0x7f);
+    EXPECT_EQ(std::to_integer<uint8_t>(enc[3]), 0xff);
+    EXPECT_EQ(std::to_integer<uint8_t>(enc[4]), 0x00);
+  }
 }
 
 TEST(Slab, ElementOrderIsTokenHeadChannel) {
   // A single large element must land at its [t][h][d] position after a round trip.
   const SlabShape shape{4, 3, 8};
-  for (QuantScheme scheme : {QuantScheme::kFp8E4M3, QuantScheme::kInt8, QuantScheme::kInt4Key,
-                             QuantScheme::kInt4Value, QuantScheme::kInt8Key}) {
+  for (QuantScheme scheme :
+       {QuantScheme::kFp8E4M3, QuantScheme::kInt8, QuantScheme::kInt4Key, QuantScheme::kInt4Value,
+        QuantScheme::kInt8Key, QuantScheme::kFp8Auto}) {
     for (uint64_t pos : {0ull, 5ull, 37ull, 95ull}) {
       std::vector<float> x(shape.elements(), 0.0f);
       x[pos] = 64.0f;
       const auto r = round_trip({scheme, 4}, shape, DType::kFloat32, x);
       for (uint64_t i = 0; i < x.size(); ++i) {
         if (i == pos) {
-          ASSERT_NEAR(r.decoded[i], 64.0f, 1e-4f) << static_cast<int>(scheme) << " pos " << pos;
+          // kFp8Auto's scale has 6 mantissa bits, so 64 comes back within a code step.
+          const float tolerance = scheme == QuantScheme::kFp8Auto ? 0.5f : 1e-4f;
+          ASSERT_NEAR(r.decoded[i], 64.0f, tolerance) << static_cast<int>(scheme) << " pos " << pos;
         } else {
           ASSERT_EQ(r.decoded[i], 0.0f) << static_cast<int>(scheme) << " pos " << pos << " i " << i;
         }
@@ -573,8 +760,9 @@ TEST(Slab, AnyBytesDecodeWithoutFault) {
   // Corrupt metadata must give wrong values, never an out-of-bounds access (ASan checks).
   std::mt19937 rng(5);
   const SlabShape shape{9, 2, 7};
-  for (QuantScheme scheme : {QuantScheme::kFp8E4M3, QuantScheme::kInt8, QuantScheme::kInt4Key,
-                             QuantScheme::kInt4Value, QuantScheme::kInt8Key}) {
+  for (QuantScheme scheme :
+       {QuantScheme::kFp8E4M3, QuantScheme::kInt8, QuantScheme::kInt4Key, QuantScheme::kInt4Value,
+        QuantScheme::kInt8Key, QuantScheme::kFp8Auto}) {
     const QuantSpec spec{scheme, 4};
     std::vector<std::byte> enc(quant_sizes(spec, shape).total());
     for (int iter = 0; iter < 50; ++iter) {
@@ -590,8 +778,9 @@ TEST(Slab, AnyBytesDecodeWithoutFault) {
 TEST(Slab, QuantizeIsDeterministic) {
   const SlabShape shape{32, 2, 16};
   const auto x = kv_like(shape, DType::kBFloat16, 9);
-  for (QuantScheme scheme : {QuantScheme::kFp8E4M3, QuantScheme::kInt8, QuantScheme::kInt4Key,
-                             QuantScheme::kInt4Value, QuantScheme::kInt8Key}) {
+  for (QuantScheme scheme :
+       {QuantScheme::kFp8E4M3, QuantScheme::kInt8, QuantScheme::kInt4Key, QuantScheme::kInt4Value,
+        QuantScheme::kInt8Key, QuantScheme::kFp8Auto}) {
     const auto a = round_trip({scheme, 8}, shape, DType::kBFloat16, x);
     const auto b = round_trip({scheme, 8}, shape, DType::kBFloat16, x);
     EXPECT_EQ(a.encoded, b.encoded);

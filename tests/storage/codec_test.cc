@@ -39,9 +39,9 @@ TEST(CodecConfig, ParsesAndPrintsCanonically) {
   };
   for (const Case& c :
        {Case{"raw", "raw"}, Case{"zstd", "zstd:1:bytes"}, Case{"zstd:7", "zstd:7:bytes"},
-        Case{"zstd:bits:-2", "zstd:-2:bits"}, Case{"fp8", "fp8"}, Case{"int8", "int8:k256"},
-        Case{"int8:k0", "int8:k0"}, Case{"int8:k32", "int8:k32"}, Case{"int4", "int4:g32"},
-        Case{"int4:g64", "int4:g64"},
+        Case{"zstd:bits:-2", "zstd:-2:bits"}, Case{"fp8", "fp8"}, Case{"fp8:auto", "fp8"},
+        Case{"fp8:e4m3", "fp8:e4m3"}, Case{"int8", "int8:k256"}, Case{"int8:k0", "int8:k0"},
+        Case{"int8:k32", "int8:k32"}, Case{"int4", "int4:g32"}, Case{"int4:g64", "int4:g64"},
         Case{"fused", "fused:0.95:b16:rep=int8:res=int4:rope=0:window=16"},
         Case{"fused:0.9:b8:rep=raw:res=none:rope=10000:window=4",
              "fused:0.9:b8:rep=raw:res=none:rope=10000:window=4"}}) {
@@ -57,8 +57,8 @@ TEST(CodecConfig, ParsesAndPrintsCanonically) {
 TEST(CodecConfig, RejectsBadSpecsNamingTheProblem) {
   for (const char* spec :
        {"", "lz4", "raw:1", "zstd:99", "zstd:fast", "int4:32", "int4:g0", "fused:1.5", "fused:b0",
-        "fused:rep=int4", "fused:res=raw", "fused:rope=-1", "fused:foo=1", "fp8:x", "int8:32",
-        "int8:k", "int8:k70000", "int8:g32"}) {
+        "fused:rep=int4", "fused:res=raw", "fused:rope=-1", "fused:foo=1", "fp8:x", "fp8:e4m3:auto",
+        "int8:32", "int8:k", "int8:k70000", "int8:g32"}) {
     auto parsed = CodecConfig::parse(spec);
     EXPECT_FALSE(parsed.ok()) << spec;
     if (!parsed.ok()) {
@@ -132,6 +132,7 @@ INSTANTIATE_TEST_SUITE_P(
         RoundTripCase{"zstd:3:bytes", DType::kFloat32},
         RoundTripCase{"zstd:3:bits", DType::kFloat32}, RoundTripCase{"fp8", DType::kBFloat16},
         RoundTripCase{"fp8", DType::kFloat16}, RoundTripCase{"fp8", DType::kFloat32},
+        RoundTripCase{"fp8:e4m3", DType::kBFloat16}, RoundTripCase{"fp8:e4m3", DType::kFloat16},
         RoundTripCase{"int8", DType::kBFloat16}, RoundTripCase{"int8", DType::kFloat16},
         RoundTripCase{"int8:k0", DType::kBFloat16}, RoundTripCase{"int8:k5", DType::kFloat32},
         RoundTripCase{"int4", DType::kBFloat16}, RoundTripCase{"int4:g16", DType::kFloat32},
@@ -294,7 +295,7 @@ TEST(CodecRegistry, ChunksDecodeAfterTheConfigChanges) {
   const auto chunk = kv_like_chunk(layout, 4);
   std::vector<std::pair<std::string, std::vector<std::byte>>> stored;
   for (const char* spec :
-       {"zstd:5:bits", "int4:g16", "fp8", "int8:k0", "int8:k8", "fused:0.8", "raw"}) {
+       {"zstd:5:bits", "int4:g16", "fp8", "fp8:e4m3", "int8:k0", "int8:k8", "fused:0.8", "raw"}) {
     ASSERT_TRUE(registry.set_default(spec).ok());
     auto enc = registry.make_encoder();
     ASSERT_TRUE(enc.ok());

@@ -77,7 +77,11 @@ inline uint64_t count_bound_violations(const CodecConfig& config, const Layout& 
             double amax = 0;
             for (uint32_t dd = 0; dd < D; ++dd)
               amax = std::max(amax, std::fabs(double{x[at(t, h, dd)]}));
-            if (codec == CodecId::kFp8) {
+            if (codec == CodecId::kFp8 && config.fp8_format == Fp8Format::kAuto) {
+              // kFp8Auto, whichever format the row took: at most e4m3's relative step, or
+              // e1m6's absolute step 2^-7 of a scale <= amax / 1.875 * (1 + 2^-6).
+              bound = std::fabs(x[i]) * (0x1p-4 + 0x1p-20 + u) + amax * 0x1p-7 * 0.55 + 1e-30;
+            } else if (codec == CodecId::kFp8) {
               const int k = kernels::fp8_scale_exponent(static_cast<float>(amax));
               bound = std::fabs(x[i]) * (0x1p-4 + u) + std::exp2(k - 10) + 1e-30;
             } else {

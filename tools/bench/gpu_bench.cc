@@ -406,6 +406,7 @@ Result<std::vector<CodecFigures>> measure_codecs(const Settings& s, cudaStream_t
   }
   const std::pair<const char*, QuantSpec> schemes[] = {
       {"fp8", {QuantScheme::kFp8E4M3, 0}},
+      {"fp8_auto", {QuantScheme::kFp8Auto, 0}},
       {"int8", {QuantScheme::kInt8, 0}},
       {"int4_key", {QuantScheme::kInt4Key, 32}},
       {"int4_value", {QuantScheme::kInt4Value, 32}}};

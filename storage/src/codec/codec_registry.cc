@@ -84,9 +84,16 @@ Result<CodecConfig> CodecConfig::parse(std::string_view spec) {
   const auto parts = split(spec, ':');
   CodecConfig c;
   const std::string_view name = parts[0];
-  if (name == "raw" || name == "fp8") {
-    c.id = name == "raw" ? CodecId::kRaw : CodecId::kFp8;
-    if (parts.size() > 1) return bad(spec, std::string(name) + " takes no parameters");
+  if (name == "raw") {
+    if (parts.size() > 1) return bad(spec, "raw takes no parameters");
+    return c;
+  }
+  if (name == "fp8") {
+    c.id = CodecId::kFp8;
+    if (parts.size() > 2 || (parts.size() == 2 && parts[1] != "auto" && parts[1] != "e4m3")) {
+      return bad(spec, "fp8 takes one parameter at most: auto or e4m3");
+    }
+    if (parts.size() == 2 && parts[1] == "e4m3") c.fp8_format = Fp8Format::kE4M3;
     return c;
   }
   if (name == "int8") {
@@ -175,7 +182,7 @@ std::string CodecConfig::to_string() const {
     case CodecId::kRaw:
       return "raw";
     case CodecId::kFp8:
-      return "fp8";
+      return fp8_format == Fp8Format::kE4M3 ? "fp8:e4m3" : "fp8";
     case CodecId::kInt8:
       return "int8:k" + std::to_string(int8_key_group);
     case CodecId::kZstd:

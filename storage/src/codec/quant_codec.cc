@@ -1,12 +1,14 @@
 // fp8, int8, int4: each layer's K slab and V slab quantized by the kernels' reference
 // (tierkv/kernels/quantize.h documents the byte layout and error bound of each scheme).
 //
-// Params: int4: [0, 4) uint32 group size. int8: [0, 4) uint32 key group size G, 0 for keys per
+// Params: [0, 4) one uint32. int4: the group size. int8: the key group size G, 0 for keys per
 // token (chunks written before keys were quantized per channel have all-zero params, so they
-// decode as they were written). fp8: none.
+// decode as they were written). fp8: the Fp8Format, 0 for e4m3 (as chunks written before the
+// auto format have).
 // Payload: for each layer: encoded K slab, then encoded V slab (quantize.h's encoded-slab layout,
 // metadata then payload), slab shape [chunk_tokens][num_kv_heads][head_dim].
-//   fp8:  K and V kFp8E4M3 (per-token-per-head power-of-two scale)
+//   fp8:  K and V kFp8Auto (a format and scale per token and head), or kFp8E4M3
+//         (per-token-per-head power-of-two scale)
 //   int8: K kInt8Key (asymmetric, per channel over groups of G tokens: KIVI's keys) when G > 0,
 //         else kInt8 (per-token-per-head scale); V kInt8 (per-token-per-head scale). On real KV
 //         per-channel keys cut the attention-output error about 2x at the same size
@@ -33,15 +35,21 @@ struct Schemes {
   QuantSpec v;
 };
 
-Schemes schemes_for(CodecId id, uint32_t group) {
+// `param` is the chunk's params word: a group size, or for fp8 its Fp8Format.
+Schemes schemes_for(CodecId id, uint32_t param) {
+  const uint32_t group = param;
   switch (id) {
     case CodecId::kInt8:
       if (group > 0) return {{QuantScheme::kInt8Key, group}, {QuantScheme::kInt8, 0}};
       return {{QuantScheme::kInt8, 0}, {QuantScheme::kInt8, 0}};
     case CodecId::kInt4:
       return {{QuantScheme::kInt4Key, group}, {QuantScheme::kInt4Value, group}};
-    default:
-      return {{QuantScheme::kFp8E4M3, 0}, {QuantScheme::kFp8E4M3, 0}};
+    default: {
+      const QuantScheme fp8 = param == static_cast<uint32_t>(Fp8Format::kAuto)
+                                  ? QuantScheme::kFp8Auto
+                                  : QuantScheme::kFp8E4M3;
+      return {{fp8, 0}, {fp8, 0}};
+    }
   }
 }
 
@@ -57,7 +65,7 @@ class QuantCodec final : public ChunkCodec {
   Status encode(const Layout& layout, std::span<const std::byte> chunk,
                 EncodeBuffer& out) override {
     TIERKV_RETURN_IF_ERROR(check_encode_input(layout, chunk, /*need_float=*/true));
-    const Schemes s = schemes_for(config_.id, group());
+    const Schemes s = schemes_for(config_.id, param());
     const SlabShape shape = slab_shape(layout);
     TIERKV_RETURN_IF_ERROR(kernels::validate_quant(s.k, shape));
     TIERKV_RETURN_IF_ERROR(kernels::validate_quant(s.v, shape));
@@ -79,7 +87,7 @@ class QuantCodec final : public ChunkCodec {
       o += vq;
     }
     Params params{};
-    store_le<uint32_t>(params.data(), group());
+    store_le<uint32_t>(params.data(), param());
     write_header(buf, config_.id, layout, params);
     return Status::Ok();
   }
@@ -92,7 +100,8 @@ class QuantCodec final : public ChunkCodec {
       return Status::InvalidArgument("quantized chunk has non-float dtype " +
                                      std::string(dtype_name(layout.dtype)));
     }
-    const uint32_t group = load_le<uint32_t>(info->params.data());
+    const uint32_t param = load_le<uint32_t>(info->params.data());
+    const uint32_t group = param;
     if (config_.id == CodecId::kInt4 && (group == 0 || group > 4096)) {
       return Status::InvalidArgument("int4 chunk group size " + std::to_string(group) +
                                      " is out of range [1, 4096]");
@@ -102,10 +111,11 @@ class QuantCodec final : public ChunkCodec {
                                      " is out of range [0, " + std::to_string(kMaxInt8KeyGroup) +
                                      "]");
     }
-    if (config_.id == CodecId::kFp8 && group != 0) {
-      return Status::InvalidArgument("fp8 chunk has unknown parameters");
+    if (config_.id == CodecId::kFp8 && param != static_cast<uint32_t>(Fp8Format::kE4M3) &&
+        param != static_cast<uint32_t>(Fp8Format::kAuto)) {
+      return Status::InvalidArgument("fp8 chunk has unknown format " + std::to_string(param));
     }
-    const Schemes s = schemes_for(config_.id, group);
+    const Schemes s = schemes_for(config_.id, param);
     const SlabShape shape = slab_shape(layout);
     const uint64_t kq = kernels::quant_sizes(s.k, shape).total();
     const uint64_t vq = kernels::quant_sizes(s.v, shape).total();
@@ -129,15 +139,15 @@ class QuantCodec final : public ChunkCodec {
   }
 
  private:
-  // The group size the chunk's params record (0 for fp8).
-  [[nodiscard]] uint32_t group() const {
+  // The word the chunk's params record: the group size, or fp8's format.
+  [[nodiscard]] uint32_t param() const {
     switch (config_.id) {
       case CodecId::kInt4:
         return config_.int4_group;
       case CodecId::kInt8:
         return config_.int8_key_group;
       default:
-        return 0;
+        return static_cast<uint32_t>(config_.fp8_format);
     }
   }
 

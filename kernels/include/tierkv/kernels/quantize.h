@@ -1,4 +1,4 @@
-// Quantization of KV slabs: fp8 (e4m3), int8 and int4 — the CPU reference.
+// Quantization of KV slabs: fp8 (e4m3, or a format per row), int8 and int4 — the CPU reference.
 //
 // A *slab* is one layer's K or V of a chunk: [tokens][heads][head_dim] elements of fp16, bf16 or
 // fp32, in that order (innermost head_dim), little-endian — exactly the K (or V) block of one layer
@@ -29,6 +29,27 @@
 //   -> 0x7f with the sign bit of x. Dequantized: e4m3_value(q) * s (exact in fp32).
 //   Error bound, per element: |x' - x| <= 2^-4 |x| + 2^(k-10) (+ the output dtype's rounding,
 //   which is exact for bf16/fp32 and for fp16 within its normal range).
+//
+// kFp8Auto — 8-bit floats whose split between exponent and mantissa bits is chosen per row
+//   (token, head): E4M3, E3M4, E2M5 or E1M6 (format f has 4 - f exponent and 3 + f mantissa
+//   bits), with a per-row scale. A row of real KV spans a few binades, so e4m3's 16 exponents
+//   waste a bit a row could spend on its mantissa; a row with a far outlier keeps the exponents.
+//   Same size as kFp8E4M3 plus one byte a row; on real KV a third of its attention-output error.
+//   metadata: uint16 meta[T][H]          format f = meta >> 14, scale code c = meta & 0x3fff
+//   payload:  uint8 q[T][H][D]           sign bit, then E exponent bits e and M mantissa bits m
+//   Codes are normalized: q's value is 2^(e + 1 - 2^E) * (1 + m / 2^M) for e >= 1 and
+//   2^(2 - 2^E) * m / 2^M for e = 0, so the largest is max_f = 2 - 2^-M; every code is finite.
+//   The scale is the fp32 whose bits are c << 17 (8 exponent, 6 mantissa bits).
+//   Per row and format: c_f = amax / max_f rounded up to the scale's 14 bits (at most
+//   0x3fbf), s_f = that scale, inv = 1 / s_f (0 if s_f == 0), y = x * inv, q =
+//   the nearest code to y (ties to even; magnitudes saturate at max_f; NaN -> 0). The row's error
+//   in format f is S_f * s_f * s_f, where S_f sums (value(q) - y)^2 over the row's elements with a
+//   finite y as a warp does: lane l (0..31) sums elements l, l + 32, ... in order from 0, then
+//   lane l += lane l + w for w = 16, 8, 4, 2, 1; S_f is lane 0's. The format with the least
+//   error wins, ties to the one with more mantissa bits. Dequantized: value(q) * scale.
+//   Error bound, per element, with the row's chosen format (E, M) and scale s:
+//   |x' - x| <= 2^-(M+1) |x| + 2^(1 - 2^E - M) s + max(0, |x| - max_f s) + 2^-20 |x|, plus the
+//   output dtype's rounding (the third term covers saturation at the largest scale code).
 //
 // kInt8 — symmetric, per-token-per-head scale.
 //   metadata: fp32 scale[T][H]          scale = amax / 127
@@ -81,6 +102,7 @@ enum class QuantScheme : uint8_t {
   kInt4Key = 3,    // int4, groups of G tokens per (head, channel)
   kInt4Value = 4,  // int4, groups of G channels per (token, head)
   kInt8Key = 5,    // int8 asymmetric, groups of G tokens per (head, channel)
+  kFp8Auto = 6,    // 8-bit float, exponent/mantissa split and scale per (token, head)
 };
 
 // The shape of one slab: [tokens][heads][head_dim].
@@ -141,5 +163,12 @@ uint8_t f32_to_e4m3(float x);
 float e4m3_to_f32(uint8_t q);
 // The fp8 scale exponent k (scale 2^k) chosen for a group whose finite amax is `amax` (>= 0).
 int fp8_scale_exponent(float amax);
+// kFp8Auto's formats (0..3: E4M3, E3M4, E2M5, E1M6): a scaled value -> its nearest code (ties to
+// even, saturating, NaN -> 0), and a code -> its normalized value (exact).
+uint8_t fp8_auto_encode(float y, uint32_t format);
+float fp8_auto_decode(uint8_t q, uint32_t format);
+// kFp8Auto's 14-bit scale code for a row of finite amax `amax` in `format`, and its value.
+uint32_t fp8_auto_scale_code(float amax, uint32_t format);
+float fp8_auto_scale(uint32_t code);
 
 }  // namespace tierkv::kernels

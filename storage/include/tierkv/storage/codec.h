@@ -71,6 +71,13 @@ enum class PlaneMode : uint8_t {
   kBits = 2,   // bit planes: bit b of every element together (16 or 32 planes)
 };
 
+// The 8-bit float scheme of the fp8 codec. Wire-stable: an fp8 chunk's params record it (chunks
+// written before kAuto existed have 0 there, so they decode as the e4m3 they are).
+enum class Fp8Format : uint8_t {
+  kE4M3 = 0,  // OCP e4m3, power-of-two scale per token and head (kernels::QuantScheme::kFp8E4M3)
+  kAuto = 1,  // a format per token and head, E4M3 to E1M6 (kernels::QuantScheme::kFp8Auto)
+};
+
 // What the fused codec stores for a new representative block, and for a reference's residual.
 enum class BlockFormat : uint8_t {
   kNone = 0,  // (residual only) no residual: the reference alone
@@ -85,12 +92,14 @@ enum class BlockFormat : uint8_t {
 //   zstd[:LEVEL][:bytes|bits|none]            LEVEL in [-7, 19], default 1; planes default bytes
 //        (on real KV, level 1 with byte planes compresses within 0.3% of level 3 and encodes
 //        faster; bit planes compress less and decode 7x slower: `tierkv-bench codec` shows them)
-//   fp8                                       OCP e4m3, per-token-per-head power-of-two scales.
-//        Its 3 mantissa bits cost real KV a relative L2 error of ~2.6%, and attention multiplies a
-//        key's error: on real KV its attention-output error is ~3x int8's at about the same size
-//        (tierkv-bench codec; per-channel scaling or smoothing does not help a float format,
-//        whose relative precision is the same at every scale). Use it where the consumer reads
-//        e4m3 natively; int8 is the more accurate 1-byte codec.
+//   fp8[:auto|e4m3]                           8-bit floats with a scale per token and head.
+//        auto (default): each token-head row picks the split of its 7 magnitude bits between
+//        exponent and mantissa (e4m3, e3m4, e2m5 or e1m6) with the least squared error, and a
+//        14-bit scale. Rows of real KV span few binades, so most take 5 or 6 mantissa bits: on
+//        real KV its attention-output error is about a quarter of e4m3's, at 1 + 2/head_dim bytes
+//        an element. e4m3: OCP e4m3 with a power-of-two scale (1 + 1/head_dim bytes), whose 3
+//        mantissa bits cost real KV ~2.6% relative L2 error and about 3x int8's attention-output
+//        error; for consumers that read e4m3 natively. tierkv-bench codec shows both.
 //   int8[:kGROUP]                             keys per channel (asymmetric, KIVI's keys) over
 //        groups of GROUP tokens, GROUP in [0, 65536], default 256 (a whole default chunk);
 //        k0: keys per token like values (the scheme before per-channel keys)
@@ -114,6 +123,7 @@ struct CodecConfig {
   PlaneMode planes = PlaneMode::kBytes;
   uint32_t int4_group = 32;
   uint32_t int8_key_group = 256;
+  Fp8Format fp8_format = Fp8Format::kAuto;
   float fused_threshold = 0.95f;
   uint32_t fused_block_tokens = 16;
   BlockFormat fused_rep = BlockFormat::kInt8;
