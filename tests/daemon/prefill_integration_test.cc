@@ -6,10 +6,11 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-#include <cstring>
 #include <thread>
 
+#include "support/chunk_pattern.h"
 #include "support/json.h"
+#include "support/prefill_engine.h"
 #include "support/process.h"
 #include "support/test_daemon.h"
 #include "tierkv/client.h"
@@ -38,17 +39,6 @@ std::unique_ptr<TestDaemon> start_daemon() {
   return d.ok() ? std::move(d).value() : nullptr;
 }
 
-// Chunk content is a function of its key.
-void fill_chunk(const ChunkKey& key, std::span<std::byte> out) {
-  uint64_t x = key.lo ^ (key.hi * 0x9E3779B97F4A7C15ull) ^ 7;
-  for (size_t i = 0; i + 8 <= out.size(); i += 8) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    std::memcpy(out.data() + i, &x, 8);
-  }
-}
-
 class PrefillIntegrationTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -69,18 +59,16 @@ class PrefillIntegrationTest : public ::testing::Test {
     const auto keys = Client::keys(ns_, tokens);
     std::vector<std::byte> kv(kChunks * ns_.chunk_bytes());
     for (size_t i = 0; i < kChunks; ++i) {
-      fill_chunk(keys[i], std::span(kv).subspan(i * ns_.chunk_bytes(), ns_.chunk_bytes()));
+      testing::fill_chunk(keys[i], std::span(kv).subspan(i * ns_.chunk_bytes(), ns_.chunk_bytes()));
     }
     auto put = client_->put(ns_, tokens, kv);
     EXPECT_TRUE(put.ok() && put->written == kChunks);
     return tokens;
   }
 
+  // Chunk content is a function of its key (support/chunk_pattern.h).
   bool chunk_matches(const ChunkKey& key, std::span<const std::byte> got) const {
-    std::vector<std::byte> expect(ns_.chunk_bytes());
-    fill_chunk(key, expect);
-    return got.size() == expect.size() &&
-           std::memcmp(got.data(), expect.data(), expect.size()) == 0;
+    return got.size() == ns_.chunk_bytes() && testing::chunk_matches(key, got);
   }
 
   proto::StatsReply stats() {
@@ -94,48 +82,10 @@ class PrefillIntegrationTest : public ::testing::Test {
   Namespace ns_;
 };
 
-struct Coverage {
-  std::vector<int> loaded, computed;
-  uint32_t bad_bytes = 0;
-  proto::PrefillSummary summary;
-};
-
-// The engine's loop, as prefill.h shows it. "Computing" a chunk takes `compute` of wall time.
-Coverage run_engine(PrefillSession& s, const std::vector<ChunkKey>& keys,
-                    const std::function<bool(const ChunkKey&, std::span<const std::byte>)>& check,
-                    std::chrono::microseconds compute) {
-  Coverage c;
-  c.loaded.assign(s.cached_chunks(), 0);
-  c.computed.assign(s.cached_chunks(), 0);
-  for (int steps = 0; steps < 100000; ++steps) {
-    for (uint32_t i : s.take_ready()) {
-      ++c.loaded[i];
-      if (!check(keys[i], s.chunk(i))) ++c.bad_bytes;
-      s.release(i);
-    }
-    const auto next = s.next();
-    if (next.action == PrefillSession::Action::kDone) break;
-    if (next.action == PrefillSession::Action::kCompute) {
-      std::this_thread::sleep_for(compute);  // the emulated forward pass
-      const Status st = s.computed(next.chunk);
-      EXPECT_TRUE(st.ok()) << st.to_string();
-      ++c.computed[next.chunk];
-    } else {
-      const Status st = s.wait_ready(5ms);
-      EXPECT_TRUE(st.ok()) << st.to_string();
-    }
-  }
-  EXPECT_TRUE(s.met());
-  auto sum = s.end();
-  EXPECT_TRUE(sum.ok()) << sum.status().to_string();
-  if (sum.ok()) c.summary = *sum;
-  return c;
-}
-
 TEST_F(PrefillIntegrationTest, EngineLoopCoversThePrefixExactlyOnceWithEveryByteVerified) {
   const auto tokens = cached_prompt(1);
   const auto keys = Client::keys(ns_, tokens);
-  auto check = [&](const ChunkKey& k, std::span<const std::byte> b) { return chunk_matches(k, b); };
+  auto check = [&](uint32_t i, std::span<const std::byte> b) { return chunk_matches(keys[i], b); };
   size_t sessions = 0;
   for (uint32_t m : {0u, 17u, static_cast<uint32_t>(kChunks), proto::kAutoMeetingPoint}) {
     SCOPED_TRACE("meeting point " + std::to_string(m));
@@ -148,12 +98,12 @@ TEST_F(PrefillIntegrationTest, EngineLoopCoversThePrefixExactlyOnceWithEveryByte
     EXPECT_EQ((*s)->cached_chunks(), kChunks);
     EXPECT_EQ((*s)->tiers()[0], Tier::kHost);
     EXPECT_EQ((*s)->plan().resident_chunks, 0u) << "throttled host reads are not handed over";
-    const Coverage c = run_engine(**s, keys, check, 1ms);
+    const testing::PrefillCoverage c = testing::run_prefill_engine(**s, check, 1ms);
     EXPECT_EQ(c.bad_bytes, 0u);
     for (size_t i = 0; i < kChunks; ++i) {
-      EXPECT_EQ(c.loaded[i] + c.computed[i], 1) << "chunk " << i;
+      EXPECT_EQ(c.delivered(i) + c.computed[i], 1) << "chunk " << i;
       if (m != proto::kAutoMeetingPoint) {
-        EXPECT_EQ(c.loaded[i], i >= m ? 1 : 0) << "chunk " << i;
+        EXPECT_EQ(c.delivered(i), i >= m ? 1 : 0) << "chunk " << i;
       }
     }
     EXPECT_EQ(c.summary.met, 1);
@@ -296,14 +246,8 @@ TEST_F(PrefillIntegrationTest, ReportsThatBreakTheRulesGetAnErrorThatSaysWhy) {
 
 TEST_F(PrefillIntegrationTest, ClientKilledMidSessionIsCancelledAndItsSlotsReleased) {
   testing::TempDir logs;
-  const std::string helper =
-      std::string(TIERKV_BINARY_DIR) + "/tests/daemon/tierkv_test_prefill_client";
-  auto victim =
-      testing::Subprocess::spawn({helper, "hang", daemon_->socket_path()}, logs.file("victim.log"));
+  auto victim = testing::start_hanging_prefill_client("hang", *daemon_, logs.file("victim.log"));
   ASSERT_TRUE(victim.ok()) << victim.status().to_string();
-  ASSERT_TRUE(
-      wait_until([&] { return testing::read_file(logs.file("victim.log")) == "READY\n"; }, 30s))
-      << testing::read_file(logs.file("victim.log")) << daemon_->log();
   auto before = stats();
   EXPECT_EQ(before.prefill.sessions_active, 1u);
   EXPECT_GT(before.read_leases, 0u);

@@ -8,10 +8,13 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <thread>
+#include <span>
+#include <vector>
 
 #include "support/chunk_pattern.h"
+#include "support/nvme_client.h"
 #include "support/nvme_damage.h"
+#include "support/prefill_engine.h"
 #include "support/process.h"
 #include "support/test_daemon.h"
 #include "tierkv/client.h"
@@ -75,12 +78,7 @@ class PrefillNvmeTest : public ::testing::Test {
       if (put->needs_write(i)) fill_chunk(keys_[i], put->slot(i));
     }
     ASSERT_TRUE(put->commit().ok());
-    ASSERT_TRUE(wait_until(
-        [&] {
-          auto f = client_->flush();
-          return f.ok() && f->dirty_chunks == 0 && f->writes_in_flight == 0;
-        },
-        30s));
+    ASSERT_NO_FATAL_FAILURE(testing::flush_to_nvme(*client_));
   }
 
   // Chunks kInRam.. leave host RAM (NVMe keeps them); the first kInRam are in RAM.
@@ -105,44 +103,14 @@ class PrefillNvmeTest : public ::testing::Test {
   std::vector<ChunkKey> keys_;
 };
 
-struct Coverage {
-  std::vector<int> handed, loaded, computed;
-  uint32_t bad_bytes = 0;
-  proto::PrefillSummary summary;
-};
-
 // An engine's chunked-prefill loop (prefill.h); "computing" a chunk takes 2 ms of wall time.
-Coverage run_engine(PrefillSession& s, const std::vector<ChunkKey>& keys) {
-  Coverage c;
-  c.handed.assign(s.cached_chunks(), 0);
-  c.loaded.assign(s.cached_chunks(), 0);
-  c.computed.assign(s.cached_chunks(), 0);
-  for (int steps = 0; steps < 100000; ++steps) {
-    for (uint32_t i : s.take_ready()) {
-      const proto::PrefillReady* info = s.ready_info(i);
-      ++(info != nullptr && info->completed_us > 0 ? c.loaded : c.handed)[i];
-      if (!chunk_matches(keys[i], s.chunk(i)) || s.chunk(i).size() != kLayout.chunk_bytes()) {
-        ++c.bad_bytes;
-      }
-      s.release(i);
-    }
-    const auto next = s.next();
-    if (next.action == PrefillSession::Action::kDone) break;
-    if (next.action == PrefillSession::Action::kCompute) {
-      std::this_thread::sleep_for(2ms);  // the emulated forward pass
-      const Status st = s.computed(next.chunk);
-      EXPECT_TRUE(st.ok()) << st.to_string();
-      ++c.computed[next.chunk];
-    } else {
-      const Status st = s.wait_ready(5ms);
-      EXPECT_TRUE(st.ok()) << st.to_string();
-    }
-  }
-  EXPECT_TRUE(s.met());
-  auto sum = s.end();
-  EXPECT_TRUE(sum.ok()) << sum.status().to_string();
-  if (sum.ok()) c.summary = *sum;
-  return c;
+testing::PrefillCoverage run_engine(PrefillSession& s, const std::vector<ChunkKey>& keys) {
+  return testing::run_prefill_engine(
+      s,
+      [&](uint32_t i, std::span<const std::byte> got) {
+        return chunk_matches(keys[i], got) && got.size() == kLayout.chunk_bytes();
+      },
+      2ms);
 }
 
 TEST_F(PrefillNvmeTest, RamAndNvmeChunksCoverThePrefixExactlyOnceWithEveryByteVerified) {
@@ -161,7 +129,7 @@ TEST_F(PrefillNvmeTest, RamAndNvmeChunksCoverThePrefixExactlyOnceWithEveryByteVe
       EXPECT_EQ((*s)->tiers()[i], i < kInRam ? Tier::kHost : Tier::kNvme) << "chunk " << i;
     }
     EXPECT_EQ((*s)->plan().resident_chunks, kInRam);
-    const Coverage c = run_engine(**s, keys_);
+    const testing::PrefillCoverage c = run_engine(**s, keys_);
     EXPECT_EQ(c.bad_bytes, 0u);
     for (uint32_t i = 0; i < kChunks; ++i) {
       EXPECT_EQ(c.handed[i] + c.loaded[i] + c.computed[i], 1) << "chunk " << i;
@@ -204,7 +172,7 @@ TEST_F(PrefillNvmeTest, DamagedChunkOnDiskIsComputedInstead) {
   auto s = PrefillSession::begin(client_, ns_, std::span<const TokenId>(tokens_), o);
   ASSERT_TRUE(s.ok()) << s.status().to_string();
   ASSERT_EQ((*s)->cached_chunks(), kChunks);
-  const Coverage c = run_engine(**s, keys_);
+  const testing::PrefillCoverage c = run_engine(**s, keys_);
   EXPECT_EQ(c.bad_bytes, 0u) << "a damaged chunk was served";
   for (uint32_t i = 0; i < kChunks; ++i) {
     EXPECT_EQ(c.handed[i] + c.loaded[i] + c.computed[i], 1) << "chunk " << i;
@@ -227,14 +195,9 @@ TEST_F(PrefillNvmeTest, DamagedChunkOnDiskIsComputedInstead) {
 
 TEST_F(PrefillNvmeTest, ClientKilledWithNvmeReadsInFlightReleasesEverything) {
   testing::TempDir logs;
-  const std::string helper =
-      std::string(TIERKV_BINARY_DIR) + "/tests/daemon/tierkv_test_prefill_client";
-  auto victim = testing::Subprocess::spawn({helper, "hang-nvme", daemon_->socket_path()},
-                                           logs.file("victim.log"));
+  auto victim =
+      testing::start_hanging_prefill_client("hang-nvme", *daemon_, logs.file("victim.log"));
   ASSERT_TRUE(victim.ok()) << victim.status().to_string();
-  ASSERT_TRUE(
-      wait_until([&] { return testing::read_file(logs.file("victim.log")) == "READY\n"; }, 30s))
-      << testing::read_file(logs.file("victim.log")) << daemon_->log();
   const auto before = stats();
   EXPECT_EQ(before.prefill.sessions_active, 1u);
   EXPECT_GT(before.read_leases, 0u) << "the victim holds a delivered chunk";

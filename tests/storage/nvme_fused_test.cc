@@ -9,13 +9,14 @@
 
 #include <chrono>
 #include <cstring>
-#include <filesystem>
 #include <functional>
 #include <map>
 #include <random>
 #include <set>
 
 #include "codec_test_util.h"
+#include "nvme_store_util.h"
+#include "support/process.h"
 #include "tierkv/storage/codec.h"
 #include "tierkv/storage/nvme_store.h"
 #include "tierkv/storage/representative_store.h"
@@ -24,35 +25,11 @@
 namespace tierkv::storage {
 namespace {
 
-constexpr uint64_t kMiB = 1ull << 20;
+using testing::kMiB;
+using tierkv::testing::TempDir;
+
 constexpr NamespaceId kNs = 7;
 constexpr const char* kSpec = "fused:0.9:b8:rep=int8:res=int4";
-
-class TempDirectory {
- public:
-  TempDirectory() {
-    std::string t = (std::filesystem::temp_directory_path() / "tierkv-fused-XXXXXX").string();
-    path_ = ::mkdtemp(t.data());
-  }
-  ~TempDirectory() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-NvmeOptions options(const std::string& dir, uint64_t capacity = 64 * kMiB) {
-  NvmeOptions o;
-  o.directories = {dir + "/a", dir + "/b"};
-  o.capacity_bytes = capacity;
-  o.slab_bytes = 4 * kMiB;
-  o.min_slot_bytes = 64 << 10;
-  o.queue_depth = 8;
-  return o;
-}
 
 Layout layout() {
   Layout l;
@@ -101,26 +78,14 @@ void complete(IoBackend& io, size_t n) {
   ASSERT_EQ(got, n);
 }
 
-// A store open on `dir` with its representatives in `reps`, recovered.
-struct Opened {
-  std::unique_ptr<NvmeStore> store;
-  std::vector<ChunkRecord> records;
-  RecoveryReport report;
-};
-
-Opened open_store(const std::string& dir, RepresentativeStore* reps, ShmRegion& region,
-                  uint64_t capacity = 64 * kMiB) {
-  Opened o;
-  auto store = NvmeStore::open(options(dir, capacity));
-  EXPECT_TRUE(store.ok()) << store.status().to_string();
-  if (!store.ok()) return o;
-  o.store = std::move(store).value();
-  o.store->set_representatives(reps);
-  EXPECT_TRUE(o.store
-                  ->recover([](const Namespace&) {},
-                            [&](const ChunkRecord& r) { o.records.push_back(r); }, &o.report)
-                  .ok());
-  EXPECT_TRUE(o.store->io().register_memory(region.data(), region.size()).ok());
+// A store open on `dir` with its representatives in `reps`, recovered, `region` registered for
+// its I/O.
+testing::RecoveredStore open_store(const std::string& dir, RepresentativeStore* reps,
+                                   ShmRegion& region, uint64_t capacity = 64 * kMiB) {
+  testing::RecoveredStore o = testing::open_and_recover(testing::nvme_options(dir, capacity), reps);
+  if (o.store) {
+    EXPECT_TRUE(o.store->io().register_memory(region.data(), region.size()).ok());
+  }
   return o;
 }
 
@@ -209,7 +174,7 @@ std::map<RepId, uint32_t> reference_counts(NvmeStore& store, RepresentativeStore
 SlotId any_slot(NvmeStore& store, int cls) { return store.allocate(cls); }
 
 TEST(NvmeFusedTest, RestartKeepsFusedChunksDecodableBitForBit) {
-  TempDirectory dir;
+  TempDir dir;
   auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
   ASSERT_TRUE(region.ok());
   const auto chunks = make_chunks(8, 1);
@@ -250,7 +215,7 @@ TEST(NvmeFusedTest, RestartKeepsFusedChunksDecodableBitForBit) {
 }
 
 TEST(NvmeFusedTest, ErasingChunksFreesTheirRepresentatives) {
-  TempDirectory dir;
+  TempDir dir;
   auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
   ASSERT_TRUE(region.ok());
   const auto chunks = make_chunks(6, 2);
@@ -285,7 +250,7 @@ TEST(NvmeFusedTest, ErasingChunksFreesTheirRepresentatives) {
 // A daemon killed (SIGKILL) between commits and erases: every chunk it committed and did not
 // erase decodes as written; the index holds exactly the representatives they refer to.
 TEST(NvmeFusedTest, KilledMidwayRecoversWithoutOrphans) {
-  TempDirectory dir;
+  TempDir dir;
   auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
   ASSERT_TRUE(region.ok());
   const auto batch1 = make_chunks(6, 3);
@@ -312,7 +277,7 @@ TEST(NvmeFusedTest, KilledMidwayRecoversWithoutOrphans) {
   // What the chunks decode to, by the same encoding in this process (it is deterministic).
   std::map<uint64_t, std::vector<std::byte>> expect;
   {
-    TempDirectory scratch;
+    TempDir scratch;
     RepresentativeStore reps;
     auto o = open_store(scratch.path(), &reps, *region);
     ASSERT_TRUE(o.store);
@@ -345,7 +310,7 @@ TEST(NvmeFusedTest, KilledMidwayRecoversWithoutOrphans) {
 // Records that do not fit a smaller tier are dropped at recovery; the representatives only they
 // referred to become orphans and go too, while the chunks that stay keep theirs.
 TEST(NvmeFusedTest, ChunksDroppedAtRecoveryTakeTheirRepresentativesWithThem) {
-  TempDirectory dir;
+  TempDir dir;
   auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
   ASSERT_TRUE(region.ok());
   const auto low = make_chunks(3, 5);
@@ -386,7 +351,7 @@ TEST(NvmeFusedTest, ChunksDroppedAtRecoveryTakeTheirRepresentativesWithThem) {
 // A chunk whose representative record is missing from the index (lost some other way) is not
 // served: recovery removes it rather than decode it wrong.
 TEST(NvmeFusedTest, AChunkMissingARepresentativeIsDropped) {
-  TempDirectory dir;
+  TempDir dir;
   auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
   ASSERT_TRUE(region.ok());
   const auto a = make_chunks(1, 7);
@@ -431,7 +396,7 @@ TEST(NvmeFusedTest, AChunkMissingARepresentativeIsDropped) {
 }
 
 TEST(NvmeFusedTest, CommitRefusesFusedChunksItCannotPersist) {
-  TempDirectory dir;
+  TempDir dir;
   auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
   ASSERT_TRUE(region.ok());
   RepresentativeStore reps;
