@@ -3,8 +3,6 @@
 // emulated tier, every delivered byte verified, exactly-once coverage, stats, and a client killed
 // mid-session.
 #include <gtest/gtest.h>
-#include <signal.h>
-#include <sys/wait.h>
 
 #include <thread>
 
@@ -20,36 +18,23 @@
 namespace tierkv {
 namespace {
 
-using testing::TestDaemon;
 using testing::wait_until;
 using namespace std::chrono_literals;
 
 const Layout kLayout{2, 2, 64, DType::kBFloat16, 64};  // 64 KiB chunks
 constexpr size_t kChunks = 40;
 
-// Host reads go through an emulated tier of 0.05 GB/s: 1.3 ms per 64 KiB chunk.
-std::unique_ptr<TestDaemon> start_daemon() {
-  testing::TestDaemonOptions o;
-  o.host_capacity = "32MiB";
-  o.extra_toml =
-      "slab_size = \"4MiB\"\nprefault = false\n[prefill]\nhost_read_throttle_GBps = 0.05\n"
-      "host_read_throttle_latency_us = 50.0\nqueue_depth = 4\n";
-  auto d = TestDaemon::start(o);
-  EXPECT_TRUE(d.ok()) << d.status().to_string();
-  return d.ok() ? std::move(d).value() : nullptr;
-}
-
-class PrefillIntegrationTest : public ::testing::Test {
+class PrefillIntegrationTest : public testing::PrefillDaemonTest {
  protected:
+  // Host reads go through an emulated tier of 0.05 GB/s: 1.3 ms per 64 KiB chunk.
   void SetUp() override {
-    daemon_ = start_daemon();
-    ASSERT_NE(daemon_, nullptr);
-    auto c = Client::connect({daemon_->socket_path(), "prefill-engine", true});
-    ASSERT_TRUE(c.ok()) << c.status().to_string();
-    client_ = *c;
-    auto ns = client_->register_layout(kLayout, "prefill");
-    ASSERT_TRUE(ns.ok());
-    ns_ = *ns;
+    testing::TestDaemonOptions o;
+    o.host_capacity = "32MiB";
+    o.extra_toml =
+        "slab_size = \"4MiB\"\nprefault = false\n[prefill]\nhost_read_throttle_GBps = 0.05\n"
+        "host_read_throttle_latency_us = 50.0\nqueue_depth = 4\n";
+    ASSERT_NO_FATAL_FAILURE(start_daemon(o));
+    connect("prefill-engine", kLayout);
   }
 
   // A prompt of kChunks full chunks plus 10 tokens, cached, with known bytes.
@@ -70,16 +55,6 @@ class PrefillIntegrationTest : public ::testing::Test {
   bool chunk_matches(const ChunkKey& key, std::span<const std::byte> got) const {
     return got.size() == ns_.chunk_bytes() && testing::chunk_matches(key, got);
   }
-
-  proto::StatsReply stats() {
-    auto s = client_->stats();
-    EXPECT_TRUE(s.ok());
-    return s.ok() ? *s : proto::StatsReply{};
-  }
-
-  std::unique_ptr<TestDaemon> daemon_;
-  std::shared_ptr<Client> client_;
-  Namespace ns_;
 };
 
 TEST_F(PrefillIntegrationTest, EngineLoopCoversThePrefixExactlyOnceWithEveryByteVerified) {
@@ -252,15 +227,7 @@ TEST_F(PrefillIntegrationTest, ClientKilledMidSessionIsCancelledAndItsSlotsRelea
   EXPECT_EQ(before.prefill.sessions_active, 1u);
   EXPECT_GT(before.read_leases, 0u);
 
-  ASSERT_EQ(::kill(victim->pid(), SIGKILL), 0);
-  ASSERT_TRUE(victim->wait_exit(10s));
-  ASSERT_TRUE(wait_until(
-      [&] {
-        const auto s = stats();
-        return s.prefill.sessions_active == 0 && s.read_leases == 0;
-      },
-      20s))
-      << daemon_->log();
+  ASSERT_NO_FATAL_FAILURE(kill_and_wait_released(*victim));
   const auto after = stats();
   EXPECT_EQ(after.prefill.sessions_cancelled, 1u);
   EXPECT_EQ(after.prefill.wasted_loads, 0u);

@@ -5,7 +5,6 @@
 // chunk, and a client killed with NVMe reads in flight releasing everything.
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <span>
@@ -25,49 +24,33 @@ namespace tierkv {
 namespace {
 
 using testing::chunk_matches;
-using testing::fill_chunk;
 using testing::damage_chunk;
-using testing::TestDaemon;
-using testing::wait_until;
+using testing::fill_chunk;
 using namespace std::chrono_literals;
 
 const Layout kLayout{2, 2, 64, DType::kBFloat16, 64};  // 64 KiB chunks
 constexpr uint32_t kChunks = 24;
 constexpr uint32_t kInRam = 6;  // chunks 0..5 stay in host RAM
 
-// A 16 MiB host tier over a 64 MiB NVMe tier; NVMe reads paced to 0.02 GB/s (3.3 ms a chunk).
-std::unique_ptr<TestDaemon> start_daemon() {
-  testing::TestDaemonOptions o;
-  o.host_capacity = "16MiB";
-  o.extra_toml =
-      "slab_size = \"4MiB\"\nprefault = false\n[nvme]\ndirectories = [\"${DIR}/nvme\"]\n"
-      "capacity = \"64MiB\"\nslab_size = \"4MiB\"\nqueue_depth = 16\nmode = \"write-through\"\n"
-      "[prefill]\nqueue_depth = 4\nnvme_read_throttle_GBps = 0.02\n";
-  auto d = TestDaemon::start(o);
-  EXPECT_TRUE(d.ok()) << d.status().to_string();
-  return d.ok() ? std::move(d).value() : nullptr;
-}
-
-class PrefillNvmeTest : public ::testing::Test {
+class PrefillNvmeTest : public testing::PrefillDaemonTest {
  protected:
+  // A 16 MiB host tier over a 64 MiB NVMe tier; NVMe reads paced to 0.02 GB/s (3.3 ms a chunk).
   void SetUp() override {
-    daemon_ = start_daemon();
-    ASSERT_NE(daemon_, nullptr);
-    connect();
+    testing::TestDaemonOptions o;
+    o.host_capacity = "16MiB";
+    o.extra_toml =
+        "slab_size = \"4MiB\"\nprefault = false\n[nvme]\ndirectories = [\"${DIR}/nvme\"]\n"
+        "capacity = \"64MiB\"\nslab_size = \"4MiB\"\nqueue_depth = 16\nmode = \"write-through\"\n"
+        "[prefill]\nqueue_depth = 4\nnvme_read_throttle_GBps = 0.02\n";
+    ASSERT_NO_FATAL_FAILURE(start_daemon(o));
+    ASSERT_NO_FATAL_FAILURE(connect());
     tokens_.resize(kChunks * kLayout.chunk_tokens + 10);
     for (size_t i = 0; i < tokens_.size(); ++i) tokens_[i] = 5000000 + static_cast<TokenId>(i);
     keys_ = Client::keys(ns_, tokens_);
     keys_.resize(kChunks);
   }
 
-  void connect() {
-    auto c = Client::connect({daemon_->socket_path(), "prefill-nvme", true});
-    ASSERT_TRUE(c.ok()) << c.status().to_string();
-    client_ = *c;
-    auto ns = client_->register_layout(kLayout, "prefill");
-    ASSERT_TRUE(ns.ok());
-    ns_ = *ns;
-  }
+  void connect() { PrefillDaemonTest::connect("prefill-nvme", kLayout); }
 
   // Stores the prompt (key-derived bytes) and writes every chunk down to NVMe.
   void store_and_flush() {
@@ -90,15 +73,6 @@ class PrefillNvmeTest : public ::testing::Test {
     ASSERT_TRUE(load->release().ok());
   }
 
-  proto::StatsReply stats() {
-    auto s = client_->stats();
-    EXPECT_TRUE(s.ok());
-    return s.ok() ? *s : proto::StatsReply{};
-  }
-
-  std::unique_ptr<TestDaemon> daemon_;
-  std::shared_ptr<Client> client_;
-  Namespace ns_;
   std::vector<TokenId> tokens_;
   std::vector<ChunkKey> keys_;
 };
@@ -202,15 +176,7 @@ TEST_F(PrefillNvmeTest, ClientKilledWithNvmeReadsInFlightReleasesEverything) {
   EXPECT_EQ(before.prefill.sessions_active, 1u);
   EXPECT_GT(before.read_leases, 0u) << "the victim holds a delivered chunk";
 
-  ASSERT_EQ(::kill(victim->pid(), SIGKILL), 0);
-  ASSERT_TRUE(victim->wait_exit(10s));
-  ASSERT_TRUE(wait_until(
-      [&] {
-        const auto s = stats();
-        return s.prefill.sessions_active == 0 && s.read_leases == 0 && s.nvme.reads_in_flight == 0;
-      },
-      20s))
-      << daemon_->log();
+  ASSERT_NO_FATAL_FAILURE(kill_and_wait_released(*victim));
   EXPECT_EQ(stats().prefill.sessions_cancelled, 1u);
 
   // The daemon still serves: a session over the same prompt, from NVMe and RAM, completes.

@@ -85,30 +85,22 @@ TEST_P(FlatKvTest, ScatterThenGatherRoundTrips) {
   EXPECT_TRUE(back == chunk);
 }
 
+// One case a line: {{layers, capacity, heads, head_dim, elem_bytes, token_stride, head_stride},
+// chunk_tokens, first_token}.
 // clang-format off
 INSTANTIATE_TEST_SUITE_P(
     Shapes, FlatKvTest,
     ::testing::Values(
         // Packed token-major [tokens][heads][dim].
-        FlatShape{.cache = {.layers = 3, .capacity = 20, .heads = 2, .head_dim = 5,
-                            .elem_bytes = 2, .token_stride = 0, .head_stride = 0},
-                  .chunk_tokens = 7, .first_token = 6},
+        FlatShape{{3, 20, 2, 5, 2, 0, 0}, 7, 6},
         // Token-major with padding after each head and after each token.
-        FlatShape{.cache = {.layers = 2, .capacity = 12, .heads = 3, .head_dim = 4,
-                            .elem_bytes = 2, .token_stride = 40, .head_stride = 12},
-                  .chunk_tokens = 5, .first_token = 7},
+        FlatShape{{2, 12, 3, 4, 2, 40, 12}, 5, 7},
         // Head-major [heads][capacity][dim], as transformers' cache for one sequence.
-        FlatShape{.cache = {.layers = 2, .capacity = 16, .heads = 4, .head_dim = 8,
-                            .elem_bytes = 2, .token_stride = 16, .head_stride = 256},
-                  .chunk_tokens = 9, .first_token = 3},
+        FlatShape{{2, 16, 4, 8, 2, 16, 256}, 9, 3},
         // Head-major with padding, fp32, chunk reaching the last position.
-        FlatShape{.cache = {.layers = 1, .capacity = 10, .heads = 2, .head_dim = 3,
-                            .elem_bytes = 4, .token_stride = 16, .head_stride = 200},
-                  .chunk_tokens = 4, .first_token = 6},
+        FlatShape{{1, 10, 2, 3, 4, 16, 200}, 4, 6},
         // One head, one byte per element.
-        FlatShape{.cache = {.layers = 4, .capacity = 9, .heads = 1, .head_dim = 7,
-                            .elem_bytes = 1, .token_stride = 0, .head_stride = 0},
-                  .chunk_tokens = 9, .first_token = 0}),
+        FlatShape{{4, 9, 1, 7, 1, 0, 0}, 9, 0}),
     [](const ::testing::TestParamInfo<FlatShape>& info) { return shape_string(info.param); });
 // clang-format on
 

@@ -114,31 +114,22 @@ TEST_P(PagedKvTest, ScatterThenGatherRoundTrips) {
   EXPECT_TRUE(back == chunk);
 }
 
-// One shape per case, a few fields a line, reads better than one field per line.
+// One case a line: {{layers, block_size, num_blocks, heads, head_dim, elem_bytes}, chunk_tokens,
+// first_token, table_blocks}.
 // clang-format off
 INSTANTIATE_TEST_SUITE_P(
     Shapes, PagedKvTest,
     ::testing::Values(
         // Chunk starts mid-block and ends mid-block.
-        Shape{.cache = {.layers = 3, .block_size = 4, .num_blocks = 16, .heads = 2, .head_dim = 5,
-                        .elem_bytes = 2},
-              .chunk_tokens = 9, .first_token = 6, .table_blocks = 5},
+        Shape{{3, 4, 16, 2, 5, 2}, 9, 6, 5},
         // Block-aligned chunk, several blocks, fp32.
-        Shape{.cache = {.layers = 2, .block_size = 16, .num_blocks = 12, .heads = 4, .head_dim = 8,
-                        .elem_bytes = 4},
-              .chunk_tokens = 32, .first_token = 64, .table_blocks = 8},
+        Shape{{2, 16, 12, 4, 8, 4}, 32, 64, 8},
         // One token per block: every row is its own run.
-        Shape{.cache = {.layers = 2, .block_size = 1, .num_blocks = 40, .heads = 1, .head_dim = 3,
-                        .elem_bytes = 1},
-              .chunk_tokens = 7, .first_token = 3, .table_blocks = 12},
+        Shape{{2, 1, 40, 1, 3, 1}, 7, 3, 12},
         // Blocks larger than the chunk: the whole chunk is one run inside one block.
-        Shape{.cache = {.layers = 1, .block_size = 64, .num_blocks = 3, .heads = 2, .head_dim = 4,
-                        .elem_bytes = 2},
-              .chunk_tokens = 10, .first_token = 70, .table_blocks = 2},
+        Shape{{1, 64, 3, 2, 4, 2}, 10, 70, 2},
         // Chunk covering exactly the whole block table.
-        Shape{.cache = {.layers = 4, .block_size = 8, .num_blocks = 6, .heads = 3, .head_dim = 2,
-                        .elem_bytes = 2},
-              .chunk_tokens = 48, .first_token = 0, .table_blocks = 6}),
+        Shape{{4, 8, 6, 3, 2, 2}, 48, 0, 6}),
     shape_name);
 // clang-format on
 

@@ -1,16 +1,18 @@
-// The engine side of a co-scheduled prefill (tierkv/prefill.h) for the daemon's integration tests:
-// the chunked-prefill loop an engine runs, recording how each chunk was covered and checking every
-// delivered byte; and a client process (tests/daemon/prefill_client.cc) that dies mid-session.
-// Header only; needs tierkv_client, tierkv_test_support and GoogleTest. Thread safety: the test's
-// thread only.
+// Co-scheduled prefill (tierkv/prefill.h) through a real tierkvd, for the daemon's integration
+// tests: a fixture holding the daemon and one client of it; the chunked-prefill loop an engine
+// runs, recording how each chunk was covered and checking every delivered byte; and a client
+// process (tests/daemon/prefill_client.cc) that dies mid-session. Header only; needs
+// tierkv_client, tierkv_test_support and GoogleTest. Thread safety: the test's thread only.
 #pragma once
 
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <thread>
@@ -18,9 +20,56 @@
 
 #include "support/process.h"
 #include "support/test_daemon.h"
+#include "tierkv/client.h"
 #include "tierkv/prefill.h"
 
 namespace tierkv::testing {
+
+// A real tierkvd, one client of it (client_) and a namespace registered through it (ns_).
+class PrefillDaemonTest : public ::testing::Test {
+ protected:
+  // Starts daemon_; fails the test (fatally) if it does not start.
+  void start_daemon(const TestDaemonOptions& options) {
+    auto d = TestDaemon::start(options);
+    ASSERT_TRUE(d.ok()) << d.status().to_string();
+    daemon_ = std::move(d).value();
+  }
+
+  // Connects client_ as `client_name` and registers `layout` (tenant "prefill") as ns_.
+  void connect(const std::string& client_name, const Layout& layout) {
+    auto c = Client::connect({daemon_->socket_path(), client_name, true});
+    ASSERT_TRUE(c.ok()) << c.status().to_string();
+    client_ = *c;
+    auto ns = client_->register_layout(layout, "prefill");
+    ASSERT_TRUE(ns.ok());
+    ns_ = *ns;
+  }
+
+  proto::StatsReply stats() {
+    auto s = client_->stats();
+    EXPECT_TRUE(s.ok());
+    return s.ok() ? *s : proto::StatsReply{};
+  }
+
+  // Kills `victim` (SIGKILL) mid-session and waits until the daemon has let go of everything it
+  // held: no session active, no read lease, no NVMe read in flight.
+  void kill_and_wait_released(Subprocess& victim) {
+    ASSERT_EQ(::kill(victim.pid(), SIGKILL), 0);
+    ASSERT_TRUE(victim.wait_exit(std::chrono::seconds(10)));
+    ASSERT_TRUE(wait_until(
+        [&] {
+          const auto s = stats();
+          return s.prefill.sessions_active == 0 && s.read_leases == 0 &&
+                 s.nvme.reads_in_flight == 0;
+        },
+        std::chrono::seconds(20)))
+        << daemon_->log();
+  }
+
+  std::unique_ptr<TestDaemon> daemon_;
+  std::shared_ptr<Client> client_;
+  Namespace ns_;
+};
 
 // How one session covered its cached chunks: each chunk's counts (exactly one of them should be 1).
 struct PrefillCoverage {
