@@ -28,12 +28,11 @@ class PrefillIntegrationTest : public testing::PrefillDaemonTest {
  protected:
   // Host reads go through an emulated tier of 0.05 GB/s: 1.3 ms per 64 KiB chunk.
   void SetUp() override {
-    testing::TestDaemonOptions o;
-    o.host_capacity = "32MiB";
-    o.extra_toml =
-        "slab_size = \"4MiB\"\nprefault = false\n[prefill]\nhost_read_throttle_GBps = 0.05\n"
-        "host_read_throttle_latency_us = 50.0\nqueue_depth = 4\n";
-    ASSERT_NO_FATAL_FAILURE(start_daemon(o));
+    ASSERT_NO_FATAL_FAILURE(start_daemon(
+        {.host_capacity = "32MiB",
+         .extra_toml = "slab_size = \"4MiB\"\nprefault = false\n[prefill]\n"
+                       "host_read_throttle_GBps = 0.05\nhost_read_throttle_latency_us = 50.0\n"
+                       "queue_depth = 4\n"}));
     connect("prefill-engine", kLayout);
   }
 

@@ -36,13 +36,13 @@ class PrefillNvmeTest : public testing::PrefillDaemonTest {
  protected:
   // A 16 MiB host tier over a 64 MiB NVMe tier; NVMe reads paced to 0.02 GB/s (3.3 ms a chunk).
   void SetUp() override {
-    testing::TestDaemonOptions o;
-    o.host_capacity = "16MiB";
-    o.extra_toml =
-        "slab_size = \"4MiB\"\nprefault = false\n[nvme]\ndirectories = [\"${DIR}/nvme\"]\n"
-        "capacity = \"64MiB\"\nslab_size = \"4MiB\"\nqueue_depth = 16\nmode = \"write-through\"\n"
-        "[prefill]\nqueue_depth = 4\nnvme_read_throttle_GBps = 0.02\n";
-    ASSERT_NO_FATAL_FAILURE(start_daemon(o));
+    ASSERT_NO_FATAL_FAILURE(start_daemon(
+        {.host_capacity = "16MiB",
+         .extra_toml =
+             "slab_size = \"4MiB\"\nprefault = false\n[nvme]\n"
+             "directories = [\"${DIR}/nvme\"]\ncapacity = \"64MiB\"\nslab_size = \"4MiB\"\n"
+             "queue_depth = 16\nmode = \"write-through\"\n[prefill]\nqueue_depth = 4\n"
+             "nvme_read_throttle_GBps = 0.02\n"}));
     ASSERT_NO_FATAL_FAILURE(connect());
     tokens_.resize(kChunks * kLayout.chunk_tokens + 10);
     for (size_t i = 0; i < tokens_.size(); ++i) tokens_[i] = 5000000 + static_cast<TokenId>(i);

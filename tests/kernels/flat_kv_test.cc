@@ -51,38 +51,39 @@ std::vector<CacheByte> chunk_map(const FlatShape& s) {
                                   });
 }
 
-class FlatKvTest : public ::testing::TestWithParam<FlatShape> {};
+class FlatKvTest : public ::testing::TestWithParam<FlatShape> {
+ protected:
+  // Draws a random chunk from `seed` and scatters it into the poisoned cache.
+  void scatter_random_chunk(uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    chunk_.resize(cache_.view().chunk_bytes(s_.chunk_tokens));
+    testing::fill_random(chunk_, rng);
+    ASSERT_TRUE(scatter_chunk_flat(cache_.view(), s_.first_token, s_.chunk_tokens, chunk_).ok());
+  }
+
+  const FlatShape s_ = GetParam();
+  FlatCache cache_{s_.cache, kPoison};
+  std::vector<std::byte> chunk_;
+};
 
 TEST_P(FlatKvTest, GatherMatchesIndexComputation) {
-  const FlatShape s = GetParam();
   std::mt19937_64 rng(4321);
-  FlatCache cache(s.cache, std::byte{0});
-  cache.randomize(rng);
-  std::vector<std::byte> chunk(cache.view().chunk_bytes(s.chunk_tokens), kPoison);
-  ASSERT_TRUE(gather_chunk_flat(cache.view(), s.first_token, s.chunk_tokens, chunk).ok());
-  testing::expect_chunk_matches_cache(chunk, cache, chunk_map(s));
+  cache_.randomize(rng);
+  std::vector<std::byte> chunk(cache_.view().chunk_bytes(s_.chunk_tokens), kPoison);
+  ASSERT_TRUE(gather_chunk_flat(cache_.view(), s_.first_token, s_.chunk_tokens, chunk).ok());
+  testing::expect_chunk_matches_cache(chunk, cache_, chunk_map(s_));
 }
 
 TEST_P(FlatKvTest, ScatterWritesExactlyTheChunkRows) {
-  const FlatShape s = GetParam();
-  std::mt19937_64 rng(8765);
-  FlatCache cache(s.cache, kPoison);
-  std::vector<std::byte> chunk(cache.view().chunk_bytes(s.chunk_tokens));
-  testing::fill_random(chunk, rng);
-  ASSERT_TRUE(scatter_chunk_flat(cache.view(), s.first_token, s.chunk_tokens, chunk).ok());
-  testing::expect_scattered_exactly(cache, chunk, chunk_map(s), kPoison);
+  ASSERT_NO_FATAL_FAILURE(scatter_random_chunk(8765));
+  testing::expect_scattered_exactly(cache_, chunk_, chunk_map(s_), kPoison);
 }
 
 TEST_P(FlatKvTest, ScatterThenGatherRoundTrips) {
-  const FlatShape s = GetParam();
-  std::mt19937_64 rng(1357);
-  FlatCache cache(s.cache, kPoison);
-  std::vector<std::byte> chunk(cache.view().chunk_bytes(s.chunk_tokens));
-  testing::fill_random(chunk, rng);
-  ASSERT_TRUE(scatter_chunk_flat(cache.view(), s.first_token, s.chunk_tokens, chunk).ok());
-  std::vector<std::byte> back(chunk.size(), std::byte{0});
-  ASSERT_TRUE(gather_chunk_flat(cache.view(), s.first_token, s.chunk_tokens, back).ok());
-  EXPECT_TRUE(back == chunk);
+  ASSERT_NO_FATAL_FAILURE(scatter_random_chunk(1357));
+  std::vector<std::byte> back(chunk_.size(), std::byte{0});
+  ASSERT_TRUE(gather_chunk_flat(cache_.view(), s_.first_token, s_.chunk_tokens, back).ok());
+  EXPECT_TRUE(back == chunk_);
 }
 
 // One case a line: {{layers, capacity, heads, head_dim, elem_bytes, token_stride, head_stride},

@@ -196,6 +196,17 @@ void check_layout(MirroredCache& cache, const DeviceKvCache& dev, DeviceBlockTab
   EXPECT_EQ(*bad, 0u);
 }
 
+// A case's name: its cache shape, then its launch. Case is PagedCase or FlatCase (below).
+template <typename Case>
+std::string case_string(const Case& c) {
+  const Launch& l = c.launch;
+  std::ostringstream o;
+  o << c.cache.name() << "_ct" << l.chunk_tokens << "x" << l.num_chunks << "_first" << l.first_token
+    << "_layers" << l.layer_begin << "to" << l.layer_end << "_pad" << l.stride_pad << "_off"
+    << l.chunk_offset;
+  return o.str();
+}
+
 class CudaTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -211,14 +222,7 @@ struct PagedCase {
   uint32_t padding_entries;  // -1 entries past the sequence's blocks
   Launch launch;
 };
-
-std::string case_string(const PagedCase& c) {
-  std::ostringstream o;
-  o << c.cache.name() << "_ct" << c.launch.chunk_tokens << "x" << c.launch.num_chunks << "_first"
-    << c.launch.first_token << "_layers" << c.launch.layer_begin << "to" << c.launch.layer_end
-    << "_pad" << c.launch.stride_pad << "_off" << c.launch.chunk_offset;
-  return o.str();
-}
+// Keeps ctest's test names readable (gtest would print the struct's bytes).
 void PrintTo(const PagedCase& c, std::ostream* os) { *os << case_string(c); }
 
 class CudaPagedTest : public CudaTest, public ::testing::WithParamInterface<PagedCase> {};
@@ -292,14 +296,6 @@ struct FlatCase {
   testing::FlatKvShape cache;
   Launch launch;
 };
-
-std::string case_string(const FlatCase& c) {
-  std::ostringstream o;
-  o << c.cache.name() << "_ct" << c.launch.chunk_tokens << "x" << c.launch.num_chunks << "_first"
-    << c.launch.first_token << "_layers" << c.launch.layer_begin << "to" << c.launch.layer_end
-    << "_pad" << c.launch.stride_pad << "_off" << c.launch.chunk_offset;
-  return o.str();
-}
 void PrintTo(const FlatCase& c, std::ostream* os) { *os << case_string(c); }
 
 class CudaFlatTest : public CudaTest, public ::testing::WithParamInterface<FlatCase> {};

@@ -70,48 +70,47 @@ std::vector<CacheByte> chunk_map(const Shape& s, const std::vector<int32_t>& tab
       });
 }
 
-class PagedKvTest : public ::testing::TestWithParam<Shape> {};
+class PagedKvTest : public ::testing::TestWithParam<Shape> {
+ protected:
+  // Draws a block table and a random chunk from `seed` and scatters the chunk into the poisoned
+  // cache through the table.
+  void scatter_random_chunk(uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    table_ = random_block_table(s_.table_blocks, s_.cache.num_blocks, rng);
+    chunk_.resize(cache_.view().chunk_bytes(s_.chunk_tokens));
+    testing::fill_random(chunk_, rng);
+    ASSERT_TRUE(scatter_chunk(cache_.view(), table_, s_.first_token, s_.chunk_tokens, chunk_).ok());
+  }
+
+  const Shape s_ = GetParam();
+  PagedCache cache_{s_.cache, kPoison};
+  std::vector<int32_t> table_;
+  std::vector<std::byte> chunk_;
+};
 
 TEST_P(PagedKvTest, GatherMatchesIndexComputation) {
-  const Shape s = GetParam();
   std::mt19937_64 rng(1234);
-  PagedCache cache(s.cache, std::byte{0});
-  cache.randomize(rng);
-  const auto table = random_block_table(s.table_blocks, s.cache.num_blocks, rng);
-  std::vector<std::byte> chunk(cache.view().chunk_bytes(s.chunk_tokens), kPoison);
+  cache_.randomize(rng);
+  const auto table = random_block_table(s_.table_blocks, s_.cache.num_blocks, rng);
+  std::vector<std::byte> chunk(cache_.view().chunk_bytes(s_.chunk_tokens), kPoison);
 
-  ASSERT_TRUE(gather_chunk(cache.view(), table, s.first_token, s.chunk_tokens, chunk).ok());
+  ASSERT_TRUE(gather_chunk(cache_.view(), table, s_.first_token, s_.chunk_tokens, chunk).ok());
 
-  testing::expect_chunk_matches_cache(chunk, cache, chunk_map(s, table));
+  testing::expect_chunk_matches_cache(chunk, cache_, chunk_map(s_, table));
 }
 
 TEST_P(PagedKvTest, ScatterWritesExactlyTheChunkRows) {
-  const Shape s = GetParam();
-  std::mt19937_64 rng(5678);
-  PagedCache cache(s.cache, kPoison);
-  const auto table = random_block_table(s.table_blocks, s.cache.num_blocks, rng);
-  std::vector<std::byte> chunk(cache.view().chunk_bytes(s.chunk_tokens));
-  testing::fill_random(chunk, rng);
-
-  ASSERT_TRUE(scatter_chunk(cache.view(), table, s.first_token, s.chunk_tokens, chunk).ok());
-
+  ASSERT_NO_FATAL_FAILURE(scatter_random_chunk(5678));
   // Every byte the chunk maps to holds the chunk's value, every other byte still holds the
   // poison, and no two chunk bytes landed on the same cache byte.
-  testing::expect_scattered_exactly(cache, chunk, chunk_map(s, table), kPoison);
+  testing::expect_scattered_exactly(cache_, chunk_, chunk_map(s_, table_), kPoison);
 }
 
 TEST_P(PagedKvTest, ScatterThenGatherRoundTrips) {
-  const Shape s = GetParam();
-  std::mt19937_64 rng(91011);
-  PagedCache cache(s.cache, kPoison);
-  const auto table = random_block_table(s.table_blocks, s.cache.num_blocks, rng);
-  std::vector<std::byte> chunk(cache.view().chunk_bytes(s.chunk_tokens));
-  testing::fill_random(chunk, rng);
-
-  ASSERT_TRUE(scatter_chunk(cache.view(), table, s.first_token, s.chunk_tokens, chunk).ok());
-  std::vector<std::byte> back(chunk.size(), std::byte{0});
-  ASSERT_TRUE(gather_chunk(cache.view(), table, s.first_token, s.chunk_tokens, back).ok());
-  EXPECT_TRUE(back == chunk);
+  ASSERT_NO_FATAL_FAILURE(scatter_random_chunk(91011));
+  std::vector<std::byte> back(chunk_.size(), std::byte{0});
+  ASSERT_TRUE(gather_chunk(cache_.view(), table_, s_.first_token, s_.chunk_tokens, back).ok());
+  EXPECT_TRUE(back == chunk_);
 }
 
 // One case a line: {{layers, block_size, num_blocks, heads, head_dim, elem_bytes}, chunk_tokens,
