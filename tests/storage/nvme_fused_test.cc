@@ -173,18 +173,29 @@ std::map<RepId, uint32_t> reference_counts(NvmeStore& store, RepresentativeStore
 
 SlotId any_slot(NvmeStore& store, int cls) { return store.allocate(cls); }
 
-TEST(NvmeFusedTest, RestartKeepsFusedChunksDecodableBitForBit) {
-  TempDir dir;
-  auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
-  ASSERT_TRUE(region.ok());
+// Each test's directory (a store's two NVMe directories lie in it) and the shared-memory region
+// chunks are written from and read into.
+class NvmeFusedTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
+    ASSERT_TRUE(region.ok()) << region.status().to_string();
+    region_ = std::move(region).value();
+  }
+
+  TempDir dir_;
+  ShmRegion region_;
+};
+
+TEST_F(NvmeFusedTest, RestartKeepsFusedChunksDecodableBitForBit) {
   const auto chunks = make_chunks(8, 1);
   std::vector<std::vector<std::byte>> decoded;
   uint64_t reps_before = 0;
   {
     RepresentativeStore reps;
-    auto o = open_store(dir.path(), &reps, *region);
+    auto o = open_store(dir_.path(), &reps, region_);
     ASSERT_TRUE(o.store);
-    decoded = write_fused(*o.store, reps, *region, chunks, 0,
+    decoded = write_fused(*o.store, reps, region_, chunks, 0,
                           [&](int cls) { return any_slot(*o.store, cls); });
     reps_before = reps.stats().count;
     ASSERT_GT(reps_before, 0u);
@@ -193,7 +204,7 @@ TEST(NvmeFusedTest, RestartKeepsFusedChunksDecodableBitForBit) {
     EXPECT_EQ(o.store->persisted_representatives(), reps_before);
   }
   RepresentativeStore reps;
-  auto o = open_store(dir.path(), &reps, *region);
+  auto o = open_store(dir_.path(), &reps, region_);
   ASSERT_TRUE(o.store);
   ASSERT_EQ(o.records.size(), chunks.size());
   EXPECT_EQ(o.report.fused_chunks, chunks.size());
@@ -203,10 +214,10 @@ TEST(NvmeFusedTest, RestartKeepsFusedChunksDecodableBitForBit) {
   for (const ChunkRecord& r : o.records) {
     const uint32_t i = static_cast<uint32_t>(r.key.lo - 0x1000);
     ASSERT_LT(i, decoded.size());
-    EXPECT_EQ(read_and_decode(*o.store, reps, *region, r), decoded[i]) << "chunk " << i;
+    EXPECT_EQ(read_and_decode(*o.store, reps, region_, r), decoded[i]) << "chunk " << i;
   }
   // Each restored representative holds one reference per entry that names it.
-  const auto counts = reference_counts(*o.store, reps, *region, o.records);
+  const auto counts = reference_counts(*o.store, reps, region_, o.records);
   EXPECT_EQ(counts.size(), reps_before);
   for (const auto& [id, n] : counts) EXPECT_EQ(reps.references(id), n) << id;
   // New representatives never take a restored id.
@@ -214,16 +225,13 @@ TEST(NvmeFusedTest, RestartKeepsFusedChunksDecodableBitForBit) {
   EXPECT_FALSE(counts.contains(fresh));
 }
 
-TEST(NvmeFusedTest, ErasingChunksFreesTheirRepresentatives) {
-  TempDir dir;
-  auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
-  ASSERT_TRUE(region.ok());
+TEST_F(NvmeFusedTest, ErasingChunksFreesTheirRepresentatives) {
   const auto chunks = make_chunks(6, 2);
   {
     RepresentativeStore reps;
-    auto o = open_store(dir.path(), &reps, *region);
+    auto o = open_store(dir_.path(), &reps, region_);
     ASSERT_TRUE(o.store);
-    (void)write_fused(*o.store, reps, *region, chunks, 0,
+    (void)write_fused(*o.store, reps, region_, chunks, 0,
                       [&](int cls) { return any_slot(*o.store, cls); });
     const uint64_t all = o.store->persisted_representatives();
     // Chunk 0 shares its representatives with chunk 3 (its noisy copy): erasing 0 keeps them.
@@ -239,7 +247,7 @@ TEST(NvmeFusedTest, ErasingChunksFreesTheirRepresentatives) {
     EXPECT_EQ(reps.stats().references, 0u);
   }
   RepresentativeStore reps;
-  auto o = open_store(dir.path(), &reps, *region);
+  auto o = open_store(dir_.path(), &reps, region_);
   ASSERT_TRUE(o.store);
   EXPECT_TRUE(o.records.empty());
   EXPECT_EQ(o.report.representatives, 0u);
@@ -249,23 +257,20 @@ TEST(NvmeFusedTest, ErasingChunksFreesTheirRepresentatives) {
 
 // A daemon killed (SIGKILL) between commits and erases: every chunk it committed and did not
 // erase decodes as written; the index holds exactly the representatives they refer to.
-TEST(NvmeFusedTest, KilledMidwayRecoversWithoutOrphans) {
-  TempDir dir;
-  auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
-  ASSERT_TRUE(region.ok());
+TEST_F(NvmeFusedTest, KilledMidwayRecoversWithoutOrphans) {
   const auto batch1 = make_chunks(6, 3);
   const auto batch2 = make_chunks(5, 4);
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     RepresentativeStore reps;
-    auto o = open_store(dir.path(), &reps, *region);
+    auto o = open_store(dir_.path(), &reps, region_);
     if (!o.store) ::_exit(2);
-    (void)write_fused(*o.store, reps, *region, batch1, 0,
+    (void)write_fused(*o.store, reps, region_, batch1, 0,
                       [&](int cls) { return any_slot(*o.store, cls); });
     std::vector<std::pair<NamespaceId, ChunkKey>> gone{{kNs, key_of(1)}, {kNs, key_of(4)}};
     if (!o.store->erase(gone).ok()) ::_exit(3);
-    (void)write_fused(*o.store, reps, *region, batch2, 100,
+    (void)write_fused(*o.store, reps, region_, batch2, 100,
                       [&](int cls) { return any_slot(*o.store, cls); });
     ::kill(::getpid(), SIGKILL);
     ::_exit(4);
@@ -279,11 +284,11 @@ TEST(NvmeFusedTest, KilledMidwayRecoversWithoutOrphans) {
   {
     TempDir scratch;
     RepresentativeStore reps;
-    auto o = open_store(scratch.path(), &reps, *region);
+    auto o = open_store(scratch.path(), &reps, region_);
     ASSERT_TRUE(o.store);
-    auto d1 = write_fused(*o.store, reps, *region, batch1, 0,
+    auto d1 = write_fused(*o.store, reps, region_, batch1, 0,
                           [&](int cls) { return any_slot(*o.store, cls); });
-    auto d2 = write_fused(*o.store, reps, *region, batch2, 100,
+    auto d2 = write_fused(*o.store, reps, region_, batch2, 100,
                           [&](int cls) { return any_slot(*o.store, cls); });
     for (uint32_t i = 0; i < d1.size(); ++i) {
       if (i != 1 && i != 4) expect[key_of(i).lo] = d1[i];
@@ -291,15 +296,15 @@ TEST(NvmeFusedTest, KilledMidwayRecoversWithoutOrphans) {
     for (uint32_t i = 0; i < d2.size(); ++i) expect[key_of(100 + i).lo] = d2[i];
   }
   RepresentativeStore reps;
-  auto o = open_store(dir.path(), &reps, *region);
+  auto o = open_store(dir_.path(), &reps, region_);
   ASSERT_TRUE(o.store);
   ASSERT_EQ(o.records.size(), expect.size());
   EXPECT_EQ(o.report.orphan_representatives, 0u);
   for (const ChunkRecord& r : o.records) {
     ASSERT_TRUE(expect.contains(r.key.lo));
-    EXPECT_EQ(read_and_decode(*o.store, reps, *region, r), expect[r.key.lo]);
+    EXPECT_EQ(read_and_decode(*o.store, reps, region_, r), expect[r.key.lo]);
   }
-  const auto counts = reference_counts(*o.store, reps, *region, o.records);
+  const auto counts = reference_counts(*o.store, reps, region_, o.records);
   EXPECT_EQ(o.store->persisted_representatives(), counts.size());
   EXPECT_EQ(reps.stats().count, counts.size());
   uint64_t refs = 0;
@@ -309,23 +314,20 @@ TEST(NvmeFusedTest, KilledMidwayRecoversWithoutOrphans) {
 
 // Records that do not fit a smaller tier are dropped at recovery; the representatives only they
 // referred to become orphans and go too, while the chunks that stay keep theirs.
-TEST(NvmeFusedTest, ChunksDroppedAtRecoveryTakeTheirRepresentativesWithThem) {
-  TempDir dir;
-  auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
-  ASSERT_TRUE(region.ok());
+TEST_F(NvmeFusedTest, ChunksDroppedAtRecoveryTakeTheirRepresentativesWithThem) {
   const auto low = make_chunks(3, 5);
   const auto high = make_chunks(3, 6);  // other bases: representatives of their own
   std::vector<std::vector<std::byte>> low_decoded;
   {
     RepresentativeStore reps;
-    auto o = open_store(dir.path(), &reps, *region);
+    auto o = open_store(dir_.path(), &reps, region_);
     ASSERT_TRUE(o.store);
-    low_decoded = write_fused(*o.store, reps, *region, low, 0,
+    low_decoded = write_fused(*o.store, reps, region_, low, 0,
                               [&](int cls) { return any_slot(*o.store, cls); });
     // Slots in the last slabs, which a 16 MiB tier no longer has.
     std::vector<SlotId> taken;
     const uint64_t cutoff = 16 * kMiB;
-    (void)write_fused(*o.store, reps, *region, high, 100, [&](int cls) {
+    (void)write_fused(*o.store, reps, region_, high, 100, [&](int cls) {
       for (;;) {
         const SlotId s = o.store->allocate(cls);
         if (s == kNoSlot) return s;
@@ -335,37 +337,34 @@ TEST(NvmeFusedTest, ChunksDroppedAtRecoveryTakeTheirRepresentativesWithThem) {
     });
   }
   RepresentativeStore reps;
-  auto o = open_store(dir.path(), &reps, *region, 16 * kMiB);
+  auto o = open_store(dir_.path(), &reps, region_, 16 * kMiB);
   ASSERT_TRUE(o.store);
   ASSERT_EQ(o.records.size(), low.size());
   EXPECT_GE(o.report.discarded, high.size());
   EXPECT_GT(o.report.orphan_representatives, 0u);
   for (const ChunkRecord& r : o.records) {
-    EXPECT_EQ(read_and_decode(*o.store, reps, *region, r), low_decoded[r.key.lo - 0x1000]);
+    EXPECT_EQ(read_and_decode(*o.store, reps, region_, r), low_decoded[r.key.lo - 0x1000]);
   }
-  const auto counts = reference_counts(*o.store, reps, *region, o.records);
+  const auto counts = reference_counts(*o.store, reps, region_, o.records);
   EXPECT_EQ(reps.stats().count, counts.size());
   EXPECT_EQ(o.store->persisted_representatives(), counts.size());
 }
 
 // A chunk whose representative record is missing from the index (lost some other way) is not
 // served: recovery removes it rather than decode it wrong.
-TEST(NvmeFusedTest, AChunkMissingARepresentativeIsDropped) {
-  TempDir dir;
-  auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
-  ASSERT_TRUE(region.ok());
+TEST_F(NvmeFusedTest, AChunkMissingARepresentativeIsDropped) {
   const auto a = make_chunks(1, 7);
   const auto b = make_chunks(1, 8);
   RepId victim = kNoRep;
   {
     RepresentativeStore reps;
-    auto o = open_store(dir.path(), &reps, *region);
+    auto o = open_store(dir_.path(), &reps, region_);
     ASSERT_TRUE(o.store);
     std::vector<std::vector<RepId>> a_refs, b_refs;
     (void)write_fused(
-        *o.store, reps, *region, a, 0, [&](int c) { return any_slot(*o.store, c); }, &a_refs);
+        *o.store, reps, region_, a, 0, [&](int c) { return any_slot(*o.store, c); }, &a_refs);
     (void)write_fused(
-        *o.store, reps, *region, b, 1, [&](int c) { return any_slot(*o.store, c); }, &b_refs);
+        *o.store, reps, region_, b, 1, [&](int c) { return any_slot(*o.store, c); }, &b_refs);
     // A representative only chunk b refers to.
     const std::set<RepId> of_a(a_refs[0].begin(), a_refs[0].end());
     for (RepId id : b_refs[0]) {
@@ -376,7 +375,7 @@ TEST(NvmeFusedTest, AChunkMissingARepresentativeIsDropped) {
   {
     // Delete that representative's record behind the store's back.
     rocksdb::DB* raw = nullptr;
-    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir.path() + "/a/index", &raw).ok());
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir_.path() + "/a/index", &raw).ok());
     std::unique_ptr<rocksdb::DB> db(raw);
     std::string k(9, '\0');
     k[0] = 'r';
@@ -386,21 +385,18 @@ TEST(NvmeFusedTest, AChunkMissingARepresentativeIsDropped) {
     ASSERT_TRUE(db->Delete(rocksdb::WriteOptions(), k).ok());
   }
   RepresentativeStore reps;
-  auto o = open_store(dir.path(), &reps, *region);
+  auto o = open_store(dir_.path(), &reps, region_);
   ASSERT_TRUE(o.store);
   ASSERT_EQ(o.records.size(), 1u);
   EXPECT_EQ(o.records[0].key, key_of(0));
   EXPECT_EQ(o.report.discarded, 1u);
-  (void)read_and_decode(*o.store, reps, *region, o.records[0]);
+  (void)read_and_decode(*o.store, reps, region_, o.records[0]);
   EXPECT_EQ(reps.stats().count, o.store->persisted_representatives());
 }
 
-TEST(NvmeFusedTest, CommitRefusesFusedChunksItCannotPersist) {
-  TempDir dir;
-  auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
-  ASSERT_TRUE(region.ok());
+TEST_F(NvmeFusedTest, CommitRefusesFusedChunksItCannotPersist) {
   RepresentativeStore reps;
-  auto o = open_store(dir.path(), nullptr, *region);
+  auto o = open_store(dir_.path(), nullptr, region_);
   ASSERT_TRUE(o.store);
   ChunkRecord r;
   r.ns = kNs;
