@@ -63,9 +63,7 @@ TEST_F(PrefillIntegrationTest, EngineLoopCoversThePrefixExactlyOnceWithEveryByte
   size_t sessions = 0;
   for (uint32_t m : {0u, 17u, static_cast<uint32_t>(kChunks), proto::kAutoMeetingPoint}) {
     SCOPED_TRACE("meeting point " + std::to_string(m));
-    PrefillOptions o;
-    o.meeting_point = m;
-    auto s = PrefillSession::begin(client_, ns_, std::span<const TokenId>(tokens), o);
+    auto s = begin_session(tokens, m);
     ASSERT_TRUE(s.ok()) << s.status().to_string();
     ++sessions;
     EXPECT_EQ((*s)->total_chunks(), kChunks);
@@ -197,9 +195,7 @@ TEST_F(PrefillIntegrationTest, TheCAbiDrivesTheSameLoop) {
 
 TEST_F(PrefillIntegrationTest, ReportsThatBreakTheRulesGetAnErrorThatSaysWhy) {
   const auto tokens = cached_prompt(3);
-  PrefillOptions o;
-  o.meeting_point = 10;
-  auto s = PrefillSession::begin(client_, ns_, std::span<const TokenId>(tokens), o);
+  auto s = begin_session(tokens, 10);
   ASSERT_TRUE(s.ok());
   EXPECT_EQ((*s)->next().action, PrefillSession::Action::kCompute);
   // Chunk 39 is the loader's: the daemon refuses to count it computed.
@@ -208,7 +204,7 @@ TEST_F(PrefillIntegrationTest, ReportsThatBreakTheRulesGetAnErrorThatSaysWhy) {
   EXPECT_NE(st.message().find("chunk 39 is the loader's"), std::string::npos) << st.message();
   EXPECT_EQ(stats().prefill.wasted_loads, 1u);
   EXPECT_TRUE((*s)->cancel().ok());
-  auto s2 = PrefillSession::begin(client_, ns_, std::span<const TokenId>(tokens), o);
+  auto s2 = begin_session(tokens, 10);
   ASSERT_TRUE(s2.ok());
   const auto st2 = stats();
   EXPECT_EQ(st2.prefill.sessions_active, 1u);
@@ -234,7 +230,7 @@ TEST_F(PrefillIntegrationTest, ClientKilledMidSessionIsCancelledAndItsSlotsRelea
       << daemon_->log();
   // The daemon still serves prefill sessions.
   const auto tokens = cached_prompt(4);
-  auto s = PrefillSession::begin(client_, ns_, std::span<const TokenId>(tokens));
+  auto s = begin_session(tokens);
   ASSERT_TRUE(s.ok()) << s.status().to_string();
   EXPECT_TRUE((*s)->cancel().ok());
 }

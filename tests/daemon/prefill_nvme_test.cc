@@ -93,9 +93,7 @@ TEST_F(PrefillNvmeTest, RamAndNvmeChunksCoverThePrefixExactlyOnceWithEveryByteVe
   for (uint32_t m : {8u, 0u, proto::kAutoMeetingPoint}) {
     SCOPED_TRACE("meeting point " + std::to_string(m));
     split_tiers();  // chunks loaded by the last session were promoted: out of RAM again
-    PrefillOptions o;
-    o.meeting_point = m;
-    auto s = PrefillSession::begin(client_, ns_, std::span<const TokenId>(tokens_), o);
+    auto s = begin_session(tokens_, m);
     ASSERT_TRUE(s.ok()) << s.status().to_string();
     ++sessions;
     ASSERT_EQ((*s)->cached_chunks(), kChunks);
@@ -141,9 +139,7 @@ TEST_F(PrefillNvmeTest, DamagedChunkOnDiskIsComputedInstead) {
   connect();
   split_tiers();  // after the restart everything is on NVMe: 0..5 promoted again
 
-  PrefillOptions o;
-  o.meeting_point = 8;  // every NVMe chunk from 8 on is read, 15 among them
-  auto s = PrefillSession::begin(client_, ns_, std::span<const TokenId>(tokens_), o);
+  auto s = begin_session(tokens_, 8);  // every NVMe chunk from 8 on is read, 15 among them
   ASSERT_TRUE(s.ok()) << s.status().to_string();
   ASSERT_EQ((*s)->cached_chunks(), kChunks);
   const testing::PrefillCoverage c = run_engine(**s, keys_);
@@ -182,7 +178,7 @@ TEST_F(PrefillNvmeTest, ClientKilledWithNvmeReadsInFlightReleasesEverything) {
   // The daemon still serves: a session over the same prompt, from NVMe and RAM, completes.
   std::vector<TokenId> tokens(32 * 64);
   for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = 60000 + static_cast<TokenId>(i);
-  auto s = PrefillSession::begin(client_, ns_, std::span<const TokenId>(tokens));
+  auto s = begin_session(tokens);
   ASSERT_TRUE(s.ok()) << s.status().to_string();
   EXPECT_EQ((*s)->cached_chunks(), 32u);
   std::vector<ChunkKey> keys = Client::keys(ns_, tokens);

@@ -45,6 +45,15 @@ class PrefillDaemonTest : public ::testing::Test {
     ns_ = *ns;
   }
 
+  // Begins a session of client_ over `tokens` that meets at `meeting_point` (default: where the
+  // daemon's planner says).
+  Result<std::unique_ptr<PrefillSession>> begin_session(
+      std::span<const TokenId> tokens, uint32_t meeting_point = proto::kAutoMeetingPoint) {
+    PrefillOptions o;
+    o.meeting_point = meeting_point;
+    return PrefillSession::begin(client_, ns_, tokens, o);
+  }
+
   proto::StatsReply stats() {
     auto s = client_->stats();
     EXPECT_TRUE(s.ok());
