@@ -13,6 +13,7 @@
 #include "kv_dataset.h"
 #include "storage/codec_test_util.h"
 #include "support/json.h"
+#include "support/nvme_client.h"
 #include "support/nvme_damage.h"
 #include "support/process.h"
 #include "support/test_daemon.h"
@@ -22,6 +23,7 @@
 namespace tierkv {
 namespace {
 
+using testing::flush_to_nvme;
 using testing::TestDaemon;
 using namespace std::chrono_literals;
 
@@ -61,15 +63,6 @@ std::shared_ptr<Client> connect(const TestDaemon& d) {
   auto c = Client::connect({d.socket_path(), "nvme-codec-test", false});
   EXPECT_TRUE(c.ok()) << c.status().to_string();
   return c.ok() ? *c : nullptr;
-}
-
-void flush(Client& c) {
-  ASSERT_TRUE(testing::wait_until(
-      [&] {
-        auto f = c.flush();
-        return f.ok() && f->dirty_chunks == 0 && f->writes_in_flight == 0;
-      },
-      60s));
 }
 
 // Real prompts: their token ids and the KV a real model computed for their full chunks.
@@ -184,7 +177,7 @@ TEST_P(NvmeCodecRoundTrip, PutEvictLoadFromNvme) {
   ASSERT_TRUE(ns.ok()) << ns.status().to_string();
   const auto keys = put_real(*c, *ns);
   ASSERT_GE(keys.size(), 12u);
-  flush(*c);
+  flush_to_nvme(*c);
   ASSERT_EQ(*c->evict(ns->id, keys), keys.size());  // out of RAM: every load reads NVMe
   for (const RealPrompt& p : real_kv().prompts) {
     auto look = c->lookup(*ns, p.tokens);
@@ -246,7 +239,7 @@ TEST(NvmeCodecTest, ChunksLoadAfterRestartUnderAnotherCodec) {
     auto ns = c->register_layout(real_kv().layout, "zstd-then-raw");
     ASSERT_TRUE(ns.ok());
     zstd_keys = put_real(*c, *ns);
-    flush(*c);
+    flush_to_nvme(*c);
   }
   d->stop();
   ASSERT_NO_FATAL_FAILURE(set_codec(*d, "zstd", "raw"));
@@ -264,7 +257,7 @@ TEST(NvmeCodecTest, ChunksLoadAfterRestartUnderAnotherCodec) {
     auto raw_ns = c->register_layout(real_kv().layout, "raw-then-zstd");
     ASSERT_TRUE(raw_ns.ok());
     const auto raw_keys = put_real(*c, *raw_ns);
-    flush(*c);
+    flush_to_nvme(*c);
     st = c->stats();
     EXPECT_EQ(nvme_codec_stats(*st)->encoded_chunks, zstd_keys.size());  // the new ones are raw
     EXPECT_EQ(st->nvme.checksum_failures, 0u);
@@ -298,7 +291,7 @@ TEST(NvmeCodecTest, FusedChunksDecodeAfterARestartAndDeletingThemFreesTheirRepre
     auto ns = c->register_layout(real_kv().layout, "fused");
     ASSERT_TRUE(ns.ok());
     keys = put_real(*c, *ns);
-    flush(*c);
+    flush_to_nvme(*c);
     const auto st = c->stats();
     EXPECT_EQ(nvme_codec_stats(*st)->encoded_chunks, keys.size());
     reps_before = st->codec.fused_representatives;
@@ -335,7 +328,7 @@ TEST(NvmeCodecTest, DamagedEncodedChunkIsAMissAndCounted) {
     auto ns = c->register_layout(real_kv().layout, "damage");
     ASSERT_TRUE(ns.ok());
     (void)put_real(*c, *ns);
-    flush(*c);
+    flush_to_nvme(*c);
     k0 = Client::keys(*ns, p0.tokens);
     k1 = Client::keys(*ns, p1.tokens);
   }
@@ -358,15 +351,7 @@ TEST(NvmeCodecTest, DamagedEncodedChunkIsAMissAndCounted) {
   EXPECT_EQ(st->nvme.checksum_failures, 1u);
   EXPECT_EQ(c->lookup(*ns, p0.tokens)->cached_chunks, 1u);  // removed from the tier
   EXPECT_NE(d->log().find("fails its checksum"), std::string::npos) << d->log();
-  uint64_t corrupt = 0;
-  for (uint64_t cursor = 0;;) {
-    auto v = c->verify(cursor, 256);
-    ASSERT_TRUE(v.ok());
-    corrupt += v->corrupt;
-    cursor = v->next_cursor;
-    if (v->done) break;
-  }
-  EXPECT_EQ(corrupt, 1u);
+  EXPECT_EQ(testing::scrub_nvme(*c).corrupt, 1u);
   EXPECT_EQ(c->lookup(*ns, p1.tokens)->cached_chunks, 2u);
 }
 
@@ -456,17 +441,9 @@ TEST(NvmeCodecTest, SigkillDuringEncodedWriteDownNeverServesATornChunk) {
   EXPECT_GT(recovered_max, 0u) << "no round recovered a chunk: the kills never found one on disk";
   EXPECT_GT(encoded_max, 0u) << "no encoded chunk was recovered";
   auto c = connect(*d);
-  uint64_t checked = 0, bad = 0;
-  for (uint64_t cursor = 0;;) {
-    auto v = c->verify(cursor, 256);
-    ASSERT_TRUE(v.ok());
-    checked += v->checked;
-    bad += v->corrupt + v->unreadable;
-    cursor = v->next_cursor;
-    if (v->done) break;
-  }
-  EXPECT_GT(checked, 0u);
-  EXPECT_EQ(bad, 0u);
+  const testing::NvmeScrub scrub = testing::scrub_nvme(*c);
+  EXPECT_GT(scrub.checked, 0u);
+  EXPECT_EQ(scrub.corrupt + scrub.unreadable, 0u);
 }
 
 TEST(NvmeCodecTest, SmallStagingMakesWriteDownWaitNotFail) {
@@ -481,7 +458,7 @@ TEST(NvmeCodecTest, SmallStagingMakesWriteDownWaitNotFail) {
   const auto keys = put_real(*c, *ns);
   ASSERT_GT(keys.size(), 9u);
   EXPECT_EQ(c->stats()->tiers[2].chunks, 0u);  // write-back: nothing down before the flush
-  flush(*c);
+  flush_to_nvme(*c);
   auto st = c->stats();
   EXPECT_GT(st->codec.encode_waits, 0u);
   EXPECT_EQ(st->tiers[2].chunks, keys.size());
@@ -500,7 +477,7 @@ TEST(NvmeCodecTest, TierkvctlStatsShowsTheCompressionAndTheStages) {
   auto ns = c->register_layout(real_kv().layout, "codec");
   ASSERT_TRUE(ns.ok());
   const auto keys = put_real(*c, *ns);
-  flush(*c);
+  flush_to_nvme(*c);
   ASSERT_EQ(*c->evict(ns->id, keys), keys.size());
   EXPECT_EQ(load_and_check(*c, *ns, storage::CodecConfig{}), keys.size());
 

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "support/chunk_pattern.h"
+#include "support/nvme_client.h"
 #include "support/nvme_damage.h"
 #include "support/process.h"
 #include "support/test_daemon.h"
@@ -19,8 +20,9 @@ namespace tierkv {
 namespace {
 
 using testing::chunk_matches;
-using testing::fill_chunk;
 using testing::damage_chunk;
+using testing::fill_chunk;
+using testing::flush_to_nvme;
 using testing::TestDaemon;
 using namespace std::chrono_literals;
 
@@ -70,16 +72,6 @@ std::vector<ChunkKey> store(Client& c, const Namespace& ns, const std::vector<To
   return keys;
 }
 
-// Writes every host chunk down, with a deadline.
-void flush(Client& c) {
-  ASSERT_TRUE(testing::wait_until(
-      [&] {
-        auto f = c.flush();
-        return f.ok() && f->dirty_chunks == 0 && f->writes_in_flight == 0;
-      },
-      30s));
-}
-
 proto::NvmeStats nvme_stats(Client& c) {
   auto s = c.stats();
   EXPECT_TRUE(s.ok());
@@ -106,7 +98,7 @@ TEST(NvmeTierTest, EvictedChunksLoadBackFromNvmeVerified) {
   ASSERT_TRUE(ns.ok());
   const auto tokens = prompt(1, 24);
   const auto keys = store(*c, *ns, tokens);
-  flush(*c);
+  flush_to_nvme(*c);
   ASSERT_EQ(*c->evict(ns->id, keys), 24u);  // out of host RAM; NVMe keeps them
 
   auto look = c->lookup(*ns, tokens);
@@ -161,7 +153,7 @@ TEST(NvmeTierTest, PrefetchBringsChunksUpAheadOfTheLoad) {
   auto ns = c->register_layout(kLayout, "nvme");
   const auto tokens = prompt(7, 12);
   const auto keys = store(*c, *ns, tokens);
-  flush(*c);
+  flush_to_nvme(*c);
   ASSERT_EQ(*c->evict(ns->id, keys), 12u);
   auto pre = c->prefetch(*ns, tokens);
   ASSERT_TRUE(pre.ok()) << pre.status().to_string();
@@ -185,7 +177,7 @@ TEST(NvmeTierTest, OnlyListedTenantsGoToDisk) {
   auto ram_only = c->register_layout(kLayout, "ram-tenant");
   store(*c, *on_disk, prompt(8, 4));
   store(*c, *ram_only, prompt(9, 4));
-  flush(*c);
+  flush_to_nvme(*c);
   auto st = c->stats();
   EXPECT_EQ(st->tiers[2].chunks, 4u);
   EXPECT_EQ(st->nvme.dirty_chunks, 0u);  // the RAM-only tenant's chunks are not "unwritten"
@@ -206,7 +198,7 @@ TEST(NvmeTierTest, EvictDuringWriteDownStillLandsButDeleteDoesNot) {
   ASSERT_GT(nvme_stats(*c).writes_in_flight, 0u);
   ASSERT_EQ(*c->evict(ns->id, kept_keys), 4u);   // RAM only: NVMe still gets them
   ASSERT_EQ(*c->remove(ns->id, gone_keys), 4u);  // everywhere: their writes are void
-  flush(*c);
+  flush_to_nvme(*c);
   auto look = c->lookup(*ns, kept);
   ASSERT_EQ(look->cached_chunks, 4u);
   EXPECT_EQ(look->tiers[0], Tier::kNvme);
@@ -225,7 +217,7 @@ TEST(NvmeTierTest, RestartKeepsNvmeChunks) {
     auto c = connect(*d);
     auto ns = c->register_layout(kLayout, "nvme");
     store(*c, *ns, tokens);
-    flush(*c);
+    flush_to_nvme(*c);
   }
   d->stop();
   ASSERT_TRUE(d->restart().ok());
@@ -272,17 +264,9 @@ TEST(NvmeTierTest, SigkillDuringWriteHeavyLoadNeverServesATornChunk) {
   EXPECT_GT(recovered_max, 0u) << "no round recovered a chunk: the kills never found one on disk";
   // And a full scrub of what is on disk now finds nothing damaged.
   auto c = connect(*d);
-  uint64_t cursor = 0, checked = 0, bad = 0;
-  for (;;) {
-    auto v = c->verify(cursor, 256);
-    ASSERT_TRUE(v.ok());
-    checked += v->checked;
-    bad += v->corrupt + v->unreadable;
-    cursor = v->next_cursor;
-    if (v->done) break;
-  }
-  EXPECT_GT(checked, 0u);
-  EXPECT_EQ(bad, 0u);
+  const testing::NvmeScrub scrub = testing::scrub_nvme(*c);
+  EXPECT_GT(scrub.checked, 0u);
+  EXPECT_EQ(scrub.corrupt + scrub.unreadable, 0u);
 }
 
 // Stores the prompt on NVMe, stops the daemon, damages the chunks `damaged` names on disk, and
@@ -294,7 +278,7 @@ void store_damage_restart(TestDaemon& d, const std::vector<TokenId>& tokens,
     auto c = connect(d);
     auto ns = c->register_layout(kLayout, "nvme");
     keys = store(*c, *ns, tokens);
-    flush(*c);
+    flush_to_nvme(*c);
   }
   d.stop();
   for (size_t i : damaged) damage_chunk(d, keys[i]);
@@ -356,7 +340,7 @@ FaultRun run_with_faults(const std::string& faults, bool expect_flush = true) {
   auto ns = c->register_layout(kLayout, "faults");
   const auto tokens = prompt(5, 32);
   const auto keys = store(*c, *ns, tokens);
-  if (expect_flush) flush(*c);
+  if (expect_flush) flush_to_nvme(*c);
   (void)c->evict(ns->id, keys);
   out.loaded = load_and_verify(*c, *ns, tokens);
   EXPECT_TRUE(stress->wait_exit(120s));

@@ -3,13 +3,12 @@
 // emulated tier, every delivered byte verified, exactly-once coverage, stats, and a client killed
 // mid-session.
 #include <gtest/gtest.h>
-#include <signal.h>
-#include <sys/wait.h>
 
-#include <cstring>
 #include <thread>
 
+#include "support/chunk_pattern.h"
 #include "support/json.h"
+#include "support/prefill_engine.h"
 #include "support/process.h"
 #include "support/test_daemon.h"
 #include "tierkv/client.h"
@@ -19,47 +18,22 @@
 namespace tierkv {
 namespace {
 
-using testing::TestDaemon;
 using testing::wait_until;
 using namespace std::chrono_literals;
 
 const Layout kLayout{2, 2, 64, DType::kBFloat16, 64};  // 64 KiB chunks
 constexpr size_t kChunks = 40;
 
-// Host reads go through an emulated tier of 0.05 GB/s: 1.3 ms per 64 KiB chunk.
-std::unique_ptr<TestDaemon> start_daemon() {
-  testing::TestDaemonOptions o;
-  o.host_capacity = "32MiB";
-  o.extra_toml =
-      "slab_size = \"4MiB\"\nprefault = false\n[prefill]\nhost_read_throttle_GBps = 0.05\n"
-      "host_read_throttle_latency_us = 50.0\nqueue_depth = 4\n";
-  auto d = TestDaemon::start(o);
-  EXPECT_TRUE(d.ok()) << d.status().to_string();
-  return d.ok() ? std::move(d).value() : nullptr;
-}
-
-// Chunk content is a function of its key.
-void fill_chunk(const ChunkKey& key, std::span<std::byte> out) {
-  uint64_t x = key.lo ^ (key.hi * 0x9E3779B97F4A7C15ull) ^ 7;
-  for (size_t i = 0; i + 8 <= out.size(); i += 8) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    std::memcpy(out.data() + i, &x, 8);
-  }
-}
-
-class PrefillIntegrationTest : public ::testing::Test {
+class PrefillIntegrationTest : public testing::PrefillDaemonTest {
  protected:
+  // Host reads go through an emulated tier of 0.05 GB/s: 1.3 ms per 64 KiB chunk.
   void SetUp() override {
-    daemon_ = start_daemon();
-    ASSERT_NE(daemon_, nullptr);
-    auto c = Client::connect({daemon_->socket_path(), "prefill-engine", true});
-    ASSERT_TRUE(c.ok()) << c.status().to_string();
-    client_ = *c;
-    auto ns = client_->register_layout(kLayout, "prefill");
-    ASSERT_TRUE(ns.ok());
-    ns_ = *ns;
+    ASSERT_NO_FATAL_FAILURE(start_daemon(
+        {.host_capacity = "32MiB",
+         .extra_toml = "slab_size = \"4MiB\"\nprefault = false\n[prefill]\n"
+                       "host_read_throttle_GBps = 0.05\nhost_read_throttle_latency_us = 50.0\n"
+                       "queue_depth = 4\n"}));
+    connect("prefill-engine", kLayout);
   }
 
   // A prompt of kChunks full chunks plus 10 tokens, cached, with known bytes.
@@ -69,91 +43,39 @@ class PrefillIntegrationTest : public ::testing::Test {
     const auto keys = Client::keys(ns_, tokens);
     std::vector<std::byte> kv(kChunks * ns_.chunk_bytes());
     for (size_t i = 0; i < kChunks; ++i) {
-      fill_chunk(keys[i], std::span(kv).subspan(i * ns_.chunk_bytes(), ns_.chunk_bytes()));
+      testing::fill_chunk(keys[i], std::span(kv).subspan(i * ns_.chunk_bytes(), ns_.chunk_bytes()));
     }
     auto put = client_->put(ns_, tokens, kv);
     EXPECT_TRUE(put.ok() && put->written == kChunks);
     return tokens;
   }
 
+  // Chunk content is a function of its key (support/chunk_pattern.h).
   bool chunk_matches(const ChunkKey& key, std::span<const std::byte> got) const {
-    std::vector<std::byte> expect(ns_.chunk_bytes());
-    fill_chunk(key, expect);
-    return got.size() == expect.size() &&
-           std::memcmp(got.data(), expect.data(), expect.size()) == 0;
+    return got.size() == ns_.chunk_bytes() && testing::chunk_matches(key, got);
   }
-
-  proto::StatsReply stats() {
-    auto s = client_->stats();
-    EXPECT_TRUE(s.ok());
-    return s.ok() ? *s : proto::StatsReply{};
-  }
-
-  std::unique_ptr<TestDaemon> daemon_;
-  std::shared_ptr<Client> client_;
-  Namespace ns_;
 };
-
-struct Coverage {
-  std::vector<int> loaded, computed;
-  uint32_t bad_bytes = 0;
-  proto::PrefillSummary summary;
-};
-
-// The engine's loop, as prefill.h shows it. "Computing" a chunk takes `compute` of wall time.
-Coverage run_engine(PrefillSession& s, const std::vector<ChunkKey>& keys,
-                    const std::function<bool(const ChunkKey&, std::span<const std::byte>)>& check,
-                    std::chrono::microseconds compute) {
-  Coverage c;
-  c.loaded.assign(s.cached_chunks(), 0);
-  c.computed.assign(s.cached_chunks(), 0);
-  for (int steps = 0; steps < 100000; ++steps) {
-    for (uint32_t i : s.take_ready()) {
-      ++c.loaded[i];
-      if (!check(keys[i], s.chunk(i))) ++c.bad_bytes;
-      s.release(i);
-    }
-    const auto next = s.next();
-    if (next.action == PrefillSession::Action::kDone) break;
-    if (next.action == PrefillSession::Action::kCompute) {
-      std::this_thread::sleep_for(compute);  // the emulated forward pass
-      const Status st = s.computed(next.chunk);
-      EXPECT_TRUE(st.ok()) << st.to_string();
-      ++c.computed[next.chunk];
-    } else {
-      const Status st = s.wait_ready(5ms);
-      EXPECT_TRUE(st.ok()) << st.to_string();
-    }
-  }
-  EXPECT_TRUE(s.met());
-  auto sum = s.end();
-  EXPECT_TRUE(sum.ok()) << sum.status().to_string();
-  if (sum.ok()) c.summary = *sum;
-  return c;
-}
 
 TEST_F(PrefillIntegrationTest, EngineLoopCoversThePrefixExactlyOnceWithEveryByteVerified) {
   const auto tokens = cached_prompt(1);
   const auto keys = Client::keys(ns_, tokens);
-  auto check = [&](const ChunkKey& k, std::span<const std::byte> b) { return chunk_matches(k, b); };
+  auto check = [&](uint32_t i, std::span<const std::byte> b) { return chunk_matches(keys[i], b); };
   size_t sessions = 0;
   for (uint32_t m : {0u, 17u, static_cast<uint32_t>(kChunks), proto::kAutoMeetingPoint}) {
     SCOPED_TRACE("meeting point " + std::to_string(m));
-    PrefillOptions o;
-    o.meeting_point = m;
-    auto s = PrefillSession::begin(client_, ns_, std::span<const TokenId>(tokens), o);
+    auto s = begin_session(tokens, m);
     ASSERT_TRUE(s.ok()) << s.status().to_string();
     ++sessions;
     EXPECT_EQ((*s)->total_chunks(), kChunks);
     EXPECT_EQ((*s)->cached_chunks(), kChunks);
     EXPECT_EQ((*s)->tiers()[0], Tier::kHost);
     EXPECT_EQ((*s)->plan().resident_chunks, 0u) << "throttled host reads are not handed over";
-    const Coverage c = run_engine(**s, keys, check, 1ms);
+    const testing::PrefillCoverage c = testing::run_prefill_engine(**s, check, 1ms);
     EXPECT_EQ(c.bad_bytes, 0u);
     for (size_t i = 0; i < kChunks; ++i) {
-      EXPECT_EQ(c.loaded[i] + c.computed[i], 1) << "chunk " << i;
+      EXPECT_EQ(c.delivered(i) + c.computed[i], 1) << "chunk " << i;
       if (m != proto::kAutoMeetingPoint) {
-        EXPECT_EQ(c.loaded[i], i >= m ? 1 : 0) << "chunk " << i;
+        EXPECT_EQ(c.delivered(i), i >= m ? 1 : 0) << "chunk " << i;
       }
     }
     EXPECT_EQ(c.summary.met, 1);
@@ -273,9 +195,7 @@ TEST_F(PrefillIntegrationTest, TheCAbiDrivesTheSameLoop) {
 
 TEST_F(PrefillIntegrationTest, ReportsThatBreakTheRulesGetAnErrorThatSaysWhy) {
   const auto tokens = cached_prompt(3);
-  PrefillOptions o;
-  o.meeting_point = 10;
-  auto s = PrefillSession::begin(client_, ns_, std::span<const TokenId>(tokens), o);
+  auto s = begin_session(tokens, 10);
   ASSERT_TRUE(s.ok());
   EXPECT_EQ((*s)->next().action, PrefillSession::Action::kCompute);
   // Chunk 39 is the loader's: the daemon refuses to count it computed.
@@ -284,7 +204,7 @@ TEST_F(PrefillIntegrationTest, ReportsThatBreakTheRulesGetAnErrorThatSaysWhy) {
   EXPECT_NE(st.message().find("chunk 39 is the loader's"), std::string::npos) << st.message();
   EXPECT_EQ(stats().prefill.wasted_loads, 1u);
   EXPECT_TRUE((*s)->cancel().ok());
-  auto s2 = PrefillSession::begin(client_, ns_, std::span<const TokenId>(tokens), o);
+  auto s2 = begin_session(tokens, 10);
   ASSERT_TRUE(s2.ok());
   const auto st2 = stats();
   EXPECT_EQ(st2.prefill.sessions_active, 1u);
@@ -296,27 +216,13 @@ TEST_F(PrefillIntegrationTest, ReportsThatBreakTheRulesGetAnErrorThatSaysWhy) {
 
 TEST_F(PrefillIntegrationTest, ClientKilledMidSessionIsCancelledAndItsSlotsReleased) {
   testing::TempDir logs;
-  const std::string helper =
-      std::string(TIERKV_BINARY_DIR) + "/tests/daemon/tierkv_test_prefill_client";
-  auto victim =
-      testing::Subprocess::spawn({helper, "hang", daemon_->socket_path()}, logs.file("victim.log"));
+  auto victim = testing::start_hanging_prefill_client("hang", *daemon_, logs.file("victim.log"));
   ASSERT_TRUE(victim.ok()) << victim.status().to_string();
-  ASSERT_TRUE(
-      wait_until([&] { return testing::read_file(logs.file("victim.log")) == "READY\n"; }, 30s))
-      << testing::read_file(logs.file("victim.log")) << daemon_->log();
   auto before = stats();
   EXPECT_EQ(before.prefill.sessions_active, 1u);
   EXPECT_GT(before.read_leases, 0u);
 
-  ASSERT_EQ(::kill(victim->pid(), SIGKILL), 0);
-  ASSERT_TRUE(victim->wait_exit(10s));
-  ASSERT_TRUE(wait_until(
-      [&] {
-        const auto s = stats();
-        return s.prefill.sessions_active == 0 && s.read_leases == 0;
-      },
-      20s))
-      << daemon_->log();
+  ASSERT_NO_FATAL_FAILURE(kill_and_wait_released(*victim));
   const auto after = stats();
   EXPECT_EQ(after.prefill.sessions_cancelled, 1u);
   EXPECT_EQ(after.prefill.wasted_loads, 0u);
@@ -324,7 +230,7 @@ TEST_F(PrefillIntegrationTest, ClientKilledMidSessionIsCancelledAndItsSlotsRelea
       << daemon_->log();
   // The daemon still serves prefill sessions.
   const auto tokens = cached_prompt(4);
-  auto s = PrefillSession::begin(client_, ns_, std::span<const TokenId>(tokens));
+  auto s = begin_session(tokens);
   ASSERT_TRUE(s.ok()) << s.status().to_string();
   EXPECT_TRUE((*s)->cancel().ok());
 }

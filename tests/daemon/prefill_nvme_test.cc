@@ -5,13 +5,15 @@
 // chunk, and a client killed with NVMe reads in flight releasing everything.
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <signal.h>
 #include <unistd.h>
 
-#include <thread>
+#include <span>
+#include <vector>
 
 #include "support/chunk_pattern.h"
+#include "support/nvme_client.h"
 #include "support/nvme_damage.h"
+#include "support/prefill_engine.h"
 #include "support/process.h"
 #include "support/test_daemon.h"
 #include "tierkv/client.h"
@@ -22,49 +24,33 @@ namespace tierkv {
 namespace {
 
 using testing::chunk_matches;
-using testing::fill_chunk;
 using testing::damage_chunk;
-using testing::TestDaemon;
-using testing::wait_until;
+using testing::fill_chunk;
 using namespace std::chrono_literals;
 
 const Layout kLayout{2, 2, 64, DType::kBFloat16, 64};  // 64 KiB chunks
 constexpr uint32_t kChunks = 24;
 constexpr uint32_t kInRam = 6;  // chunks 0..5 stay in host RAM
 
-// A 16 MiB host tier over a 64 MiB NVMe tier; NVMe reads paced to 0.02 GB/s (3.3 ms a chunk).
-std::unique_ptr<TestDaemon> start_daemon() {
-  testing::TestDaemonOptions o;
-  o.host_capacity = "16MiB";
-  o.extra_toml =
-      "slab_size = \"4MiB\"\nprefault = false\n[nvme]\ndirectories = [\"${DIR}/nvme\"]\n"
-      "capacity = \"64MiB\"\nslab_size = \"4MiB\"\nqueue_depth = 16\nmode = \"write-through\"\n"
-      "[prefill]\nqueue_depth = 4\nnvme_read_throttle_GBps = 0.02\n";
-  auto d = TestDaemon::start(o);
-  EXPECT_TRUE(d.ok()) << d.status().to_string();
-  return d.ok() ? std::move(d).value() : nullptr;
-}
-
-class PrefillNvmeTest : public ::testing::Test {
+class PrefillNvmeTest : public testing::PrefillDaemonTest {
  protected:
+  // A 16 MiB host tier over a 64 MiB NVMe tier; NVMe reads paced to 0.02 GB/s (3.3 ms a chunk).
   void SetUp() override {
-    daemon_ = start_daemon();
-    ASSERT_NE(daemon_, nullptr);
-    connect();
+    ASSERT_NO_FATAL_FAILURE(start_daemon(
+        {.host_capacity = "16MiB",
+         .extra_toml =
+             "slab_size = \"4MiB\"\nprefault = false\n[nvme]\n"
+             "directories = [\"${DIR}/nvme\"]\ncapacity = \"64MiB\"\nslab_size = \"4MiB\"\n"
+             "queue_depth = 16\nmode = \"write-through\"\n[prefill]\nqueue_depth = 4\n"
+             "nvme_read_throttle_GBps = 0.02\n"}));
+    ASSERT_NO_FATAL_FAILURE(connect());
     tokens_.resize(kChunks * kLayout.chunk_tokens + 10);
     for (size_t i = 0; i < tokens_.size(); ++i) tokens_[i] = 5000000 + static_cast<TokenId>(i);
     keys_ = Client::keys(ns_, tokens_);
     keys_.resize(kChunks);
   }
 
-  void connect() {
-    auto c = Client::connect({daemon_->socket_path(), "prefill-nvme", true});
-    ASSERT_TRUE(c.ok()) << c.status().to_string();
-    client_ = *c;
-    auto ns = client_->register_layout(kLayout, "prefill");
-    ASSERT_TRUE(ns.ok());
-    ns_ = *ns;
-  }
+  void connect() { PrefillDaemonTest::connect("prefill-nvme", kLayout); }
 
   // Stores the prompt (key-derived bytes) and writes every chunk down to NVMe.
   void store_and_flush() {
@@ -75,12 +61,7 @@ class PrefillNvmeTest : public ::testing::Test {
       if (put->needs_write(i)) fill_chunk(keys_[i], put->slot(i));
     }
     ASSERT_TRUE(put->commit().ok());
-    ASSERT_TRUE(wait_until(
-        [&] {
-          auto f = client_->flush();
-          return f.ok() && f->dirty_chunks == 0 && f->writes_in_flight == 0;
-        },
-        30s));
+    ASSERT_NO_FATAL_FAILURE(testing::flush_to_nvme(*client_));
   }
 
   // Chunks kInRam.. leave host RAM (NVMe keeps them); the first kInRam are in RAM.
@@ -92,57 +73,18 @@ class PrefillNvmeTest : public ::testing::Test {
     ASSERT_TRUE(load->release().ok());
   }
 
-  proto::StatsReply stats() {
-    auto s = client_->stats();
-    EXPECT_TRUE(s.ok());
-    return s.ok() ? *s : proto::StatsReply{};
-  }
-
-  std::unique_ptr<TestDaemon> daemon_;
-  std::shared_ptr<Client> client_;
-  Namespace ns_;
   std::vector<TokenId> tokens_;
   std::vector<ChunkKey> keys_;
 };
 
-struct Coverage {
-  std::vector<int> handed, loaded, computed;
-  uint32_t bad_bytes = 0;
-  proto::PrefillSummary summary;
-};
-
 // An engine's chunked-prefill loop (prefill.h); "computing" a chunk takes 2 ms of wall time.
-Coverage run_engine(PrefillSession& s, const std::vector<ChunkKey>& keys) {
-  Coverage c;
-  c.handed.assign(s.cached_chunks(), 0);
-  c.loaded.assign(s.cached_chunks(), 0);
-  c.computed.assign(s.cached_chunks(), 0);
-  for (int steps = 0; steps < 100000; ++steps) {
-    for (uint32_t i : s.take_ready()) {
-      const proto::PrefillReady* info = s.ready_info(i);
-      ++(info != nullptr && info->completed_us > 0 ? c.loaded : c.handed)[i];
-      if (!chunk_matches(keys[i], s.chunk(i)) || s.chunk(i).size() != kLayout.chunk_bytes()) {
-        ++c.bad_bytes;
-      }
-      s.release(i);
-    }
-    const auto next = s.next();
-    if (next.action == PrefillSession::Action::kDone) break;
-    if (next.action == PrefillSession::Action::kCompute) {
-      std::this_thread::sleep_for(2ms);  // the emulated forward pass
-      const Status st = s.computed(next.chunk);
-      EXPECT_TRUE(st.ok()) << st.to_string();
-      ++c.computed[next.chunk];
-    } else {
-      const Status st = s.wait_ready(5ms);
-      EXPECT_TRUE(st.ok()) << st.to_string();
-    }
-  }
-  EXPECT_TRUE(s.met());
-  auto sum = s.end();
-  EXPECT_TRUE(sum.ok()) << sum.status().to_string();
-  if (sum.ok()) c.summary = *sum;
-  return c;
+testing::PrefillCoverage run_engine(PrefillSession& s, const std::vector<ChunkKey>& keys) {
+  return testing::run_prefill_engine(
+      s,
+      [&](uint32_t i, std::span<const std::byte> got) {
+        return chunk_matches(keys[i], got) && got.size() == kLayout.chunk_bytes();
+      },
+      2ms);
 }
 
 TEST_F(PrefillNvmeTest, RamAndNvmeChunksCoverThePrefixExactlyOnceWithEveryByteVerified) {
@@ -151,9 +93,7 @@ TEST_F(PrefillNvmeTest, RamAndNvmeChunksCoverThePrefixExactlyOnceWithEveryByteVe
   for (uint32_t m : {8u, 0u, proto::kAutoMeetingPoint}) {
     SCOPED_TRACE("meeting point " + std::to_string(m));
     split_tiers();  // chunks loaded by the last session were promoted: out of RAM again
-    PrefillOptions o;
-    o.meeting_point = m;
-    auto s = PrefillSession::begin(client_, ns_, std::span<const TokenId>(tokens_), o);
+    auto s = begin_session(tokens_, m);
     ASSERT_TRUE(s.ok()) << s.status().to_string();
     ++sessions;
     ASSERT_EQ((*s)->cached_chunks(), kChunks);
@@ -161,7 +101,7 @@ TEST_F(PrefillNvmeTest, RamAndNvmeChunksCoverThePrefixExactlyOnceWithEveryByteVe
       EXPECT_EQ((*s)->tiers()[i], i < kInRam ? Tier::kHost : Tier::kNvme) << "chunk " << i;
     }
     EXPECT_EQ((*s)->plan().resident_chunks, kInRam);
-    const Coverage c = run_engine(**s, keys_);
+    const testing::PrefillCoverage c = run_engine(**s, keys_);
     EXPECT_EQ(c.bad_bytes, 0u);
     for (uint32_t i = 0; i < kChunks; ++i) {
       EXPECT_EQ(c.handed[i] + c.loaded[i] + c.computed[i], 1) << "chunk " << i;
@@ -199,12 +139,10 @@ TEST_F(PrefillNvmeTest, DamagedChunkOnDiskIsComputedInstead) {
   connect();
   split_tiers();  // after the restart everything is on NVMe: 0..5 promoted again
 
-  PrefillOptions o;
-  o.meeting_point = 8;  // every NVMe chunk from 8 on is read, 15 among them
-  auto s = PrefillSession::begin(client_, ns_, std::span<const TokenId>(tokens_), o);
+  auto s = begin_session(tokens_, 8);  // every NVMe chunk from 8 on is read, 15 among them
   ASSERT_TRUE(s.ok()) << s.status().to_string();
   ASSERT_EQ((*s)->cached_chunks(), kChunks);
-  const Coverage c = run_engine(**s, keys_);
+  const testing::PrefillCoverage c = run_engine(**s, keys_);
   EXPECT_EQ(c.bad_bytes, 0u) << "a damaged chunk was served";
   for (uint32_t i = 0; i < kChunks; ++i) {
     EXPECT_EQ(c.handed[i] + c.loaded[i] + c.computed[i], 1) << "chunk " << i;
@@ -227,33 +165,20 @@ TEST_F(PrefillNvmeTest, DamagedChunkOnDiskIsComputedInstead) {
 
 TEST_F(PrefillNvmeTest, ClientKilledWithNvmeReadsInFlightReleasesEverything) {
   testing::TempDir logs;
-  const std::string helper =
-      std::string(TIERKV_BINARY_DIR) + "/tests/daemon/tierkv_test_prefill_client";
-  auto victim = testing::Subprocess::spawn({helper, "hang-nvme", daemon_->socket_path()},
-                                           logs.file("victim.log"));
+  auto victim =
+      testing::start_hanging_prefill_client("hang-nvme", *daemon_, logs.file("victim.log"));
   ASSERT_TRUE(victim.ok()) << victim.status().to_string();
-  ASSERT_TRUE(
-      wait_until([&] { return testing::read_file(logs.file("victim.log")) == "READY\n"; }, 30s))
-      << testing::read_file(logs.file("victim.log")) << daemon_->log();
   const auto before = stats();
   EXPECT_EQ(before.prefill.sessions_active, 1u);
   EXPECT_GT(before.read_leases, 0u) << "the victim holds a delivered chunk";
 
-  ASSERT_EQ(::kill(victim->pid(), SIGKILL), 0);
-  ASSERT_TRUE(victim->wait_exit(10s));
-  ASSERT_TRUE(wait_until(
-      [&] {
-        const auto s = stats();
-        return s.prefill.sessions_active == 0 && s.read_leases == 0 && s.nvme.reads_in_flight == 0;
-      },
-      20s))
-      << daemon_->log();
+  ASSERT_NO_FATAL_FAILURE(kill_and_wait_released(*victim));
   EXPECT_EQ(stats().prefill.sessions_cancelled, 1u);
 
   // The daemon still serves: a session over the same prompt, from NVMe and RAM, completes.
   std::vector<TokenId> tokens(32 * 64);
   for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = 60000 + static_cast<TokenId>(i);
-  auto s = PrefillSession::begin(client_, ns_, std::span<const TokenId>(tokens));
+  auto s = begin_session(tokens);
   ASSERT_TRUE(s.ok()) << s.status().to_string();
   EXPECT_EQ((*s)->cached_chunks(), 32u);
   std::vector<ChunkKey> keys = Client::keys(ns_, tokens);

@@ -22,6 +22,8 @@
 #include <utility>
 #include <vector>
 
+#include "support/kv_tensors.h"
+
 namespace tierkv::kernels::cuda {
 namespace {
 
@@ -67,15 +69,6 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
-void fill_random(std::vector<std::byte>& bytes, std::mt19937_64& rng) {
-  size_t i = 0;
-  for (; i + 8 <= bytes.size(); i += 8) {
-    const uint64_t r = rng();
-    std::memcpy(bytes.data() + i, &r, 8);
-  }
-  for (; i < bytes.size(); ++i) bytes[i] = static_cast<std::byte>(rng() & 0xFF);
-}
-
 // First index where two byte vectors differ, or -1.
 int64_t first_difference(const std::vector<std::byte>& a, const std::vector<std::byte>& b) {
   if (a.size() != b.size()) return 0;
@@ -87,14 +80,9 @@ int64_t first_difference(const std::vector<std::byte>& a, const std::vector<std:
 // per layer one K and one V tensor of `tensor_bytes` each.
 class MirroredCache {
  public:
-  MirroredCache(uint32_t layers, size_t tensor_bytes) {
-    for (uint32_t i = 0; i < 2 * layers; ++i) {
-      host_.emplace_back(tensor_bytes);
-      device_.emplace_back(tensor_bytes);
-    }
+  MirroredCache(uint32_t layers, size_t tensor_bytes) : host_(layers, tensor_bytes, std::byte{0}) {
+    for (uint32_t i = 0; i < 2 * layers; ++i) device_.emplace_back(tensor_bytes);
     for (uint32_t l = 0; l < layers; ++l) {
-      host_k_.push_back(host_[2 * l].data());
-      host_v_.push_back(host_[2 * l + 1].data());
       dev_k_.push_back(device_[2 * l].data());
       dev_v_.push_back(device_[2 * l + 1].data());
     }
@@ -105,30 +93,26 @@ class MirroredCache {
   }
   // Host and device both hold random bytes (the same ones), or both `fill`.
   void randomize(std::mt19937_64& rng) {
-    for (size_t i = 0; i < host_.size(); ++i) {
-      fill_random(host_[i], rng);
-      ASSERT_CUDA(device_[i].upload(host_[i]));
-    }
+    host_.randomize(rng);
+    for (size_t i = 0; i < device_.size(); ++i) ASSERT_CUDA(device_[i].upload(host_.tensors()[i]));
   }
   void fill(std::byte value) {
-    for (size_t i = 0; i < host_.size(); ++i) {
-      std::fill(host_[i].begin(), host_[i].end(), value);
-      ASSERT_CUDA(device_[i].fill(value));
-    }
+    host_.fill(value);
+    for (const DeviceBuffer& d : device_) ASSERT_CUDA(d.fill(value));
   }
   // The device tensors equal the host ones, byte for byte.
   void expect_device_matches_host() const {
-    for (size_t i = 0; i < host_.size(); ++i) {
+    for (size_t i = 0; i < device_.size(); ++i) {
       const std::vector<std::byte> got = device_[i].download();
-      const int64_t at = first_difference(got, host_[i]);
+      const int64_t at = first_difference(got, host_.tensors()[i]);
       EXPECT_EQ(at, -1) << "tensor " << i << " (layer " << i / 2 << (i % 2 ? " V" : " K")
                         << ") differs from the CPU reference first at byte " << at;
     }
   }
 
-  std::vector<std::vector<std::byte>> host_;
+  testing::HostKvTensors host_;
   std::vector<DeviceBuffer> device_;
-  std::vector<std::byte*> host_k_, host_v_, dev_k_, dev_v_;
+  std::vector<std::byte*> dev_k_, dev_v_;
 };
 
 // A case common to both layouts: which tokens and layers one launch moves, and how the chunk
@@ -195,7 +179,7 @@ void check_layout(MirroredCache& cache, const DeviceKvCache& dev, DeviceBlockTab
   // CPU scatter leaves them as they were).
   cache.fill(kPoisonA);
   std::vector<std::byte> in(chunks.size());
-  fill_random(in, rng);
+  testing::fill_random(in, rng);
   ASSERT_CUDA(chunks.upload(in));
   const Status s = scatter(dev, table, range, buffer, nullptr);
   ASSERT_TRUE(s.ok()) << s.to_string();
@@ -212,6 +196,17 @@ void check_layout(MirroredCache& cache, const DeviceKvCache& dev, DeviceBlockTab
   EXPECT_EQ(*bad, 0u);
 }
 
+// A case's name: its cache shape, then its launch. Case is PagedCase or FlatCase (below).
+template <typename Case>
+std::string case_string(const Case& c) {
+  const Launch& l = c.launch;
+  std::ostringstream o;
+  o << c.cache.name() << "_ct" << l.chunk_tokens << "x" << l.num_chunks << "_first" << l.first_token
+    << "_layers" << l.layer_begin << "to" << l.layer_end << "_pad" << l.stride_pad << "_off"
+    << l.chunk_offset;
+  return o.str();
+}
+
 class CudaTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -223,53 +218,31 @@ class CudaTest : public ::testing::Test {
 // --- paged ---------------------------------------------------------------------------------------
 
 struct PagedCase {
-  uint32_t layers;
-  uint32_t block_size;
-  uint32_t num_blocks;
-  uint32_t heads;
-  uint32_t head_dim;
-  uint32_t elem_bytes;
+  testing::PagedKvShape cache;
   uint32_t padding_entries;  // -1 entries past the sequence's blocks
   Launch launch;
 };
-
-std::string case_string(const PagedCase& c) {
-  std::ostringstream o;
-  o << "L" << c.layers << "_bs" << c.block_size << "_H" << c.heads << "_D" << c.head_dim << "_E"
-    << c.elem_bytes << "_ct" << c.launch.chunk_tokens << "x" << c.launch.num_chunks << "_first"
-    << c.launch.first_token << "_layers" << c.launch.layer_begin << "to" << c.launch.layer_end
-    << "_pad" << c.launch.stride_pad << "_off" << c.launch.chunk_offset;
-  return o.str();
-}
+// Keeps ctest's test names readable (gtest would print the struct's bytes).
 void PrintTo(const PagedCase& c, std::ostream* os) { *os << case_string(c); }
 
 class CudaPagedTest : public CudaTest, public ::testing::WithParamInterface<PagedCase> {};
 
 TEST_P(CudaPagedTest, MatchesCpuReference) {
   const PagedCase pc = GetParam();
+  const testing::PagedKvShape& shape = pc.cache;
   const Launch& l = pc.launch;
-  const uint64_t row_bytes = uint64_t{pc.heads} * pc.head_dim * pc.elem_bytes;
-  MirroredCache cache(pc.layers, row_bytes * pc.block_size * pc.num_blocks);
+  MirroredCache cache(shape.layers, shape.tensor_bytes());
   ASSERT_TRUE(cache.allocated());
-  const PagedKvView host_view{.k_layers = cache.host_k_,
-                              .v_layers = cache.host_v_,
-                              .block_size = pc.block_size,
-                              .num_blocks = pc.num_blocks,
-                              .num_kv_heads = pc.heads,
-                              .head_dim = pc.head_dim,
-                              .elem_bytes = pc.elem_bytes};
-  PagedKvView dev_view = host_view;
-  dev_view.k_layers = cache.dev_k_;
-  dev_view.v_layers = cache.dev_v_;
-  auto dev = DeviceKvCache::create_paged(dev_view, 0);
+  const PagedKvView host_view = shape.view(cache.host_.k_layers(), cache.host_.v_layers());
+  auto dev = DeviceKvCache::create_paged(shape.view(cache.dev_k_, cache.dev_v_), 0);
   ASSERT_TRUE(dev.ok()) << dev.status().to_string();
 
   // Distinct blocks in shuffled order, then padding.
   std::mt19937_64 rng(std::hash<std::string>{}(case_string(pc)));
   const uint64_t end_token = l.first_token + uint64_t{l.num_chunks} * l.chunk_tokens;
-  const auto used = static_cast<uint32_t>((end_token + pc.block_size - 1) / pc.block_size);
-  ASSERT_LE(used, pc.num_blocks);
-  std::vector<int32_t> table(pc.num_blocks);
+  const auto used = static_cast<uint32_t>((end_token + shape.block_size - 1) / shape.block_size);
+  ASSERT_LE(used, shape.num_blocks);
+  std::vector<int32_t> table(shape.num_blocks);
   std::iota(table.begin(), table.end(), 0);
   std::shuffle(table.begin(), table.end(), rng);
   table.resize(used);
@@ -279,7 +252,7 @@ TEST_P(CudaPagedTest, MatchesCpuReference) {
   const DeviceBlockTable dtable{reinterpret_cast<const int32_t*>(table_dev.data()), table.size()};
 
   check_layout(
-      cache, *dev, dtable, l, pc.layers, row_bytes, rng(),
+      cache, *dev, dtable, l, shape.layers, shape.row_bytes(), rng(),
       [&](uint32_t c, std::vector<std::byte>& out) {
         const Status s = gather_chunk(
             host_view, table, l.first_token + uint64_t{c} * l.chunk_tokens, l.chunk_tokens, out);
@@ -297,76 +270,49 @@ INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaPagedTest,
     ::testing::Values(
         // An 8B-class layer shape, bf16, block_size 16, two whole chunks of 256 tokens.
-        PagedCase{4, 16, 40, 8, 128, 2, 3, {256, 2, 0, 0, 0, 0, 0}},
+        PagedCase{{4, 16, 40, 8, 128, 2}, 3, {256, 2, 0, 0, 0, 0, 0}},
         // Partial blocks at both ends, head_dim 64, fp16.
-        PagedCase{3, 16, 20, 2, 64, 2, 5, {40, 1, 7, 0, 0, 0, 0}},
+        PagedCase{{3, 16, 20, 2, 64, 2}, 5, {40, 1, 7, 0, 0, 0, 0}},
         // Many layers, one head, chunks starting mid-block, a layer sub-range.
-        PagedCase{40, 16, 12, 1, 64, 2, 1, {24, 3, 9, 5, 33, 0, 0}},
+        PagedCase{{40, 16, 12, 1, 64, 2}, 1, {24, 3, 9, 5, 33, 0, 0}},
         // One layer of many chunks: the layer-by-layer load path.
-        PagedCase{6, 16, 64, 4, 128, 2, 0, {32, 24, 16, 4, 5, 0, 0}},
+        PagedCase{{6, 16, 64, 4, 128, 2}, 0, {32, 24, 16, 4, 5, 0, 0}},
         // Rows of 30 bytes: 2-byte accesses.
-        PagedCase{2, 4, 30, 3, 5, 2, 2, {9, 3, 6, 0, 0, 0, 0}},
+        PagedCase{{2, 4, 30, 3, 5, 2}, 2, {9, 3, 6, 0, 0, 0, 0}},
         // fp8 with an odd head_dim: 1-byte accesses; padded chunk stride.
-        PagedCase{3, 8, 20, 2, 7, 1, 4, {13, 2, 3, 0, 0, 5, 0}},
+        PagedCase{{3, 8, 20, 2, 7, 1}, 4, {13, 2, 3, 0, 0, 5, 0}},
         // fp32, head_dim 128, block_size 32, misaligned chunk buffer (8-byte accesses).
-        PagedCase{2, 32, 12, 2, 128, 4, 2, {100, 2, 40, 0, 0, 0, 8}},
+        PagedCase{{2, 32, 12, 2, 128, 4}, 2, {100, 2, 40, 0, 0, 0, 8}},
         // block_size 1 (one token per block, as a token pool), chunk buffer misaligned to 4.
-        PagedCase{2, 1, 100, 2, 64, 2, 3, {17, 4, 5, 1, 2, 0, 4}},
+        PagedCase{{2, 1, 100, 2, 64, 2}, 3, {17, 4, 5, 1, 2, 0, 4}},
         // Padded chunk stride that keeps 16-byte alignment, blocks larger than the chunk.
-        PagedCase{2, 64, 6, 8, 64, 2, 0, {20, 5, 30, 0, 0, 4096, 0}}),
+        PagedCase{{2, 64, 6, 8, 64, 2}, 0, {20, 5, 30, 0, 0, 4096, 0}}),
     [](const ::testing::TestParamInfo<PagedCase>& info) { return case_string(info.param); });
 // clang-format on
 
 // --- flat ----------------------------------------------------------------------------------------
 
 struct FlatCase {
-  uint32_t layers;
-  uint64_t capacity;
-  uint32_t heads;
-  uint32_t head_dim;
-  uint32_t elem_bytes;
-  uint64_t token_stride;
-  uint64_t head_stride;
+  testing::FlatKvShape cache;
   Launch launch;
 };
-
-std::string case_string(const FlatCase& c) {
-  std::ostringstream o;
-  o << "L" << c.layers << "_cap" << c.capacity << "_H" << c.heads << "_D" << c.head_dim << "_E"
-    << c.elem_bytes << "_ts" << c.token_stride << "_hs" << c.head_stride << "_ct"
-    << c.launch.chunk_tokens << "x" << c.launch.num_chunks << "_first" << c.launch.first_token
-    << "_layers" << c.launch.layer_begin << "to" << c.launch.layer_end << "_pad"
-    << c.launch.stride_pad << "_off" << c.launch.chunk_offset;
-  return o.str();
-}
 void PrintTo(const FlatCase& c, std::ostream* os) { *os << case_string(c); }
 
 class CudaFlatTest : public CudaTest, public ::testing::WithParamInterface<FlatCase> {};
 
 TEST_P(CudaFlatTest, MatchesCpuReference) {
   const FlatCase fc = GetParam();
+  const testing::FlatKvShape& shape = fc.cache;
   const Launch& l = fc.launch;
-  FlatKvView host_view{.k_layers = {},
-                       .v_layers = {},
-                       .capacity_tokens = fc.capacity,
-                       .num_kv_heads = fc.heads,
-                       .head_dim = fc.head_dim,
-                       .elem_bytes = fc.elem_bytes,
-                       .token_stride = fc.token_stride,
-                       .head_stride = fc.head_stride};
-  MirroredCache cache(fc.layers, host_view.layer_bytes());
+  MirroredCache cache(shape.layers, shape.tensor_bytes());
   ASSERT_TRUE(cache.allocated());
-  host_view.k_layers = cache.host_k_;
-  host_view.v_layers = cache.host_v_;
-  FlatKvView dev_view = host_view;
-  dev_view.k_layers = cache.dev_k_;
-  dev_view.v_layers = cache.dev_v_;
-  auto dev = DeviceKvCache::create_flat(dev_view, 0);
+  const FlatKvView host_view = shape.view(cache.host_.k_layers(), cache.host_.v_layers());
+  auto dev = DeviceKvCache::create_flat(shape.view(cache.dev_k_, cache.dev_v_), 0);
   ASSERT_TRUE(dev.ok()) << dev.status().to_string();
   std::mt19937_64 rng(std::hash<std::string>{}(case_string(fc)));
 
   check_layout(
-      cache, *dev, DeviceBlockTable{}, l, fc.layers, host_view.row_bytes(), rng(),
+      cache, *dev, DeviceBlockTable{}, l, shape.layers, host_view.row_bytes(), rng(),
       [&](uint32_t c, std::vector<std::byte>& out) {
         const Status s = gather_chunk_flat(host_view, l.first_token + uint64_t{c} * l.chunk_tokens,
                                            l.chunk_tokens, out);
@@ -384,15 +330,15 @@ INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaFlatTest,
     ::testing::Values(
         // Packed token-major [tokens][heads][dim], bf16, 8B-class heads.
-        FlatCase{4, 600, 8, 128, 2, 0, 0, {256, 2, 50, 0, 0, 0, 0}},
+        FlatCase{{4, 600, 8, 128, 2, 0, 0}, {256, 2, 50, 0, 0, 0, 0}},
         // Head-major [heads][capacity][dim] (transformers), head_dim 64, chunks mid-sequence.
-        FlatCase{3, 300, 4, 64, 2, 128, 300 * 128, {40, 3, 17, 0, 0, 0, 0}},
+        FlatCase{{3, 300, 4, 64, 2, 128, 300 * 128}, {40, 3, 17, 0, 0, 0, 0}},
         // Head-major with padding, a layer sub-range, many layers.
-        FlatCase{36, 80, 2, 128, 2, 256, 80 * 256 + 64, {16, 2, 33, 30, 36, 0, 0}},
+        FlatCase{{36, 80, 2, 128, 2, 256, 80 * 256 + 64}, {16, 2, 33, 30, 36, 0, 0}},
         // Token-major with padding after each head (8-byte runs of 4-byte alignment).
-        FlatCase{2, 50, 3, 4, 2, 48, 16, {7, 3, 20, 0, 0, 12, 0}},
+        FlatCase{{2, 50, 3, 4, 2, 48, 16}, {7, 3, 20, 0, 0, 12, 0}},
         // fp8 odd head_dim, head-major.
-        FlatCase{2, 40, 3, 5, 1, 5, 200, {9, 2, 11, 1, 2, 0, 1}}),
+        FlatCase{{2, 40, 3, 5, 1, 5, 200}, {9, 2, 11, 1, 2, 0, 1}}),
     [](const ::testing::TestParamInfo<FlatCase>& info) { return case_string(info.param); });
 // clang-format on
 

@@ -12,34 +12,29 @@
 #include <ostream>
 #include <random>
 #include <span>
-#include <sstream>
 #include <string>
 #include <vector>
+
+#include "support/kv_tensors.h"
 
 namespace tierkv::kernels {
 namespace {
 
+using testing::CacheByte;
 using ::testing::HasSubstr;
-
-constexpr std::byte kPoison{0xCD};
+using testing::kPoison;
+using testing::PagedKvShape;
 
 struct Shape {
-  uint32_t layers;
-  uint32_t block_size;
-  uint32_t num_blocks;
-  uint32_t heads;
-  uint32_t head_dim;
-  uint32_t elem_bytes;
+  PagedKvShape cache;
   uint32_t chunk_tokens;
   uint64_t first_token;
   uint32_t table_blocks;  // entries in the sequence's block table
 };
 
 std::string shape_string(const Shape& s) {
-  std::ostringstream name;
-  name << "L" << s.layers << "_bs" << s.block_size << "_H" << s.heads << "_D" << s.head_dim << "_E"
-       << s.elem_bytes << "_ct" << s.chunk_tokens << "_first" << s.first_token;
-  return name.str();
+  return s.cache.name() + "_ct" + std::to_string(s.chunk_tokens) + "_first" +
+         std::to_string(s.first_token);
 }
 std::string shape_name(const ::testing::TestParamInfo<Shape>& info) {
   return shape_string(info.param);
@@ -49,44 +44,7 @@ void PrintTo(const Shape& s, std::ostream* os) { *os << shape_string(s); }
 
 // A paged cache that owns its memory: per layer, one K and one V tensor of
 // num_blocks * block_size * heads * head_dim * elem_bytes bytes.
-class PagedCache {
- public:
-  PagedCache(const Shape& s, std::byte fill)
-      : shape_(s), layer_bytes_(uint64_t{s.num_blocks} * s.block_size * row_bytes()) {
-    for (uint32_t l = 0; l < 2 * s.layers; ++l) tensors_.emplace_back(layer_bytes_, fill);
-    for (uint32_t l = 0; l < s.layers; ++l) {
-      k_.push_back(tensors_[2 * size_t{l}].data());
-      v_.push_back(tensors_[(2 * size_t{l}) + 1].data());
-    }
-  }
-
-  [[nodiscard]] PagedKvView view() const {
-    return PagedKvView{.k_layers = k_,
-                       .v_layers = v_,
-                       .block_size = shape_.block_size,
-                       .num_blocks = shape_.num_blocks,
-                       .num_kv_heads = shape_.heads,
-                       .head_dim = shape_.head_dim,
-                       .elem_bytes = shape_.elem_bytes};
-  }
-  [[nodiscard]] uint64_t row_bytes() const {
-    return uint64_t{shape_.heads} * shape_.head_dim * shape_.elem_bytes;
-  }
-  // kv: 0 = K, 1 = V.
-  std::vector<std::byte>& tensor(uint32_t layer, uint32_t kv) { return tensors_[2 * layer + kv]; }
-  [[nodiscard]] const std::vector<std::vector<std::byte>>& tensors() const { return tensors_; }
-
- private:
-  Shape shape_;
-  uint64_t layer_bytes_;
-  std::vector<std::vector<std::byte>> tensors_;
-  std::vector<std::byte*> k_;
-  std::vector<std::byte*> v_;
-};
-
-void fill_random(std::vector<std::byte>& bytes, std::mt19937_64& rng) {
-  for (std::byte& b : bytes) b = static_cast<std::byte>(rng() & 0xFF);
-}
+using PagedCache = testing::HostKvCache<PagedKvShape>;
 
 // A block table of `n` distinct blocks drawn from [0, num_blocks), in shuffled order so that
 // consecutive table entries are not consecutive blocks.
@@ -98,176 +56,107 @@ std::vector<int32_t> random_block_table(uint32_t n, uint32_t num_blocks, std::mt
   return all;
 }
 
-// Calls f(chunk_offset, layer, kv, cache_offset) for every byte of the chunk, with offsets
-// computed element by element from the two layouts' definitions.
-template <typename F>
-void for_each_byte(const Shape& s, const std::vector<int32_t>& table, F f) {
-  for (uint32_t l = 0; l < s.layers; ++l) {
-    for (uint32_t kv = 0; kv < 2; ++kv) {
-      for (uint32_t t = 0; t < s.chunk_tokens; ++t) {
+// Where each byte of the chunk lies in the cache, computed element by element from the paged
+// layout's definition, independently of the kernel's row-run loop.
+std::vector<CacheByte> chunk_map(const Shape& s, const std::vector<int32_t>& table) {
+  const PagedKvShape& c = s.cache;
+  return testing::map_chunk_bytes(
+      {c.layers, s.chunk_tokens, c.heads, c.head_dim, c.elem_bytes},
+      [&](uint32_t t, uint32_t h, uint32_t d, uint32_t b) {
         const uint64_t token = s.first_token + t;
-        const auto block = static_cast<uint64_t>(table.at(token / s.block_size));
-        const uint64_t row = token % s.block_size;
-        for (uint32_t h = 0; h < s.heads; ++h) {
-          for (uint32_t d = 0; d < s.head_dim; ++d) {
-            for (uint32_t b = 0; b < s.elem_bytes; ++b) {
-              const uint64_t chunk_off =
-                  (((((uint64_t{l} * 2 + kv) * s.chunk_tokens + t) * s.heads + h) * s.head_dim +
-                    d) *
-                   s.elem_bytes) +
-                  b;
-              const uint64_t cache_off =
-                  ((((block * s.block_size + row) * s.heads + h) * s.head_dim + d) * s.elem_bytes) +
-                  b;
-              f(chunk_off, l, kv, cache_off);
-            }
-          }
-        }
-      }
-    }
-  }
+        const auto block = static_cast<uint64_t>(table.at(token / c.block_size));
+        const uint64_t row = token % c.block_size;
+        return ((((block * c.block_size + row) * c.heads + h) * c.head_dim + d) * c.elem_bytes) + b;
+      });
 }
 
-class PagedKvTest : public ::testing::TestWithParam<Shape> {};
+class PagedKvTest : public ::testing::TestWithParam<Shape> {
+ protected:
+  // Draws a block table and a random chunk from `seed` and scatters the chunk into the poisoned
+  // cache through the table.
+  void scatter_random_chunk(uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    table_ = random_block_table(s_.table_blocks, s_.cache.num_blocks, rng);
+    chunk_.resize(cache_.view().chunk_bytes(s_.chunk_tokens));
+    testing::fill_random(chunk_, rng);
+    ASSERT_TRUE(scatter_chunk(cache_.view(), table_, s_.first_token, s_.chunk_tokens, chunk_).ok());
+  }
+
+  const Shape s_ = GetParam();
+  PagedCache cache_{s_.cache, kPoison};
+  std::vector<int32_t> table_;
+  std::vector<std::byte> chunk_;
+};
 
 TEST_P(PagedKvTest, GatherMatchesIndexComputation) {
-  const Shape s = GetParam();
   std::mt19937_64 rng(1234);
-  PagedCache cache(s, std::byte{0});
-  for (uint32_t l = 0; l < s.layers; ++l) {
-    fill_random(cache.tensor(l, 0), rng);
-    fill_random(cache.tensor(l, 1), rng);
-  }
-  const auto table = random_block_table(s.table_blocks, s.num_blocks, rng);
-  std::vector<std::byte> chunk(cache.view().chunk_bytes(s.chunk_tokens), kPoison);
+  cache_.randomize(rng);
+  const auto table = random_block_table(s_.table_blocks, s_.cache.num_blocks, rng);
+  std::vector<std::byte> chunk(cache_.view().chunk_bytes(s_.chunk_tokens), kPoison);
 
-  ASSERT_TRUE(gather_chunk(cache.view(), table, s.first_token, s.chunk_tokens, chunk).ok());
+  ASSERT_TRUE(gather_chunk(cache_.view(), table, s_.first_token, s_.chunk_tokens, chunk).ok());
 
-  uint64_t checked = 0;
-  uint64_t mismatches = 0;
-  for_each_byte(s, table, [&](uint64_t chunk_off, uint32_t l, uint32_t kv, uint64_t cache_off) {
-    ++checked;
-    if (chunk[chunk_off] != cache.tensor(l, kv)[cache_off] && ++mismatches <= 5) {
-      ADD_FAILURE() << "chunk byte " << chunk_off << " (layer " << l << (kv ? " V" : " K")
-                    << ") != cache byte " << cache_off;
-    }
-  });
-  EXPECT_EQ(mismatches, 0u);
-  EXPECT_EQ(checked, chunk.size());
+  testing::expect_chunk_matches_cache(chunk, cache_, chunk_map(s_, table));
 }
 
 TEST_P(PagedKvTest, ScatterWritesExactlyTheChunkRows) {
-  const Shape s = GetParam();
-  std::mt19937_64 rng(5678);
-  PagedCache cache(s, kPoison);
-  const auto table = random_block_table(s.table_blocks, s.num_blocks, rng);
-  std::vector<std::byte> chunk(cache.view().chunk_bytes(s.chunk_tokens));
-  fill_random(chunk, rng);
-
-  ASSERT_TRUE(scatter_chunk(cache.view(), table, s.first_token, s.chunk_tokens, chunk).ok());
-
-  // Every byte the chunk maps to holds the chunk's value...
-  std::vector<std::vector<bool>> written;
-  for (const auto& t : cache.tensors()) written.emplace_back(t.size(), false);
-  uint64_t mismatches = 0;
-  for_each_byte(s, table, [&](uint64_t chunk_off, uint32_t l, uint32_t kv, uint64_t cache_off) {
-    written[2 * l + kv][cache_off] = true;
-    if (cache.tensor(l, kv)[cache_off] != chunk[chunk_off] && ++mismatches <= 5) {
-      ADD_FAILURE() << "cache byte " << cache_off << " (layer " << l << (kv ? " V" : " K")
-                    << ") != chunk byte " << chunk_off;
-    }
-  });
-  EXPECT_EQ(mismatches, 0u);
-  // ...and every other byte still holds the poison.
-  uint64_t touched = 0;
-  uint64_t written_count = 0;
-  for (size_t i = 0; i < written.size(); ++i) {
-    for (size_t j = 0; j < written[i].size(); ++j) {
-      if (written[i][j]) {
-        ++written_count;
-      } else if (cache.tensors()[i][j] != kPoison && ++touched <= 5) {
-        ADD_FAILURE() << "tensor " << i << " byte " << j << " was overwritten";
-      }
-    }
-  }
-  EXPECT_EQ(touched, 0u);
-  // The mapping is one to one: no two chunk bytes landed on the same cache byte.
-  EXPECT_EQ(written_count, chunk.size());
+  ASSERT_NO_FATAL_FAILURE(scatter_random_chunk(5678));
+  // Every byte the chunk maps to holds the chunk's value, every other byte still holds the
+  // poison, and no two chunk bytes landed on the same cache byte.
+  testing::expect_scattered_exactly(cache_, chunk_, chunk_map(s_, table_), kPoison);
 }
 
 TEST_P(PagedKvTest, ScatterThenGatherRoundTrips) {
-  const Shape s = GetParam();
-  std::mt19937_64 rng(91011);
-  PagedCache cache(s, kPoison);
-  const auto table = random_block_table(s.table_blocks, s.num_blocks, rng);
-  std::vector<std::byte> chunk(cache.view().chunk_bytes(s.chunk_tokens));
-  fill_random(chunk, rng);
-
-  ASSERT_TRUE(scatter_chunk(cache.view(), table, s.first_token, s.chunk_tokens, chunk).ok());
-  std::vector<std::byte> back(chunk.size(), std::byte{0});
-  ASSERT_TRUE(gather_chunk(cache.view(), table, s.first_token, s.chunk_tokens, back).ok());
-  EXPECT_TRUE(back == chunk);
+  ASSERT_NO_FATAL_FAILURE(scatter_random_chunk(91011));
+  std::vector<std::byte> back(chunk_.size(), std::byte{0});
+  ASSERT_TRUE(gather_chunk(cache_.view(), table_, s_.first_token, s_.chunk_tokens, back).ok());
+  EXPECT_TRUE(back == chunk_);
 }
 
-// One shape per line pair reads better than one field per line.
+// One case a line: {{layers, block_size, num_blocks, heads, head_dim, elem_bytes}, chunk_tokens,
+// first_token, table_blocks}.
 // clang-format off
 INSTANTIATE_TEST_SUITE_P(
     Shapes, PagedKvTest,
     ::testing::Values(
         // Chunk starts mid-block and ends mid-block.
-        Shape{.layers = 3, .block_size = 4, .num_blocks = 16, .heads = 2, .head_dim = 5,
-              .elem_bytes = 2, .chunk_tokens = 9, .first_token = 6, .table_blocks = 5},
+        Shape{{3, 4, 16, 2, 5, 2}, 9, 6, 5},
         // Block-aligned chunk, several blocks, fp32.
-        Shape{.layers = 2, .block_size = 16, .num_blocks = 12, .heads = 4, .head_dim = 8,
-              .elem_bytes = 4, .chunk_tokens = 32, .first_token = 64, .table_blocks = 8},
+        Shape{{2, 16, 12, 4, 8, 4}, 32, 64, 8},
         // One token per block: every row is its own run.
-        Shape{.layers = 2, .block_size = 1, .num_blocks = 40, .heads = 1, .head_dim = 3,
-              .elem_bytes = 1, .chunk_tokens = 7, .first_token = 3, .table_blocks = 12},
+        Shape{{2, 1, 40, 1, 3, 1}, 7, 3, 12},
         // Blocks larger than the chunk: the whole chunk is one run inside one block.
-        Shape{.layers = 1, .block_size = 64, .num_blocks = 3, .heads = 2, .head_dim = 4,
-              .elem_bytes = 2, .chunk_tokens = 10, .first_token = 70, .table_blocks = 2},
+        Shape{{1, 64, 3, 2, 4, 2}, 10, 70, 2},
         // Chunk covering exactly the whole block table.
-        Shape{.layers = 4, .block_size = 8, .num_blocks = 6, .heads = 3, .head_dim = 2,
-              .elem_bytes = 2, .chunk_tokens = 48, .first_token = 0, .table_blocks = 6}),
+        Shape{{4, 8, 6, 3, 2, 2}, 48, 0, 6}),
     shape_name);
 // clang-format on
 
 // Validation: every rejected call names the bad value and writes nothing.
 class PagedKvValidationTest : public ::testing::Test {
  protected:
-  static constexpr Shape kShape{.layers = 2,
-                                .block_size = 4,
-                                .num_blocks = 8,
-                                .heads = 2,
-                                .head_dim = 4,
-                                .elem_bytes = 2,
-                                .chunk_tokens = 8,
-                                .first_token = 4,
-                                .table_blocks = 4};
+  static constexpr PagedKvShape kShape{
+      .layers = 2, .block_size = 4, .num_blocks = 8, .heads = 2, .head_dim = 4, .elem_bytes = 2};
+  static constexpr uint32_t kChunkTokens = 8;
 
   PagedKvValidationTest()
       : cache_(kShape, kPoison),
         table_{3, 1, 6, 0},
-        chunk_(cache_.view().chunk_bytes(kShape.chunk_tokens), std::byte{0x11}) {}
+        chunk_(cache_.view().chunk_bytes(kChunkTokens), std::byte{0x11}) {}
 
   // Both directions must reject the call with InvalidArgument naming `expect`, and leave the
   // cache and the output buffer as they were.
   void expect_rejected(const PagedKvView& view, std::span<const int32_t> table,
                        uint64_t first_token, uint32_t chunk_tokens, size_t chunk_size,
                        const std::string& expect) {
-    std::vector<std::byte> out(chunk_size, kPoison);
-    const Status g = gather_chunk(view, table, first_token, chunk_tokens, out);
-    EXPECT_EQ(g.code(), StatusCode::kInvalidArgument) << g.to_string();
-    EXPECT_THAT(g.message(), HasSubstr(expect));
-    EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](std::byte b) { return b == kPoison; }));
-
-    std::vector<std::byte> in(chunk_size, std::byte{0x11});
-    const Status s = scatter_chunk(view, table, first_token, chunk_tokens, in);
-    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
-    EXPECT_THAT(s.message(), HasSubstr(expect));
-    for (const auto& t : cache_.tensors()) {
-      EXPECT_TRUE(std::all_of(t.begin(), t.end(), [](std::byte b) { return b == kPoison; }));
-    }
+    testing::expect_rejected_both_ways(
+        cache_, chunk_size, expect,
+        [&](std::span<std::byte> out) {
+          return gather_chunk(view, table, first_token, chunk_tokens, out);
+        },
+        [&](std::span<const std::byte> in) {
+          return scatter_chunk(view, table, first_token, chunk_tokens, in);
+        });
   }
 
   PagedCache cache_;
@@ -359,9 +248,7 @@ TEST_F(PagedKvValidationTest, ScatterRejectsRepeatedBlock) {
   const Status s = scatter_chunk(cache_.view(), table_, 4, 8, in);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("block_table[1] and block_table[2] both name block 1"));
-  for (const auto& t : cache_.tensors()) {
-    EXPECT_TRUE(std::all_of(t.begin(), t.end(), [](std::byte b) { return b == kPoison; }));
-  }
+  testing::expect_all_bytes(cache_, kPoison);
 }
 
 }  // namespace

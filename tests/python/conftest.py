@@ -1,80 +1,45 @@
 """Fixtures for the tierkv Python module's tests: a real tierkvd in a temporary directory.
 
-The module comes from PYTHONPATH (ctest points it at <build>/python) and tierkvd from
-$TIERKV_TIERKVD (ctest sets <build>/daemon/tierkvd), as the C++ tests use them
-(tests/support/test_daemon.cc): a config with socket_path in the temp dir, then wait, with a
-deadline, until the socket accepts connections.
+The module comes from PYTHONPATH (ctest points it at <build>/python), tierkvd from $TIERKV_TIERKVD
+(ctest sets <build>/daemon/tierkvd), and the daemon is started as the end-to-end run starts it, by
+tools/e2e/tierkvd_process.py (ctest puts tools/e2e on PYTHONPATH too): a config with socket_path in
+the temp dir, then wait, with a deadline, until the socket accepts connections, as the C++ tests do
+(tests/support/test_daemon.cc).
 """
 
 import os
-import socket
-import subprocess
 import tempfile
-import time
 
 import pytest
 
 import tierkv
+from tierkvd_process import TierkvdProcess
 
 START_DEADLINE_S = 30.0
 
 
-class Daemon:
-    """A tierkvd of this build tree, stopped (SIGTERM, then SIGKILL) by close()."""
+class Daemon(TierkvdProcess):
+    """A tierkvd of this build tree in a temporary directory of its own; close() stops it (SIGTERM,
+    then SIGKILL) and removes the directory."""
 
     def __init__(self, host_capacity="16MiB", extra_toml=""):
         binary = os.environ.get("TIERKV_TIERKVD")
         if not binary or not os.access(binary, os.X_OK):
             raise RuntimeError("set TIERKV_TIERKVD to a built tierkvd (ctest does); got %r" % binary)
-        self._dir = tempfile.TemporaryDirectory(prefix="tierkv-py-")
-        self.dir = self._dir.name
-        self.socket_path = os.path.join(self.dir, "tierkvd.sock")
-        config = os.path.join(self.dir, "c.toml")
-        with open(config, "w") as f:
-            f.write('[server]\nsocket_path = "%s"\n' % self.socket_path)
-            f.write('[host]\ncapacity = "%s"\nslab_size = "4MiB"\nprefault = false\n' % host_capacity)
-            f.write("[cache]\nchunk_tokens = 16\n")
-            f.write(extra_toml.replace("${DIR}", self.dir))
+        self._tmp = tempfile.TemporaryDirectory(prefix="tierkv-py-")
+        config = ('[host]\ncapacity = "%s"\nslab_size = "4MiB"\nprefault = false\n' % host_capacity +
+                  "[cache]\nchunk_tokens = 16\n" + extra_toml.replace("${DIR}", self._tmp.name))
         # The interpreter's sanitizer settings are not the daemon's (it links its own runtime).
         env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS")}
-        self.log_path = os.path.join(self.dir, "tierkvd.log")
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([binary, "--config", config], stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=env)
-        self._wait_listening()
-
-    def _wait_listening(self):
-        deadline = time.monotonic() + START_DEADLINE_S
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError("tierkvd exited before listening:\n" + self.log())
-            if os.path.exists(self.socket_path):
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    s.connect(self.socket_path)
-                    return
-                except OSError:
-                    pass
-                finally:
-                    s.close()
-            if time.monotonic() > deadline:
-                raise RuntimeError("tierkvd did not listen in %.0f s:\n%s" % (START_DEADLINE_S, self.log()))
-            time.sleep(0.01)
-
-    def log(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
+        try:
+            super().__init__(binary, self._tmp.name, config, START_DEADLINE_S, env=env)
+        except BaseException:
+            self._tmp.cleanup()
+            raise
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        self._dir.cleanup()
+        super().close()
+        self._tmp.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -6,77 +6,32 @@
 // with checks outstanding shuts down cleanly.
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <poll.h>
 #include <unistd.h>
 
-#include <chrono>
-#include <cstring>
-#include <functional>
-#include <memory>
-#include <optional>
+#include <string>
 #include <vector>
 
-#include "support/process.h"
+#include "support/engine_fixture.h"
 #include "tierkv/scheduler/cache_engine.h"
 
 namespace tierkv::scheduler {
 namespace {
 
-using namespace std::chrono_literals;
-constexpr uint64_t kMiB = 1ull << 20;
-
-class NvmeVerifyTest : public ::testing::TestWithParam<uint32_t> {
+class NvmeVerifyTest : public testing::EngineFixture<::testing::TestWithParam<uint32_t>> {
  protected:
   void SetUp() override {
-    dir_ = std::make_unique<testing::TempDir>();
-    CacheOptions o;
-    o.host_capacity_bytes = 16 * kMiB;
-    o.slab_bytes = 4 * kMiB;
-    o.prefault = false;
-    o.default_chunk_tokens = 64;
-    o.nvme.store.directories = {dir_->path()};
-    o.nvme.store.capacity_bytes = 32 * kMiB;
-    o.nvme.store.slab_bytes = 4 * kMiB;
+    CacheOptions o = nvme_options();
     o.nvme.store.queue_depth = 8;
-    o.nvme.write_through = true;
     o.nvme.verify_threads = GetParam();
-    auto e = CacheEngine::create(o);
-    ASSERT_TRUE(e.ok()) << e.status().to_string();
-    engine_ = std::move(e).value();
-    // 2 layers x 2 heads x 64 dim x bf16 x K,V = 1 KiB per token; 64 tokens = 64 KiB.
-    auto ns = engine_->register_namespace(Layout{2, 2, 64, DType::kBFloat16, 64}, "t", "");
-    ASSERT_TRUE(ns.ok());
-    ns_ = *ns;
-    writer_ = engine_->open_session();
-  }
-
-  static uint8_t pattern(size_t chunk, size_t byte) {
-    return static_cast<uint8_t>(chunk * 131 + byte * 7 + 1);
+    start_engine(o);
   }
 
   // Caches `n` chunks with known bytes, written down to NVMe, then evicts them from host RAM.
   std::vector<ChunkKey> cache_on_nvme_only(size_t n) {
     std::vector<ChunkKey> keys;
     for (size_t i = 0; i < n; ++i) keys.push_back(ChunkKey{500 + i, 9});
-    proto::PutBeginRequest req{ns_.id, kRootKey, ns_.chunk_bytes(), keys};
-    proto::PutBeginReply rep;
-    EXPECT_TRUE(engine_->put_begin(writer_, req, rep).ok());
-    std::vector<uint32_t> slots;
-    for (size_t i = 0; i < rep.slots.size(); ++i) {
-      auto* p = reinterpret_cast<uint8_t*>(engine_->host_base() + rep.slots[i].offset);
-      for (size_t b = 0; b < ns_.chunk_bytes(); ++b) p[b] = pattern(i, b);
-      slots.push_back(rep.slots[i].slot);
-    }
-    uint64_t committed = 0;
-    EXPECT_TRUE(engine_->put_commit(writer_, slots, &committed).ok());
-    EXPECT_TRUE(pump_until([&] {
-      const proto::NvmeStats s = stats().nvme;
-      return s.dirty_chunks == 0 && s.writes_in_flight == 0;
-    })) << "write-down did not finish";
-    uint64_t removed = 0;
-    EXPECT_TRUE(
-        engine_->evict(proto::DropRequest{ns_.id, proto::Scope::kKeys, keys}, &removed).ok());
-    EXPECT_EQ(removed, n);
+    put_and_write_down(keys);
+    evict(keys);
     return keys;
   }
 
@@ -97,34 +52,6 @@ class NvmeVerifyTest : public ::testing::TestWithParam<uint32_t> {
     ::close(fd);
   }
 
-  // Runs completions (waiting on the engine's completion fd) until `done`, or 10 s.
-  bool pump_until(const std::function<bool()>& done) {
-    const auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (!done()) {
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      pollfd p{engine_->io_fd(), POLLIN, 0};
-      (void)::poll(&p, 1, 10);
-      if (p.revents & POLLIN) {
-        uint64_t n = 0;
-        (void)!::read(engine_->io_fd(), &n, sizeof(n));
-      }
-      engine_->poll_io();
-    }
-    return true;
-  }
-
-  proto::StatsReply stats() const {
-    proto::StatsReply s;
-    engine_->fill_stats(s);
-    return s;
-  }
-
-  std::vector<proto::Tier> tiers_of(const std::vector<ChunkKey>& keys) {
-    proto::LookupReply r;
-    EXPECT_TRUE(engine_->lookup(proto::KeysRequest{ns_.id, keys}, r).ok());
-    return r.tiers;
-  }
-
   uint64_t host_used() const { return stats().tiers[1].used_bytes; }
 
   struct Loaded {
@@ -141,11 +68,6 @@ class NvmeVerifyTest : public ::testing::TestWithParam<uint32_t> {
                     out.reply = r;
                   });
   }
-
-  std::unique_ptr<testing::TempDir> dir_;
-  std::unique_ptr<CacheEngine> engine_;
-  Namespace ns_;
-  SessionId writer_ = 0;
 };
 
 TEST_P(NvmeVerifyTest, LoadedChunksAreTheBytesWrittenAndEachIsChecked) {
@@ -156,12 +78,8 @@ TEST_P(NvmeVerifyTest, LoadedChunksAreTheBytesWrittenAndEachIsChecked) {
   ASSERT_TRUE(pump_until([&] { return got.called; }));
   ASSERT_TRUE(got.status.ok()) << got.status.to_string();
   ASSERT_EQ(got.reply.slots.size(), keys.size());
-  for (size_t i = 0; i < keys.size(); ++i) {
-    const auto* p =
-        reinterpret_cast<const uint8_t*>(engine_->host_base() + got.reply.slots[i].offset);
-    size_t wrong = 0;
-    for (size_t b = 0; b < ns_.chunk_bytes(); ++b) wrong += p[b] != pattern(i, b);
-    EXPECT_EQ(wrong, 0u) << "chunk " << i;
+  for (uint32_t i = 0; i < keys.size(); ++i) {
+    EXPECT_TRUE(bytes_match(i, got.reply.slots[i])) << "chunk " << i;
   }
   const proto::StatsReply s = stats();
   EXPECT_EQ(s.nvme.checksum_failures, 0u);

@@ -9,30 +9,20 @@
 #include <functional>
 #include <set>
 
+#include "support/engine_fixture.h"
+
 namespace tierkv::scheduler {
 namespace {
 
 using proto::Tier;
 
-constexpr uint64_t kMiB = 1ull << 20;
-
-class PrefillServiceTest : public ::testing::Test {
+class PrefillServiceTest : public testing::EngineFixture<> {
  protected:
   void SetUp() override {
-    CacheOptions o;
+    CacheOptions o = host_options();
     o.host_capacity_bytes = 32 * kMiB;
-    o.slab_bytes = 4 * kMiB;
     o.min_slot_bytes = 64 * 1024;
-    o.prefault = false;
-    o.default_chunk_tokens = 64;
-    auto e = CacheEngine::create(o);
-    ASSERT_TRUE(e.ok()) << e.status().to_string();
-    engine_ = std::move(e).value();
-    // 2 layers x 2 heads x 64 dim x bf16 x K,V = 1 KiB per token; 64 tokens = 64 KiB.
-    auto ns = engine_->register_namespace(Layout{2, 2, 64, DType::kBFloat16, 64}, "t", "");
-    ASSERT_TRUE(ns.ok());
-    ns_ = *ns;
-    writer_ = engine_->open_session();
+    start_engine(o);
   }
 
   void make_service(double throttle_GBps = 0, uint32_t depth = 4) {
@@ -43,26 +33,11 @@ class PrefillServiceTest : public ::testing::Test {
     service_ = std::make_unique<PrefillService>(*engine_, clock_, o);
   }
 
-  static uint8_t pattern(size_t chunk, size_t byte) {
-    return static_cast<uint8_t>(chunk * 131 + byte * 7 + 1);
-  }
-
   // Caches `n` chunks of prompt `prompt` with known bytes; returns their keys.
   std::vector<ChunkKey> cache_prompt(uint64_t prompt, size_t n) {
     std::vector<ChunkKey> keys;
     for (size_t i = 0; i < n; ++i) keys.push_back(ChunkKey{prompt * 1000 + i + 1, prompt});
-    proto::PutBeginRequest req{ns_.id, kRootKey, ns_.chunk_bytes(), keys};
-    proto::PutBeginReply rep;
-    EXPECT_TRUE(engine_->put_begin(writer_, req, rep).ok());
-    std::vector<uint32_t> slots;
-    for (size_t i = 0; i < rep.slots.size(); ++i) {
-      EXPECT_EQ(rep.slots[i].disposition, proto::PutDisposition::kWrite);
-      auto* p = reinterpret_cast<uint8_t*>(engine_->host_base() + rep.slots[i].offset);
-      for (size_t b = 0; b < ns_.chunk_bytes(); ++b) p[b] = pattern(i, b);
-      slots.push_back(rep.slots[i].slot);
-    }
-    uint64_t committed = 0;
-    EXPECT_TRUE(engine_->put_commit(writer_, slots, &committed).ok());
+    put_chunks(keys);
     return keys;
   }
 
@@ -75,17 +50,10 @@ class PrefillServiceTest : public ::testing::Test {
     return p[r.slot.bytes - 1] == pattern(r.chunk, r.slot.bytes - 1);
   }
 
-  uint64_t read_leases() const {
-    proto::StatsReply s;
-    engine_->fill_stats(s);
-    return s.read_leases;
-  }
+  uint64_t read_leases() const { return stats().read_leases; }
 
   FakeClock clock_;
-  std::unique_ptr<CacheEngine> engine_;
   std::unique_ptr<PrefillService> service_;
-  Namespace ns_;
-  SessionId writer_ = 0;
 };
 
 // An engine driving a session through the service's request API, as the daemon would relay it.

@@ -5,23 +5,17 @@
 #include "tierkv/scheduler/tier_chunk_loader.h"
 
 #include <gtest/gtest.h>
-#include <poll.h>
 
 #include <algorithm>
-#include <chrono>
-#include <cstring>
 #include <memory>
 #include <vector>
 
-#include "support/process.h"
+#include "support/engine_fixture.h"
 
 namespace tierkv::scheduler {
 namespace {
 
 using proto::Tier;
-using namespace std::chrono_literals;
-
-constexpr uint64_t kMiB = 1ull << 20;
 
 struct Delivery {
   uint32_t chunk = 0;
@@ -50,95 +44,24 @@ class RecordingSink final : public LoadSink {
   Clock& clock_;
 };
 
-class TierChunkLoaderTest : public ::testing::Test {
+class TierChunkLoaderTest : public testing::EngineFixture<> {
  protected:
   void SetUp() override { make_engine({}); }
 
   void make_engine(storage::FaultPlan faults) {
-    engine_.reset();
-    dir_ = std::make_unique<testing::TempDir>();
-    CacheOptions o;
-    o.host_capacity_bytes = 16 * kMiB;
-    o.slab_bytes = 4 * kMiB;
-    o.prefault = false;
-    o.default_chunk_tokens = 64;
-    o.nvme.store.directories = {dir_->path()};
-    o.nvme.store.capacity_bytes = 32 * kMiB;
-    o.nvme.store.slab_bytes = 4 * kMiB;
+    CacheOptions o = nvme_options();
     o.nvme.store.queue_depth = 16;
     o.nvme.store.faults = faults;
-    o.nvme.write_through = true;
-    auto e = CacheEngine::create(o);
-    ASSERT_TRUE(e.ok()) << e.status().to_string();
-    engine_ = std::move(e).value();
-    // 2 layers x 2 heads x 64 dim x bf16 x K,V = 1 KiB per token; 64 tokens = 64 KiB.
-    auto ns = engine_->register_namespace(Layout{2, 2, 64, DType::kBFloat16, 64}, "t", "");
-    ASSERT_TRUE(ns.ok());
-    ns_ = *ns;
-    writer_ = engine_->open_session();
+    ASSERT_NO_FATAL_FAILURE(start_engine(o));
     lease_session_ = engine_->open_session();
-  }
-
-  static uint8_t pattern(size_t chunk, size_t byte) {
-    return static_cast<uint8_t>(chunk * 131 + byte * 7 + 1);
   }
 
   // Caches `n` chunks with known bytes, all written down to NVMe; returns their keys.
   std::vector<ChunkKey> cache(size_t n) {
     std::vector<ChunkKey> keys;
     for (size_t i = 0; i < n; ++i) keys.push_back(ChunkKey{1000 + i, 7});
-    proto::PutBeginRequest req{ns_.id, kRootKey, ns_.chunk_bytes(), keys};
-    proto::PutBeginReply rep;
-    EXPECT_TRUE(engine_->put_begin(writer_, req, rep).ok());
-    std::vector<uint32_t> slots;
-    for (size_t i = 0; i < rep.slots.size(); ++i) {
-      auto* p = reinterpret_cast<uint8_t*>(engine_->host_base() + rep.slots[i].offset);
-      for (size_t b = 0; b < ns_.chunk_bytes(); ++b) p[b] = pattern(i, b);
-      slots.push_back(rep.slots[i].slot);
-    }
-    uint64_t committed = 0;
-    EXPECT_TRUE(engine_->put_commit(writer_, slots, &committed).ok());
-    EXPECT_TRUE(pump_io_until([&] {
-      const proto::NvmeStats s = stats().nvme;
-      return s.dirty_chunks == 0 && s.writes_in_flight == 0;
-    })) << "write-down did not finish";
+    put_and_write_down(keys);
     return keys;
-  }
-
-  // Removes chunks from host RAM (they stay on NVMe).
-  void evict(const std::vector<ChunkKey>& keys) {
-    uint64_t removed = 0;
-    ASSERT_TRUE(
-        engine_->evict(proto::DropRequest{ns_.id, proto::Scope::kKeys, keys}, &removed).ok());
-    ASSERT_EQ(removed, keys.size());
-  }
-
-  std::vector<Tier> tiers_of(const std::vector<ChunkKey>& keys) {
-    proto::LookupReply r;
-    EXPECT_TRUE(engine_->lookup(proto::KeysRequest{ns_.id, keys}, r).ok());
-    return r.tiers;
-  }
-
-  // Runs NVMe completions (waiting on the engine's completion fd) until `done`, or 10 s.
-  bool pump_io_until(const std::function<bool()>& done) {
-    const auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (!done()) {
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      pollfd p{engine_->io_fd(), POLLIN, 0};
-      (void)::poll(&p, 1, 10);
-      if (p.revents & POLLIN) {
-        uint64_t n = 0;
-        (void)!::read(engine_->io_fd(), &n, sizeof(n));
-      }
-      engine_->poll_io();
-    }
-    return true;
-  }
-
-  proto::StatsReply stats() const {
-    proto::StatsReply s;
-    engine_->fill_stats(s);
-    return s;
   }
 
   std::unique_ptr<TierChunkLoader> make_loader(const std::vector<ChunkKey>& keys,
@@ -150,19 +73,6 @@ class TierChunkLoaderTest : public ::testing::Test {
     return l;
   }
 
-  bool bytes_match(uint32_t chunk, const proto::SlotRef& slot) const {
-    if (slot.bytes != ns_.chunk_bytes()) return false;
-    const auto* p = reinterpret_cast<const uint8_t*>(engine_->host_base() + slot.offset);
-    for (size_t b = 0; b < slot.bytes; ++b) {
-      if (p[b] != pattern(chunk, b)) return false;
-    }
-    return true;
-  }
-
-  std::unique_ptr<testing::TempDir> dir_;
-  std::unique_ptr<CacheEngine> engine_;
-  Namespace ns_;
-  SessionId writer_ = 0;
   SessionId lease_session_ = 0;
   FakeClock clock_{1'000'000'000};
   RecordingSink sink_{clock_};
@@ -208,7 +118,7 @@ TEST_F(TierChunkLoaderTest, NvmeChunksAreReadCheckedAndDeliveredAtTheirReapTime)
   EXPECT_EQ(stats().nvme.reads_in_flight, 3u);
   clock_.advance_by(1000);
   const int64_t reaped = clock_.now_ns();
-  ASSERT_TRUE(pump_io_until([&] { return loader->engine_reads() == 0; }));
+  ASSERT_TRUE(pump_until([&] { return loader->engine_reads() == 0; }));
   EXPECT_TRUE(sink_.got.empty()) << "delivered from inside the engine's completion";
   clock_.advance_by(20000);  // the delivery turn
   ASSERT_EQ(sink_.got.size(), 3u);
@@ -238,7 +148,7 @@ TEST_F(TierChunkLoaderTest, CancelledAndOrphanedReadsReleaseWhatTheyBring) {
   loader->submit(4);
   loader->cancel_all();
   EXPECT_EQ(loader->engine_reads(), 2u);
-  ASSERT_TRUE(pump_io_until([&] { return loader->engine_reads() == 0; }));
+  ASSERT_TRUE(pump_until([&] { return loader->engine_reads() == 0; }));
   clock_.advance_by(1'000'000);
   EXPECT_TRUE(sink_.got.empty()) << "a completion after cancel_all()";
   EXPECT_EQ(stats().read_leases, 0u);
@@ -256,7 +166,7 @@ TEST_F(TierChunkLoaderTest, CancelledAndOrphanedReadsReleaseWhatTheyBring) {
   auto orphan = make_loader(keys, tiers);
   orphan->submit(3);
   orphan.reset();
-  ASSERT_TRUE(pump_io_until([&] { return stats().nvme.reads_in_flight == 0; }));
+  ASSERT_TRUE(pump_until([&] { return stats().nvme.reads_in_flight == 0; }));
   clock_.advance_by(1'000'000);
   EXPECT_TRUE(sink_.got.empty());
   EXPECT_EQ(stats().read_leases, 0u);
@@ -271,7 +181,7 @@ TEST_F(TierChunkLoaderTest, FailedReadsAreDeliveredAsErrors) {
   evict(keys);
   auto loader = make_loader(keys, tiers_of(keys));
   loader->submit(2);
-  ASSERT_TRUE(pump_io_until([&] { return loader->engine_reads() == 0; }));
+  ASSERT_TRUE(pump_until([&] { return loader->engine_reads() == 0; }));
   clock_.advance_by(1000);
   ASSERT_EQ(sink_.got.size(), 1u);
   EXPECT_EQ(sink_.got[0].chunk, 2u);
@@ -321,7 +231,7 @@ TEST_F(TierChunkLoaderTest, ThrottlesPaceReadsToTheirBandwidth) {
   clock_.advance_to(t0 + 2'100'000 - 1);
   EXPECT_EQ(loader->engine_reads() + sink_.got.size(), 2u);
   clock_.advance_to(t0 + 3'100'000);
-  ASSERT_TRUE(pump_io_until([&] { return loader->engine_reads() == 0; }));
+  ASSERT_TRUE(pump_until([&] { return loader->engine_reads() == 0; }));
   clock_.advance_by(1);
   ASSERT_EQ(sink_.got.size(), 4u);
   // Each NVMe chunk delivered once, no earlier than its issue (chunk 5 at 1.1 ms, 4 at 2.1 ms,

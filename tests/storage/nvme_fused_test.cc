@@ -9,13 +9,14 @@
 
 #include <chrono>
 #include <cstring>
-#include <filesystem>
 #include <functional>
 #include <map>
 #include <random>
 #include <set>
 
 #include "codec_test_util.h"
+#include "nvme_store_util.h"
+#include "support/process.h"
 #include "tierkv/storage/codec.h"
 #include "tierkv/storage/nvme_store.h"
 #include "tierkv/storage/representative_store.h"
@@ -24,35 +25,11 @@
 namespace tierkv::storage {
 namespace {
 
-constexpr uint64_t kMiB = 1ull << 20;
+using testing::kMiB;
+using tierkv::testing::TempDir;
+
 constexpr NamespaceId kNs = 7;
 constexpr const char* kSpec = "fused:0.9:b8:rep=int8:res=int4";
-
-class TempDirectory {
- public:
-  TempDirectory() {
-    std::string t = (std::filesystem::temp_directory_path() / "tierkv-fused-XXXXXX").string();
-    path_ = ::mkdtemp(t.data());
-  }
-  ~TempDirectory() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-NvmeOptions options(const std::string& dir, uint64_t capacity = 64 * kMiB) {
-  NvmeOptions o;
-  o.directories = {dir + "/a", dir + "/b"};
-  o.capacity_bytes = capacity;
-  o.slab_bytes = 4 * kMiB;
-  o.min_slot_bytes = 64 << 10;
-  o.queue_depth = 8;
-  return o;
-}
 
 Layout layout() {
   Layout l;
@@ -101,26 +78,14 @@ void complete(IoBackend& io, size_t n) {
   ASSERT_EQ(got, n);
 }
 
-// A store open on `dir` with its representatives in `reps`, recovered.
-struct Opened {
-  std::unique_ptr<NvmeStore> store;
-  std::vector<ChunkRecord> records;
-  RecoveryReport report;
-};
-
-Opened open_store(const std::string& dir, RepresentativeStore* reps, ShmRegion& region,
-                  uint64_t capacity = 64 * kMiB) {
-  Opened o;
-  auto store = NvmeStore::open(options(dir, capacity));
-  EXPECT_TRUE(store.ok()) << store.status().to_string();
-  if (!store.ok()) return o;
-  o.store = std::move(store).value();
-  o.store->set_representatives(reps);
-  EXPECT_TRUE(o.store
-                  ->recover([](const Namespace&) {},
-                            [&](const ChunkRecord& r) { o.records.push_back(r); }, &o.report)
-                  .ok());
-  EXPECT_TRUE(o.store->io().register_memory(region.data(), region.size()).ok());
+// A store open on `dir` with its representatives in `reps`, recovered, `region` registered for
+// its I/O.
+testing::RecoveredStore open_store(const std::string& dir, RepresentativeStore* reps,
+                                   ShmRegion& region, uint64_t capacity = 64 * kMiB) {
+  testing::RecoveredStore o = testing::open_and_recover(testing::nvme_options(dir, capacity), reps);
+  if (o.store) {
+    EXPECT_TRUE(o.store->io().register_memory(region.data(), region.size()).ok());
+  }
   return o;
 }
 
@@ -208,18 +173,29 @@ std::map<RepId, uint32_t> reference_counts(NvmeStore& store, RepresentativeStore
 
 SlotId any_slot(NvmeStore& store, int cls) { return store.allocate(cls); }
 
-TEST(NvmeFusedTest, RestartKeepsFusedChunksDecodableBitForBit) {
-  TempDirectory dir;
-  auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
-  ASSERT_TRUE(region.ok());
+// Each test's directory (a store's two NVMe directories lie in it) and the shared-memory region
+// chunks are written from and read into.
+class NvmeFusedTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
+    ASSERT_TRUE(region.ok()) << region.status().to_string();
+    region_ = std::move(region).value();
+  }
+
+  TempDir dir_;
+  ShmRegion region_;
+};
+
+TEST_F(NvmeFusedTest, RestartKeepsFusedChunksDecodableBitForBit) {
   const auto chunks = make_chunks(8, 1);
   std::vector<std::vector<std::byte>> decoded;
   uint64_t reps_before = 0;
   {
     RepresentativeStore reps;
-    auto o = open_store(dir.path(), &reps, *region);
+    auto o = open_store(dir_.path(), &reps, region_);
     ASSERT_TRUE(o.store);
-    decoded = write_fused(*o.store, reps, *region, chunks, 0,
+    decoded = write_fused(*o.store, reps, region_, chunks, 0,
                           [&](int cls) { return any_slot(*o.store, cls); });
     reps_before = reps.stats().count;
     ASSERT_GT(reps_before, 0u);
@@ -228,7 +204,7 @@ TEST(NvmeFusedTest, RestartKeepsFusedChunksDecodableBitForBit) {
     EXPECT_EQ(o.store->persisted_representatives(), reps_before);
   }
   RepresentativeStore reps;
-  auto o = open_store(dir.path(), &reps, *region);
+  auto o = open_store(dir_.path(), &reps, region_);
   ASSERT_TRUE(o.store);
   ASSERT_EQ(o.records.size(), chunks.size());
   EXPECT_EQ(o.report.fused_chunks, chunks.size());
@@ -238,10 +214,10 @@ TEST(NvmeFusedTest, RestartKeepsFusedChunksDecodableBitForBit) {
   for (const ChunkRecord& r : o.records) {
     const uint32_t i = static_cast<uint32_t>(r.key.lo - 0x1000);
     ASSERT_LT(i, decoded.size());
-    EXPECT_EQ(read_and_decode(*o.store, reps, *region, r), decoded[i]) << "chunk " << i;
+    EXPECT_EQ(read_and_decode(*o.store, reps, region_, r), decoded[i]) << "chunk " << i;
   }
   // Each restored representative holds one reference per entry that names it.
-  const auto counts = reference_counts(*o.store, reps, *region, o.records);
+  const auto counts = reference_counts(*o.store, reps, region_, o.records);
   EXPECT_EQ(counts.size(), reps_before);
   for (const auto& [id, n] : counts) EXPECT_EQ(reps.references(id), n) << id;
   // New representatives never take a restored id.
@@ -249,16 +225,13 @@ TEST(NvmeFusedTest, RestartKeepsFusedChunksDecodableBitForBit) {
   EXPECT_FALSE(counts.contains(fresh));
 }
 
-TEST(NvmeFusedTest, ErasingChunksFreesTheirRepresentatives) {
-  TempDirectory dir;
-  auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
-  ASSERT_TRUE(region.ok());
+TEST_F(NvmeFusedTest, ErasingChunksFreesTheirRepresentatives) {
   const auto chunks = make_chunks(6, 2);
   {
     RepresentativeStore reps;
-    auto o = open_store(dir.path(), &reps, *region);
+    auto o = open_store(dir_.path(), &reps, region_);
     ASSERT_TRUE(o.store);
-    (void)write_fused(*o.store, reps, *region, chunks, 0,
+    (void)write_fused(*o.store, reps, region_, chunks, 0,
                       [&](int cls) { return any_slot(*o.store, cls); });
     const uint64_t all = o.store->persisted_representatives();
     // Chunk 0 shares its representatives with chunk 3 (its noisy copy): erasing 0 keeps them.
@@ -274,7 +247,7 @@ TEST(NvmeFusedTest, ErasingChunksFreesTheirRepresentatives) {
     EXPECT_EQ(reps.stats().references, 0u);
   }
   RepresentativeStore reps;
-  auto o = open_store(dir.path(), &reps, *region);
+  auto o = open_store(dir_.path(), &reps, region_);
   ASSERT_TRUE(o.store);
   EXPECT_TRUE(o.records.empty());
   EXPECT_EQ(o.report.representatives, 0u);
@@ -284,23 +257,20 @@ TEST(NvmeFusedTest, ErasingChunksFreesTheirRepresentatives) {
 
 // A daemon killed (SIGKILL) between commits and erases: every chunk it committed and did not
 // erase decodes as written; the index holds exactly the representatives they refer to.
-TEST(NvmeFusedTest, KilledMidwayRecoversWithoutOrphans) {
-  TempDirectory dir;
-  auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
-  ASSERT_TRUE(region.ok());
+TEST_F(NvmeFusedTest, KilledMidwayRecoversWithoutOrphans) {
   const auto batch1 = make_chunks(6, 3);
   const auto batch2 = make_chunks(5, 4);
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     RepresentativeStore reps;
-    auto o = open_store(dir.path(), &reps, *region);
+    auto o = open_store(dir_.path(), &reps, region_);
     if (!o.store) ::_exit(2);
-    (void)write_fused(*o.store, reps, *region, batch1, 0,
+    (void)write_fused(*o.store, reps, region_, batch1, 0,
                       [&](int cls) { return any_slot(*o.store, cls); });
     std::vector<std::pair<NamespaceId, ChunkKey>> gone{{kNs, key_of(1)}, {kNs, key_of(4)}};
     if (!o.store->erase(gone).ok()) ::_exit(3);
-    (void)write_fused(*o.store, reps, *region, batch2, 100,
+    (void)write_fused(*o.store, reps, region_, batch2, 100,
                       [&](int cls) { return any_slot(*o.store, cls); });
     ::kill(::getpid(), SIGKILL);
     ::_exit(4);
@@ -312,13 +282,13 @@ TEST(NvmeFusedTest, KilledMidwayRecoversWithoutOrphans) {
   // What the chunks decode to, by the same encoding in this process (it is deterministic).
   std::map<uint64_t, std::vector<std::byte>> expect;
   {
-    TempDirectory scratch;
+    TempDir scratch;
     RepresentativeStore reps;
-    auto o = open_store(scratch.path(), &reps, *region);
+    auto o = open_store(scratch.path(), &reps, region_);
     ASSERT_TRUE(o.store);
-    auto d1 = write_fused(*o.store, reps, *region, batch1, 0,
+    auto d1 = write_fused(*o.store, reps, region_, batch1, 0,
                           [&](int cls) { return any_slot(*o.store, cls); });
-    auto d2 = write_fused(*o.store, reps, *region, batch2, 100,
+    auto d2 = write_fused(*o.store, reps, region_, batch2, 100,
                           [&](int cls) { return any_slot(*o.store, cls); });
     for (uint32_t i = 0; i < d1.size(); ++i) {
       if (i != 1 && i != 4) expect[key_of(i).lo] = d1[i];
@@ -326,15 +296,15 @@ TEST(NvmeFusedTest, KilledMidwayRecoversWithoutOrphans) {
     for (uint32_t i = 0; i < d2.size(); ++i) expect[key_of(100 + i).lo] = d2[i];
   }
   RepresentativeStore reps;
-  auto o = open_store(dir.path(), &reps, *region);
+  auto o = open_store(dir_.path(), &reps, region_);
   ASSERT_TRUE(o.store);
   ASSERT_EQ(o.records.size(), expect.size());
   EXPECT_EQ(o.report.orphan_representatives, 0u);
   for (const ChunkRecord& r : o.records) {
     ASSERT_TRUE(expect.contains(r.key.lo));
-    EXPECT_EQ(read_and_decode(*o.store, reps, *region, r), expect[r.key.lo]);
+    EXPECT_EQ(read_and_decode(*o.store, reps, region_, r), expect[r.key.lo]);
   }
-  const auto counts = reference_counts(*o.store, reps, *region, o.records);
+  const auto counts = reference_counts(*o.store, reps, region_, o.records);
   EXPECT_EQ(o.store->persisted_representatives(), counts.size());
   EXPECT_EQ(reps.stats().count, counts.size());
   uint64_t refs = 0;
@@ -344,23 +314,20 @@ TEST(NvmeFusedTest, KilledMidwayRecoversWithoutOrphans) {
 
 // Records that do not fit a smaller tier are dropped at recovery; the representatives only they
 // referred to become orphans and go too, while the chunks that stay keep theirs.
-TEST(NvmeFusedTest, ChunksDroppedAtRecoveryTakeTheirRepresentativesWithThem) {
-  TempDirectory dir;
-  auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
-  ASSERT_TRUE(region.ok());
+TEST_F(NvmeFusedTest, ChunksDroppedAtRecoveryTakeTheirRepresentativesWithThem) {
   const auto low = make_chunks(3, 5);
   const auto high = make_chunks(3, 6);  // other bases: representatives of their own
   std::vector<std::vector<std::byte>> low_decoded;
   {
     RepresentativeStore reps;
-    auto o = open_store(dir.path(), &reps, *region);
+    auto o = open_store(dir_.path(), &reps, region_);
     ASSERT_TRUE(o.store);
-    low_decoded = write_fused(*o.store, reps, *region, low, 0,
+    low_decoded = write_fused(*o.store, reps, region_, low, 0,
                               [&](int cls) { return any_slot(*o.store, cls); });
     // Slots in the last slabs, which a 16 MiB tier no longer has.
     std::vector<SlotId> taken;
     const uint64_t cutoff = 16 * kMiB;
-    (void)write_fused(*o.store, reps, *region, high, 100, [&](int cls) {
+    (void)write_fused(*o.store, reps, region_, high, 100, [&](int cls) {
       for (;;) {
         const SlotId s = o.store->allocate(cls);
         if (s == kNoSlot) return s;
@@ -370,37 +337,34 @@ TEST(NvmeFusedTest, ChunksDroppedAtRecoveryTakeTheirRepresentativesWithThem) {
     });
   }
   RepresentativeStore reps;
-  auto o = open_store(dir.path(), &reps, *region, 16 * kMiB);
+  auto o = open_store(dir_.path(), &reps, region_, 16 * kMiB);
   ASSERT_TRUE(o.store);
   ASSERT_EQ(o.records.size(), low.size());
   EXPECT_GE(o.report.discarded, high.size());
   EXPECT_GT(o.report.orphan_representatives, 0u);
   for (const ChunkRecord& r : o.records) {
-    EXPECT_EQ(read_and_decode(*o.store, reps, *region, r), low_decoded[r.key.lo - 0x1000]);
+    EXPECT_EQ(read_and_decode(*o.store, reps, region_, r), low_decoded[r.key.lo - 0x1000]);
   }
-  const auto counts = reference_counts(*o.store, reps, *region, o.records);
+  const auto counts = reference_counts(*o.store, reps, region_, o.records);
   EXPECT_EQ(reps.stats().count, counts.size());
   EXPECT_EQ(o.store->persisted_representatives(), counts.size());
 }
 
 // A chunk whose representative record is missing from the index (lost some other way) is not
 // served: recovery removes it rather than decode it wrong.
-TEST(NvmeFusedTest, AChunkMissingARepresentativeIsDropped) {
-  TempDirectory dir;
-  auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
-  ASSERT_TRUE(region.ok());
+TEST_F(NvmeFusedTest, AChunkMissingARepresentativeIsDropped) {
   const auto a = make_chunks(1, 7);
   const auto b = make_chunks(1, 8);
   RepId victim = kNoRep;
   {
     RepresentativeStore reps;
-    auto o = open_store(dir.path(), &reps, *region);
+    auto o = open_store(dir_.path(), &reps, region_);
     ASSERT_TRUE(o.store);
     std::vector<std::vector<RepId>> a_refs, b_refs;
     (void)write_fused(
-        *o.store, reps, *region, a, 0, [&](int c) { return any_slot(*o.store, c); }, &a_refs);
+        *o.store, reps, region_, a, 0, [&](int c) { return any_slot(*o.store, c); }, &a_refs);
     (void)write_fused(
-        *o.store, reps, *region, b, 1, [&](int c) { return any_slot(*o.store, c); }, &b_refs);
+        *o.store, reps, region_, b, 1, [&](int c) { return any_slot(*o.store, c); }, &b_refs);
     // A representative only chunk b refers to.
     const std::set<RepId> of_a(a_refs[0].begin(), a_refs[0].end());
     for (RepId id : b_refs[0]) {
@@ -411,7 +375,7 @@ TEST(NvmeFusedTest, AChunkMissingARepresentativeIsDropped) {
   {
     // Delete that representative's record behind the store's back.
     rocksdb::DB* raw = nullptr;
-    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir.path() + "/a/index", &raw).ok());
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir_.path() + "/a/index", &raw).ok());
     std::unique_ptr<rocksdb::DB> db(raw);
     std::string k(9, '\0');
     k[0] = 'r';
@@ -421,21 +385,18 @@ TEST(NvmeFusedTest, AChunkMissingARepresentativeIsDropped) {
     ASSERT_TRUE(db->Delete(rocksdb::WriteOptions(), k).ok());
   }
   RepresentativeStore reps;
-  auto o = open_store(dir.path(), &reps, *region);
+  auto o = open_store(dir_.path(), &reps, region_);
   ASSERT_TRUE(o.store);
   ASSERT_EQ(o.records.size(), 1u);
   EXPECT_EQ(o.records[0].key, key_of(0));
   EXPECT_EQ(o.report.discarded, 1u);
-  (void)read_and_decode(*o.store, reps, *region, o.records[0]);
+  (void)read_and_decode(*o.store, reps, region_, o.records[0]);
   EXPECT_EQ(reps.stats().count, o.store->persisted_representatives());
 }
 
-TEST(NvmeFusedTest, CommitRefusesFusedChunksItCannotPersist) {
-  TempDirectory dir;
-  auto region = ShmRegion::create("nvme-fused", 4 * kMiB, true);
-  ASSERT_TRUE(region.ok());
+TEST_F(NvmeFusedTest, CommitRefusesFusedChunksItCannotPersist) {
   RepresentativeStore reps;
-  auto o = open_store(dir.path(), nullptr, *region);
+  auto o = open_store(dir_.path(), nullptr, region_);
   ASSERT_TRUE(o.store);
   ChunkRecord r;
   r.ns = kNs;

@@ -5,45 +5,24 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <algorithm>
+#include <memory>
 #include <random>
 
+#include "nvme_store_util.h"
+#include "support/process.h"
 #include "tierkv/storage/shm_region.h"
 
 namespace tierkv::storage {
 namespace {
 
-constexpr uint64_t kMiB = 1ull << 20;
-
-class TempDirectory {
- public:
-  TempDirectory() {
-    std::string t = (std::filesystem::temp_directory_path() / "tierkv-nvme-XXXXXX").string();
-    path_ = ::mkdtemp(t.data());
-  }
-  ~TempDirectory() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-NvmeOptions options(const std::string& dir, uint32_t queue_depth = 8) {
-  NvmeOptions o;
-  o.directories = {dir + "/a", dir + "/b"};
-  o.capacity_bytes = 64 * kMiB;
-  o.slab_bytes = 4 * kMiB;
-  o.min_slot_bytes = 64 << 10;
-  o.queue_depth = queue_depth;
-  return o;
-}
+using testing::kMiB;
+using testing::nvme_options;
+using testing::open_and_recover;
+using tierkv::testing::TempDir;
 
 // Runs the backend until `n` completions arrived (deadline 10 s).
 std::vector<IoCompletion> complete(IoBackend& io, size_t n) {
@@ -60,7 +39,7 @@ std::vector<IoCompletion> complete(IoBackend& io, size_t n) {
 }
 
 TEST(NvmeStoreTest, WriteReadBackAndRecoverAfterReopen) {
-  TempDirectory dir;
+  TempDir dir;
   auto region = ShmRegion::create("nvme-test", 8 * kMiB, true);
   ASSERT_TRUE(region.ok());
   std::byte* buf = region->data();
@@ -71,18 +50,17 @@ TEST(NvmeStoreTest, WriteReadBackAndRecoverAfterReopen) {
   }
   ChunkRecord rec;
   {
-    auto store = NvmeStore::open(options(dir.path()));
-    ASSERT_TRUE(store.ok()) << store.status().to_string();
-    ASSERT_TRUE((*store)->recover([](const Namespace&) {}, [](const ChunkRecord&) {}, nullptr).ok());
-    ASSERT_TRUE((*store)->io().register_memory(region->data(), region->size()).ok());
-    auto cls = (*store)->class_for(64 * 1024);
+    std::unique_ptr<NvmeStore> store = open_and_recover(nvme_options(dir.path())).store;
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(store->io().register_memory(region->data(), region->size()).ok());
+    auto cls = store->class_for(64 * 1024);
     ASSERT_TRUE(cls.ok());
     // Two slabs: the second lies in the second directory's file (striping).
-    const SlotId a = (*store)->allocate(*cls);
+    const SlotId a = store->allocate(*cls);
     ASSERT_NE(a, kNoSlot);
-    EXPECT_EQ((*store)->file_of(a), 0u);
-    ASSERT_TRUE((*store)->queue_write(a, buf, 64 * 1024, 7));
-    const auto done = complete((*store)->io(), 1);
+    EXPECT_EQ(store->file_of(a), 0u);
+    ASSERT_TRUE(store->queue_write(a, buf, 64 * 1024, 7));
+    const auto done = complete(store->io(), 1);
     ASSERT_EQ(done.size(), 1u);
     EXPECT_EQ(done[0].user_data, 7u);
     EXPECT_EQ(done[0].result, 64 * 1024);
@@ -92,90 +70,77 @@ TEST(NvmeStoreTest, WriteReadBackAndRecoverAfterReopen) {
     rec.slot_class = static_cast<uint8_t>(*cls);
     rec.stored_bytes = rec.logical_bytes = 64 * 1024;
     rec.checksum = NvmeStore::checksum({buf, 64 * 1024});
-    ASSERT_TRUE((*store)->commit(std::span(&rec, 1)).ok());
+    ASSERT_TRUE(store->commit(std::span(&rec, 1)).ok());
     // Read it back into another part of the region.
-    ASSERT_TRUE((*store)->queue_read(a, buf + 4 * kMiB, 64 * 1024, 8));
-    ASSERT_EQ(complete((*store)->io(), 1).at(0).result, 64 * 1024);
+    ASSERT_TRUE(store->queue_read(a, buf + 4 * kMiB, 64 * 1024, 8));
+    ASSERT_EQ(complete(store->io(), 1).at(0).result, 64 * 1024);
     EXPECT_EQ(std::memcmp(buf, buf + 4 * kMiB, 64 * 1024), 0);
   }
-  auto store = NvmeStore::open(options(dir.path()));
-  ASSERT_TRUE(store.ok());
-  std::vector<ChunkRecord> got;
-  RecoveryReport report;
-  ASSERT_TRUE((*store)
-                  ->recover([](const Namespace&) {},
-                            [&](const ChunkRecord& r) { got.push_back(r); }, &report)
-                  .ok());
+  auto [store, got, report] = open_and_recover(nvme_options(dir.path()));
+  ASSERT_TRUE(store);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].key, rec.key);
   EXPECT_EQ(got[0].checksum, rec.checksum);
   EXPECT_EQ(report.chunks, 1u);
   // The recovered slot is taken: a new allocation of that class gets another one.
-  EXPECT_NE((*store)->allocate(rec.slot_class), rec.slot);
+  EXPECT_NE(store->allocate(rec.slot_class), rec.slot);
 }
 
 TEST(NvmeStoreTest, RecoversAHundredThousandChunksAndNamesEach) {
   // Recovery reads only the index: 100,000 records come back in well under the seconds the
   // daemon logs (timing is the benchmark's business; this checks every record is restored).
-  TempDirectory dir;
-  NvmeOptions o = options(dir.path());
+  TempDir dir;
+  NvmeOptions o = nvme_options(dir.path());
   o.capacity_bytes = 1ull << 30;  // fallocate'd, not written: 100,000 slots of 8 KiB
   o.min_slot_bytes = 8 << 10;
   constexpr uint32_t kChunks = 100000;
   {
-    auto store = NvmeStore::open(o);
-    ASSERT_TRUE(store.ok()) << store.status().to_string();
-    ASSERT_TRUE((*store)->recover([](const Namespace&) {}, [](const ChunkRecord&) {}, nullptr).ok());
-    const int cls = (*store)->class_for(8 * 1024).value();
+    std::unique_ptr<NvmeStore> store = open_and_recover(o).store;
+    ASSERT_TRUE(store);
+    const int cls = store->class_for(8 * 1024).value();
     std::vector<ChunkRecord> batch;
     for (uint32_t i = 0; i < kChunks; ++i) {
       ChunkRecord r;
       r.ns = 1 + i % 3;
       r.key = ChunkKey{i, ~uint64_t{i}};
-      r.slot = (*store)->allocate(cls);
+      r.slot = store->allocate(cls);
       ASSERT_NE(r.slot, kNoSlot);
       r.slot_class = static_cast<uint8_t>(cls);
-      r.file = (*store)->file_of(r.slot);
-      r.offset = (*store)->file_offset(r.slot);
+      r.file = store->file_of(r.slot);
+      r.offset = store->file_offset(r.slot);
       r.stored_bytes = r.logical_bytes = 8 * 1024;
       batch.push_back(r);
       if (batch.size() == 4096 || i + 1 == kChunks) {
-        ASSERT_TRUE((*store)->commit(batch).ok());
+        ASSERT_TRUE(store->commit(batch).ok());
         batch.clear();
       }
     }
   }
-  auto store = NvmeStore::open(o);
-  ASSERT_TRUE(store.ok());
+  auto [store, got, report] = open_and_recover(o);
+  ASSERT_TRUE(store);
   std::vector<bool> seen(kChunks);
-  RecoveryReport report;
-  ASSERT_TRUE((*store)
-                  ->recover([](const Namespace&) {},
-                            [&](const ChunkRecord& r) { seen.at(r.key.lo) = true; }, &report)
-                  .ok());
+  for (const ChunkRecord& r : got) seen.at(r.key.lo) = true;
   EXPECT_EQ(report.chunks, kChunks);
   EXPECT_EQ(std::count(seen.begin(), seen.end(), true), kChunks);
-  EXPECT_EQ((*store)->used_bytes(), uint64_t{kChunks} * 8 * 1024);
+  EXPECT_EQ(store->used_bytes(), uint64_t{kChunks} * 8 * 1024);
   std::printf("recovered %u chunks in %llu ms\n", kChunks,
               static_cast<unsigned long long>(report.millis));
 }
 
 TEST(NvmeStoreTest, RecoveryAcceptsEncodedChunksAndDropsRecordsNamingAnotherPlace) {
-  TempDirectory dir;
+  TempDir dir;
   ChunkRecord encoded, misplaced;
   {
-    auto store = NvmeStore::open(options(dir.path()));
-    ASSERT_TRUE(store.ok());
-    ASSERT_TRUE(
-        (*store)->recover([](const Namespace&) {}, [](const ChunkRecord&) {}, nullptr).ok());
+    std::unique_ptr<NvmeStore> store = open_and_recover(nvme_options(dir.path())).store;
+    ASSERT_TRUE(store);
     // An encoded chunk: 30 KiB of zstd for a 64 KiB chunk, in a slot of the smallest class.
-    const int cls = (*store)->class_for(30 << 10).value();
+    const int cls = store->class_for(30 << 10).value();
     encoded.ns = 1;
     encoded.key = ChunkKey{1, 1};
-    encoded.slot = (*store)->allocate(cls);
+    encoded.slot = store->allocate(cls);
     encoded.slot_class = static_cast<uint8_t>(cls);
-    encoded.file = (*store)->file_of(encoded.slot);
-    encoded.offset = (*store)->file_offset(encoded.slot);
+    encoded.file = store->file_of(encoded.slot);
+    encoded.offset = store->file_offset(encoded.slot);
     encoded.stored_bytes = 30 << 10;
     encoded.logical_bytes = 64 << 10;
     encoded.codec = Codec::kZstd;
@@ -183,20 +148,14 @@ TEST(NvmeStoreTest, RecoveryAcceptsEncodedChunksAndDropsRecordsNamingAnotherPlac
     // size-class settings): it must not be trusted.
     misplaced = encoded;
     misplaced.key = ChunkKey{2, 2};
-    misplaced.slot = (*store)->allocate(cls);
-    misplaced.file = (*store)->file_of(misplaced.slot);
-    misplaced.offset = (*store)->file_offset(misplaced.slot) + 4096;
+    misplaced.slot = store->allocate(cls);
+    misplaced.file = store->file_of(misplaced.slot);
+    misplaced.offset = store->file_offset(misplaced.slot) + 4096;
     const ChunkRecord both[] = {encoded, misplaced};
-    ASSERT_TRUE((*store)->commit(both).ok());
+    ASSERT_TRUE(store->commit(both).ok());
   }
-  auto store = NvmeStore::open(options(dir.path()));
-  ASSERT_TRUE(store.ok());
-  std::vector<ChunkRecord> got;
-  RecoveryReport report;
-  ASSERT_TRUE((*store)
-                  ->recover([](const Namespace&) {},
-                            [&](const ChunkRecord& r) { got.push_back(r); }, &report)
-                  .ok());
+  auto [store, got, report] = open_and_recover(nvme_options(dir.path()));
+  ASSERT_TRUE(store);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].key, encoded.key);
   EXPECT_EQ(got[0].codec, Codec::kZstd);
@@ -208,8 +167,8 @@ TEST(NvmeStoreTest, RecoveryAcceptsEncodedChunksAndDropsRecordsNamingAnotherPlac
 }
 
 TEST(NvmeStoreTest, RejectsBadOptionsWithTheirNames) {
-  TempDirectory dir;
-  NvmeOptions o = options(dir.path());
+  TempDir dir;
+  NvmeOptions o = nvme_options(dir.path());
   o.capacity_bytes = 1 * kMiB;  // less than a slab per directory
   auto s = NvmeStore::open(o);
   ASSERT_FALSE(s.ok());
@@ -241,7 +200,7 @@ class FaultBackendTest : public ::testing::Test {
     return IoRequest{op, 0, offset, buf_, 64 * 1024, user, 0};
   }
 
-  TempDirectory dir_;
+  TempDir dir_;
   std::string path_;
   int fd_ = -1;
   std::byte* buf_ = nullptr;

@@ -4,10 +4,7 @@
 #include <poll.h>
 #include <sys/inotify.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +21,8 @@
 #include <thread>
 #include <utility>
 
+#include "common/child_process.h"
+
 extern char** environ;
 
 namespace tierkv::testing {
@@ -36,30 +35,6 @@ namespace {
 int ms_left(Clock::time_point deadline) {
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
   return static_cast<int>(std::max<int64_t>(0, left.count()));
-}
-
-// Waits for `pid` to exit until `deadline`; a pidfd makes the wait end the moment it does.
-bool wait_pid(pid_t pid, Clock::time_point deadline, int* status) {
-  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  bool exited = false;
-  while (true) {
-    const pid_t r = ::waitpid(pid, status, WNOHANG);
-    if (r == pid) {
-      exited = true;
-      break;
-    }
-    if (r < 0 && errno != EINTR) break;
-    const int left = ms_left(deadline);
-    if (left == 0) break;
-    if (pidfd >= 0) {
-      pollfd p{pidfd, POLLIN, 0};
-      ::poll(&p, 1, left);
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(left, 5)));
-    }
-  }
-  if (pidfd >= 0) ::close(pidfd);
-  return exited;
 }
 
 std::vector<char*> c_argv(std::vector<std::string>& args) {
@@ -153,9 +128,9 @@ ProcessResult run_process(const std::vector<std::string>& argv_in,
     if (p.fd >= 0) ::close(p.fd);
   }
   int status = 0;
-  if (!wait_pid(pid, Clock::now() + (result.timed_out ? 10s : timeout), &status)) {
+  if (!tools::wait_child_exit(pid, result.timed_out ? 10s : timeout, &status)) {
     ::kill(pid, SIGKILL);
-    wait_pid(pid, Clock::now() + 10s, &status);
+    tools::wait_child_exit(pid, 10s, &status);
     result.timed_out = true;
   }
   if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
@@ -163,31 +138,16 @@ ProcessResult run_process(const std::vector<std::string>& argv_in,
   return result;
 }
 
-Result<Subprocess> Subprocess::spawn(const std::vector<std::string>& argv_in,
+Result<Subprocess> Subprocess::spawn(const std::vector<std::string>& argv,
                                      const std::string& log_path) {
   const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) return Status::FromErrno("open " + log_path, errno);
-  std::vector<std::string> args = argv_in;
-  std::vector<char*> argv = c_argv(args);
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    // The test may crash or be killed at its timeout: take the daemon down with it.
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (::getppid() != parent) ::_exit(127);
-    ::dup2(log_fd, STDOUT_FILENO);
-    ::dup2(log_fd, STDERR_FILENO);
-    const int null_fd = ::open("/dev/null", O_RDONLY);
-    if (null_fd >= 0) ::dup2(null_fd, STDIN_FILENO);
-    ::execv(argv[0], argv.data());
-    const char msg[] = "Subprocess: exec failed\n";
-    (void)!::write(STDERR_FILENO, msg, sizeof(msg) - 1);
-    ::_exit(127);
-  }
+  // The test may crash or be killed at its timeout: the child gets SIGTERM then.
+  auto pid = tools::spawn_child(argv, log_fd);
   ::close(log_fd);
-  if (pid < 0) return Status::FromErrno("fork", errno);
+  if (!pid.ok()) return pid.status();
   Subprocess p;
-  p.pid_ = pid;
+  p.pid_ = *pid;
   p.log_path_ = log_path;
   return p;
 }
@@ -223,7 +183,7 @@ bool Subprocess::running() {
 bool Subprocess::wait_exit(std::chrono::milliseconds timeout) {
   if (pid_ <= 0) return true;
   int status = 0;
-  if (!wait_pid(pid_, Clock::now() + timeout, &status)) return false;
+  if (!tools::wait_child_exit(pid_, timeout, &status)) return false;
   wait_status_ = status;
   pid_ = -1;
   return true;
@@ -280,16 +240,6 @@ bool wait_for_path(const std::string& path, std::chrono::milliseconds timeout) {
 bool wait_for_unix_socket(const std::string& path, std::chrono::milliseconds timeout,
                           const std::function<bool()>& alive) {
   const auto deadline = Clock::now() + timeout;
-  const auto accepts = [&] {
-    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return false;
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-    const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    ::close(fd);
-    return ok;
-  };
   // Wake on the socket file appearing in slices, so a daemon that died is noticed quickly.
   while (!(::access(path.c_str(), F_OK) == 0)) {
     if (alive && !alive()) return false;
@@ -301,7 +251,7 @@ bool wait_for_unix_socket(const std::string& path, std::chrono::milliseconds tim
   }
   // The file exists from bind(); connections succeed once listen() follows.
   return wait_until(
-             [&] { return accepts() || (alive && !alive()); },
+             [&] { return tools::unix_socket_accepts(path) || (alive && !alive()); },
              std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now())) &&
          (!alive || alive());
 }

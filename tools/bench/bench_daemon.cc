@@ -1,16 +1,10 @@
 #include "bench/bench_daemon.h"
 
 #include <fcntl.h>
-#include <poll.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -18,9 +12,10 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <thread>
 #include <utility>
 #include <vector>
+
+#include "common/child_process.h"
 
 namespace tierkv::bench {
 
@@ -45,43 +40,6 @@ namespace {
 bool is_executable(const fs::path& p) {
   std::error_code ec;
   return fs::is_regular_file(p, ec) && ::access(p.c_str(), X_OK) == 0;
-}
-
-// Whether something accepts connections on the Unix socket at `path`.
-bool socket_accepts(const std::string& path) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  ::close(fd);
-  return ok;
-}
-
-// Waits up to `timeout` for child `pid` to exit; true (and *status set) if it did. Uses a pidfd
-// where the kernel has one, so the wait wakes the moment the child exits.
-bool wait_exit(pid_t pid, std::chrono::milliseconds timeout, int* status) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  while (true) {
-    const pid_t r = ::waitpid(pid, status, WNOHANG);
-    if (r == pid || (r < 0 && errno != EINTR)) {
-      if (pidfd >= 0) ::close(pidfd);
-      return r == pid;
-    }
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) break;
-    if (pidfd >= 0) {
-      pollfd p{pidfd, POLLIN, 0};
-      ::poll(&p, 1, static_cast<int>(left.count()));
-    } else {
-      std::this_thread::sleep_for(std::min(left, std::chrono::milliseconds(10)));
-    }
-  }
-  if (pidfd >= 0) ::close(pidfd);
-  return false;
 }
 
 std::string describe_exit(int status) {
@@ -157,46 +115,25 @@ Result<std::unique_ptr<BenchDaemon>> BenchDaemon::start(const DaemonOptions& opt
 
   const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (log_fd < 0) return Status::FromErrno("open " + log_path, errno);
-  std::vector<std::string> args = {d->binary_, "--config", config_path};
-  std::vector<char*> argv;
-  argv.reserve(args.size() + 1);
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    ::close(log_fd);
-    return Status::FromErrno("fork", errno);
-  }
-  if (pid == 0) {
-    // Child: only async-signal-safe calls until exec.
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (::getppid() != parent) ::_exit(127);  // the bench died before prctl took effect
-    ::dup2(log_fd, STDOUT_FILENO);
-    ::dup2(log_fd, STDERR_FILENO);
-    const int null_fd = ::open("/dev/null", O_RDONLY);
-    if (null_fd >= 0) ::dup2(null_fd, STDIN_FILENO);
-    ::execv(argv[0], argv.data());
-    const char msg[] = "tierkv-bench: exec of tierkvd failed\n";
-    (void)!::write(STDERR_FILENO, msg, sizeof(msg) - 1);
-    ::_exit(127);
-  }
+  // The child gets SIGTERM if the bench dies: no daemon outlives its benchmark.
+  auto pid = tools::spawn_child({d->binary_, "--config", config_path}, log_fd);
   ::close(log_fd);
-  d->pid_ = pid;
+  if (!pid.ok()) return pid.status();
+  d->pid_ = *pid;
 
   // Poll for the socket: there is nothing to block on until the daemon binds and listens, and a
   // daemon that fails (bad config, no memory) must be reported at once, not at the deadline.
   const auto until = std::chrono::steady_clock::now() + deadline;
-  while (!socket_accepts(d->socket_path_)) {
+  while (!tools::unix_socket_accepts(d->socket_path_)) {
     int status = 0;
-    if (wait_exit(pid, std::chrono::milliseconds(5), &status)) {
+    if (tools::wait_child_exit(d->pid_, std::chrono::milliseconds(5), &status)) {
       d->pid_ = -1;
       return Status::Unavailable("tierkvd (" + d->binary_ + ") " + describe_exit(status) +
                                  " before it listened on " + d->socket_path_ + "; its log:\n" +
                                  d->tail_of_log());
     }
     if (std::chrono::steady_clock::now() > until) {
-      return Status::Unavailable("tierkvd (" + d->binary_ + ", pid " + std::to_string(pid) +
+      return Status::Unavailable("tierkvd (" + d->binary_ + ", pid " + std::to_string(d->pid_) +
                                  ") did not listen on " + d->socket_path_ + " within " +
                                  std::to_string(deadline.count()) + " ms; its log:\n" +
                                  d->tail_of_log());
@@ -220,9 +157,9 @@ Status BenchDaemon::stop() {
   const pid_t pid = std::exchange(pid_, -1);
   ::kill(pid, SIGTERM);
   int status = 0;
-  if (!wait_exit(pid, std::chrono::seconds(10), &status)) {
+  if (!tools::wait_child_exit(pid, std::chrono::seconds(10), &status)) {
     ::kill(pid, SIGKILL);
-    wait_exit(pid, std::chrono::seconds(10), &status);
+    tools::wait_child_exit(pid, std::chrono::seconds(10), &status);
     return Status::Internal("tierkvd (pid " + std::to_string(pid) +
                             ") did not exit within 10 s of SIGTERM; killed it");
   }

@@ -35,10 +35,7 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +44,7 @@ import warnings
 import torch
 
 import tierkv
+from tierkvd_process import TierkvdProcess
 
 try:
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -162,56 +160,18 @@ def pick_nvme_parent(requested):
     return None
 
 
-class Daemon:
-    """A tierkvd in a temporary directory; stopped (SIGTERM, then SIGKILL) by close()."""
+class Daemon(TierkvdProcess):
+    """A tierkvd in `workdir` (the caller's); stopped (SIGTERM, then SIGKILL) by close()."""
 
     def __init__(self, binary, workdir, host_capacity, nvme_dir, nvme_capacity, chunk_tokens,
                  log_level="info"):
-        self.dir = workdir
-        self.socket_path = os.path.join(workdir, "tierkvd.sock")
-        self.config = os.path.join(workdir, "tierkvd.toml")
-        with open(self.config, "w") as f:
-            f.write('[server]\nsocket_path = "%s"\n' % self.socket_path)
-            f.write('[host]\ncapacity = "%s"\nprefault = false\n' % host_capacity)
-            f.write("[cache]\nchunk_tokens = %d\n" % chunk_tokens)
-            if nvme_dir:
-                f.write('[nvme]\ndirectories = ["%s"]\ncapacity = "%s"\nmode = "write-back"\n'
-                        % (nvme_dir, nvme_capacity))
-            f.write('[log]\nlevel = "%s"\n' % log_level)
-        self.log_path = os.path.join(workdir, "tierkvd.log")
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([binary, "--config", self.config], stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError("tierkvd exited before listening:\n" + self.log())
-            if os.path.exists(self.socket_path):
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    s.connect(self.socket_path)
-                    return
-                except OSError:
-                    pass
-                finally:
-                    s.close()
-            if time.monotonic() > deadline:
-                raise RuntimeError("tierkvd did not listen in 120 s:\n" + self.log())
-            time.sleep(0.02)
-
-    def log(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        config = '[host]\ncapacity = "%s"\nprefault = false\n' % host_capacity
+        config += "[cache]\nchunk_tokens = %d\n" % chunk_tokens
+        if nvme_dir:
+            config += ('[nvme]\ndirectories = ["%s"]\ncapacity = "%s"\nmode = "write-back"\n'
+                       % (nvme_dir, nvme_capacity))
+        config += '[log]\nlevel = "%s"\n' % log_level
+        super().__init__(binary, workdir, config, start_deadline_s=120, stop_timeout_s=60)
 
 
 # --- the run -----------------------------------------------------------------------------------

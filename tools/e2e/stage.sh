@@ -2,7 +2,7 @@
 # Stages what the end-to-end run needs on a GPU box that has Python, torch and transformers but
 # not this project's C++ dependencies: tierkvd and tierkvctl with the shared libraries they need
 # beyond glibc and libstdc++ (from ldd), the Python module `tierkv` (built with CUDA, for the
-# box's Python), the script and the device-side runner.
+# box's Python), the script (with tierkvd_process.py, which it imports) and the device-side runner.
 #
 #   bash tools/e2e/stage.sh BUILD_DIR DEST [TIERKVD]
 #
@@ -28,7 +28,7 @@ cp "$tierkvd" "$build/tools/tierkvctl" "$dest/bin/"
   if [ -f "$src/MERGED_FROM" ]; then echo "tierkvd source: $(cat "$src/MERGED_FROM")"; fi
 } > "$dest/BUILD_INFO"
 cp "$build"/python/tierkv*.so "$dest/py/"
-cp "$here/e2e_run.py" "$here/run_device.sh" "$dest/"
+cp "$here/e2e_run.py" "$here/tierkvd_process.py" "$here/run_device.sh" "$dest/"
 # Shared libraries beyond the C and C++ runtimes, which the box has (newer) itself.
 for f in "$dest/bin/tierkvd" "$dest/bin/tierkvctl" "$dest"/py/tierkv*.so; do
   ldd "$f" | awk '/=> \//{print $3}'
