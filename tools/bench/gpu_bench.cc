@@ -33,6 +33,7 @@
 #include "tierkv/client.h"
 #include "tierkv/cuda_transfer.h"
 #include "tierkv/gpu_pool.h"
+#include "tierkv/kernels/cuda_device.h"
 #include "tierkv/kernels/half.h"
 #include "tierkv/kernels/kv_cuda.h"
 #include "tierkv/kernels/quantize.h"
@@ -41,10 +42,6 @@
 namespace tierkv::bench {
 
 namespace {
-
-constexpr uint64_t kMiB = 1ull << 20;
-constexpr uint64_t kGiB = 1ull << 30;
-constexpr const char* kTenant = "tierkv-bench";
 
 // Targets from the issue.
 constexpr double kLoadVsH2dTarget = 0.9;
@@ -69,59 +66,41 @@ struct Settings {
 constexpr Settings kFull{kGiB, 9, 32, 15, 7};
 constexpr Settings kQuick{256 * kMiB, 3, 8, 3, 2};
 
-Status cuda_status(cudaError_t e, const std::string& what) {
-  return Status::Internal(what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
-}
-#define BENCH_CUDA(expr, what)                                                         \
-  do {                                                                                 \
-    const cudaError_t bench_cuda_error_ = (expr);                                      \
-    if (bench_cuda_error_ != cudaSuccess) return cuda_status(bench_cuda_error_, what); \
+using kernels::cuda::cuda_error;
+#define BENCH_CUDA(expr, what)                                                        \
+  do {                                                                                \
+    const cudaError_t bench_cuda_error_ = (expr);                                     \
+    if (bench_cuda_error_ != cudaSuccess) return cuda_error(bench_cuda_error_, what); \
   } while (0)
 
-Status context(const Status& s, const std::string& what) {
-  return {s.code(), what + ": " + s.message()};
-}
-
-// Device memory, freed on scope exit.
-class DeviceMemory {
+// Device memory (cudaMalloc) or pinned host memory (cudaHostAlloc), freed on scope exit.
+template <bool kPinnedHost>
+class CudaMemory {
  public:
-  DeviceMemory() = default;
-  DeviceMemory(const DeviceMemory&) = delete;
-  DeviceMemory& operator=(const DeviceMemory&) = delete;
-  ~DeviceMemory() { (void)cudaFree(p_); }
+  CudaMemory() = default;
+  CudaMemory(const CudaMemory&) = delete;
+  CudaMemory& operator=(const CudaMemory&) = delete;
+  ~CudaMemory() { (void)(kPinnedHost ? cudaFreeHost(p_) : cudaFree(p_)); }
   Status allocate(uint64_t bytes) {
-    BENCH_CUDA(cudaMalloc(&p_, bytes), "cudaMalloc of " + std::to_string(bytes) + " bytes");
+    if constexpr (kPinnedHost) {
+      BENCH_CUDA(cudaHostAlloc(&p_, bytes, cudaHostAllocDefault),
+                 "cudaHostAlloc of " + std::to_string(bytes) + " bytes");
+    } else {
+      BENCH_CUDA(cudaMalloc(&p_, bytes), "cudaMalloc of " + std::to_string(bytes) + " bytes");
+    }
     bytes_ = bytes;
     return Status::Ok();
   }
   [[nodiscard]] std::byte* data() const { return static_cast<std::byte*>(p_); }
   [[nodiscard]] uint64_t size() const { return bytes_; }
-
- private:
-  void* p_ = nullptr;
-  uint64_t bytes_ = 0;
-};
-
-// Pinned host memory (cudaHostAlloc), freed on scope exit.
-class PinnedMemory {
- public:
-  PinnedMemory() = default;
-  PinnedMemory(const PinnedMemory&) = delete;
-  PinnedMemory& operator=(const PinnedMemory&) = delete;
-  ~PinnedMemory() { (void)cudaFreeHost(p_); }
-  Status allocate(uint64_t bytes) {
-    BENCH_CUDA(cudaHostAlloc(&p_, bytes, cudaHostAllocDefault),
-               "cudaHostAlloc of " + std::to_string(bytes) + " bytes");
-    bytes_ = bytes;
-    return Status::Ok();
-  }
-  [[nodiscard]] std::byte* data() const { return static_cast<std::byte*>(p_); }
   [[nodiscard]] std::span<std::byte> span() const { return {data(), bytes_}; }
 
  private:
   void* p_ = nullptr;
   uint64_t bytes_ = 0;
 };
+using DeviceMemory = CudaMemory<false>;
+using PinnedMemory = CudaMemory<true>;
 
 // Times `enqueue` (work on `stream`) with events: one warm-up, then `runs` timed runs; returns
 // the median seconds.
@@ -201,14 +180,6 @@ std::vector<int32_t> shuffled_table(uint32_t used, uint32_t num_blocks, uint64_t
   std::mt19937_64 rng(seed);
   std::shuffle(t.begin(), t.end(), rng);
   t.resize(used);
-  return t;
-}
-
-std::vector<TokenId> random_tokens(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<TokenId> dist(0, 151935);
-  std::vector<TokenId> t(n);
-  for (auto& x : t) x = dist(rng);
   return t;
 }
 
@@ -513,7 +484,8 @@ Result<PrefixFigures> measure_prefix(const Settings& s, Client& client,
 
   // Store once (timed: gather + D2H into the leased slots, then commit).
   progress("store of a " + std::to_string(prefix_tokens) + "-token prefix");
-  const std::vector<TokenId> tokens = random_tokens(prefix_tokens, 17);
+  std::mt19937_64 rng(17);
+  const std::vector<TokenId> tokens = random_tokens(rng, prefix_tokens);
   {
     const auto t0 = Clock::now();
     auto put = client.begin_put(*ns, tokens);
@@ -679,7 +651,8 @@ Result<GpuTierFigures> measure_gpu_tier(const Settings& s, Client& client,
   TIERKV_RETURN_IF_ERROR(src.fill(pattern, pattern_bytes));
   const std::vector<int32_t> src_table = shuffled_table(used_blocks, src.num_blocks, 21);
   const std::vector<int32_t> dst_table = shuffled_table(used_blocks, dst.num_blocks, 23);
-  const std::vector<TokenId> tokens = random_tokens(prefix_tokens, 29);
+  std::mt19937_64 rng(29);
+  const std::vector<TokenId> tokens = random_tokens(rng, prefix_tokens);
   {
     progress("GPU tier: storing the prefix");
     auto x = GpuTransfer::create_paged(*pinned, *ns, src.view(), device);
