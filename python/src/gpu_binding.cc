@@ -344,39 +344,39 @@ size_t gpu_load(PyClient& c, const Namespace& ns, std::span<const TokenId> token
   return loaded;
 }
 
-void gpu_copy_to_host(PyClient& c, std::byte* dst, const ArrayRef& src, size_t bytes,
-                      uintptr_t stream_id) {
+namespace {
+
+// One cudaMemcpyAsync on the caller's stream, on the device of `device_array`, and a wait for the
+// stream; raises `what` on failure.
+void copy_and_wait(PyClient& c, const ArrayRef& device_array, void* dst, const void* src,
+                   size_t bytes, cudaMemcpyKind kind, uintptr_t stream_id, const char* what) {
   (void)pinned_pool(c);
-  const int device = device_of(src);
+  const int device = device_of(device_array);
   Status st;
   {
     py::gil_scoped_release nogil;
     DeviceGuard guard(device);
     auto* stream = reinterpret_cast<cudaStream_t>(stream_id);
-    cudaError_t e = cudaMemcpyAsync(dst, src.data(), bytes, cudaMemcpyDeviceToHost, stream);
+    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, stream);
     const cudaError_t s = cudaStreamSynchronize(stream);
     if (e == cudaSuccess) e = s;
-    if (e != cudaSuccess) st = cuda_error(e, "copy from the device");
+    if (e != cudaSuccess) st = cuda_error(e, what);
   }
   check(st);
 }
 
+}  // namespace
+
+void gpu_copy_to_host(PyClient& c, std::byte* dst, const ArrayRef& src, size_t bytes,
+                      uintptr_t stream_id) {
+  copy_and_wait(c, src, dst, src.data(), bytes, cudaMemcpyDeviceToHost, stream_id,
+                "copy from the device");
+}
+
 void gpu_copy_from_host(PyClient& c, const ArrayRef& dst, size_t dst_offset, const std::byte* src,
                         size_t bytes, uintptr_t stream_id) {
-  (void)pinned_pool(c);
-  const int device = device_of(dst);
-  Status st;
-  {
-    py::gil_scoped_release nogil;
-    DeviceGuard guard(device);
-    auto* stream = reinterpret_cast<cudaStream_t>(stream_id);
-    cudaError_t e =
-        cudaMemcpyAsync(dst.data() + dst_offset, src, bytes, cudaMemcpyHostToDevice, stream);
-    const cudaError_t s = cudaStreamSynchronize(stream);
-    if (e == cudaSuccess) e = s;
-    if (e != cudaSuccess) st = cuda_error(e, "copy to the device");
-  }
-  check(st);
+  copy_and_wait(c, dst, dst.data() + dst_offset, src, bytes, cudaMemcpyHostToDevice, stream_id,
+                "copy to the device");
 }
 
 #else  // !TIERKV_PYTHON_CUDA

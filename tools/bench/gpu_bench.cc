@@ -130,6 +130,15 @@ Result<double> time_on_stream(cudaStream_t stream, uint32_t runs, Enqueue enqueu
   return median(seconds);
 }
 
+// time_on_stream() of one cudaMemcpyAsync of `bytes` from `src` to `dst`.
+Result<double> time_copy(cudaStream_t stream, uint32_t runs, void* dst, const void* src,
+                         uint64_t bytes, cudaMemcpyKind kind, const char* what) {
+  return time_on_stream(stream, runs, [&]() -> Status {
+    BENCH_CUDA(cudaMemcpyAsync(dst, src, bytes, kind, stream), what);
+    return Status::Ok();
+  });
+}
+
 // An 8B-class paged cache on the device: per layer K and V tensors of num_blocks blocks.
 struct PagedCache {
   std::vector<DeviceMemory> tensors;
@@ -225,11 +234,8 @@ Result<CopyFigures> measure_copies(const Settings& s, const PinnedMemory& host,
   TIERKV_RETURN_IF_ERROR(b.allocate(s.copy_bytes));
   const double bytes = static_cast<double>(s.copy_bytes);
   CopyFigures f;
-  auto h2d = time_on_stream(stream, s.copy_runs, [&]() -> Status {
-    BENCH_CUDA(cudaMemcpyAsync(a.data(), host.data(), s.copy_bytes, cudaMemcpyHostToDevice, stream),
-               "H2D copy");
-    return Status::Ok();
-  });
+  auto h2d = time_copy(stream, s.copy_runs, a.data(), host.data(), s.copy_bytes,
+                       cudaMemcpyHostToDevice, "H2D copy");
   if (!h2d.ok()) return h2d.status();
   f.h2d_GBps = bytes / *h2d / 1e9;
   for (uint64_t piece : {kMiB, 4 * kMiB}) {
@@ -244,18 +250,12 @@ Result<CopyFigures> measure_copies(const Settings& s, const PinnedMemory& host,
     if (!t.ok()) return t.status();
     (piece == kMiB ? f.h2d_1MiB_GBps : f.h2d_4MiB_GBps) = bytes / *t / 1e9;
   }
-  auto d2h = time_on_stream(stream, s.copy_runs, [&]() -> Status {
-    BENCH_CUDA(cudaMemcpyAsync(host.data(), a.data(), s.copy_bytes, cudaMemcpyDeviceToHost, stream),
-               "D2H copy");
-    return Status::Ok();
-  });
+  auto d2h = time_copy(stream, s.copy_runs, host.data(), a.data(), s.copy_bytes,
+                       cudaMemcpyDeviceToHost, "D2H copy");
   if (!d2h.ok()) return d2h.status();
   f.d2h_GBps = bytes / *d2h / 1e9;
-  auto d2d = time_on_stream(stream, s.copy_runs * 2, [&]() -> Status {
-    BENCH_CUDA(cudaMemcpyAsync(b.data(), a.data(), s.copy_bytes, cudaMemcpyDeviceToDevice, stream),
-               "D2D copy");
-    return Status::Ok();
-  });
+  auto d2d = time_copy(stream, s.copy_runs * 2, b.data(), a.data(), s.copy_bytes,
+                       cudaMemcpyDeviceToDevice, "D2D copy");
   if (!d2d.ok()) return d2d.status();
   f.d2d_GBps = 2 * bytes / *d2d / 1e9;
   return f;
@@ -279,6 +279,24 @@ Result<KernelFigures> measure_kernels(const Settings& s, const PinnedMemory& pat
   DeviceMemory buffer;
   TIERKV_RETURN_IF_ERROR(buffer.allocate(uint64_t{chunks} * chunk_bytes));
   BENCH_CUDA(cudaMemset(buffer.data(), 0x5A, buffer.size()), "cudaMemset");
+  const kernels::cuda::CopyRange range{
+      .first_token = 0, .chunk_tokens = kChunkTokens, .num_chunks = chunks};
+  // Times the scatter and the gather launch over `cache`: bandwidth moved, read + written.
+  const auto time_launches = [&](const kernels::cuda::DeviceKvCache& cache,
+                                 kernels::cuda::DeviceBlockTable table, double& scatter_GBps,
+                                 double& gather_GBps) -> Status {
+    auto sc = time_on_stream(stream, s.kernel_runs, [&] {
+      return kernels::cuda::scatter(cache, table, range, {buffer.data()}, stream);
+    });
+    if (!sc.ok()) return sc.status();
+    auto ga = time_on_stream(stream, s.kernel_runs, [&] {
+      return kernels::cuda::gather(cache, table, range, {buffer.data()}, stream);
+    });
+    if (!ga.ok()) return ga.status();
+    scatter_GBps = static_cast<double>(moved) / *sc / 1e9;
+    gather_GBps = static_cast<double>(moved) / *ga / 1e9;
+    return Status::Ok();
+  };
   KernelFigures f;
   {
     // Twice the blocks the chunks need, so the table scatters them over the whole cache.
@@ -295,18 +313,7 @@ Result<KernelFigures> measure_kernels(const Settings& s, const PinnedMemory& pat
     f.vector_bytes = dev->vector_bytes();
     const kernels::cuda::DeviceBlockTable dt{reinterpret_cast<const int32_t*>(table_dev.data()),
                                              table.size()};
-    const kernels::cuda::CopyRange range{
-        .first_token = 0, .chunk_tokens = kChunkTokens, .num_chunks = chunks};
-    auto sc = time_on_stream(stream, s.kernel_runs, [&] {
-      return kernels::cuda::scatter(*dev, dt, range, {buffer.data()}, stream);
-    });
-    if (!sc.ok()) return sc.status();
-    auto ga = time_on_stream(stream, s.kernel_runs, [&] {
-      return kernels::cuda::gather(*dev, dt, range, {buffer.data()}, stream);
-    });
-    if (!ga.ok()) return ga.status();
-    f.scatter_GBps = static_cast<double>(moved) / *sc / 1e9;
-    f.gather_GBps = static_cast<double>(moved) / *ga / 1e9;
+    TIERKV_RETURN_IF_ERROR(time_launches(*dev, dt, f.scatter_GBps, f.gather_GBps));
   }
   {
     // A flat head-major cache ([heads][tokens][dim] per layer, as transformers keeps it).
@@ -328,18 +335,7 @@ Result<KernelFigures> measure_kernels(const Settings& s, const PinnedMemory& pat
                                    .head_stride = uint64_t{tokens} * kHeadDim * kElemBytes};
     auto dev = kernels::cuda::DeviceKvCache::create_flat(view, device);
     if (!dev.ok()) return context(dev.status(), "register flat cache");
-    const kernels::cuda::CopyRange range{
-        .first_token = 0, .chunk_tokens = kChunkTokens, .num_chunks = chunks};
-    auto sc = time_on_stream(stream, s.kernel_runs, [&] {
-      return kernels::cuda::scatter(*dev, {}, range, {buffer.data()}, stream);
-    });
-    if (!sc.ok()) return sc.status();
-    auto ga = time_on_stream(stream, s.kernel_runs, [&] {
-      return kernels::cuda::gather(*dev, {}, range, {buffer.data()}, stream);
-    });
-    if (!ga.ok()) return ga.status();
-    f.flat_scatter_GBps = static_cast<double>(moved) / *sc / 1e9;
-    f.flat_gather_GBps = static_cast<double>(moved) / *ga / 1e9;
+    TIERKV_RETURN_IF_ERROR(time_launches(*dev, {}, f.flat_scatter_GBps, f.flat_gather_GBps));
   }
   return f;
 }
@@ -510,11 +506,8 @@ Result<PrefixFigures> measure_prefix(const Settings& s, Client& client,
     const uint64_t bytes = std::min<uint64_t>(s.copy_bytes, region.size());
     DeviceMemory d;
     TIERKV_RETURN_IF_ERROR(d.allocate(bytes));
-    auto t = time_on_stream(stream, s.copy_runs, [&]() -> Status {
-      BENCH_CUDA(cudaMemcpyAsync(d.data(), region.data(), bytes, cudaMemcpyHostToDevice, stream),
-                 "H2D from the pool");
-      return Status::Ok();
-    });
+    auto t = time_copy(stream, s.copy_runs, d.data(), region.data(), bytes, cudaMemcpyHostToDevice,
+                       "H2D from the pool");
     if (!t.ok()) return t.status();
     f.shm_h2d_GBps = static_cast<double>(bytes) / *t / 1e9;
   }
