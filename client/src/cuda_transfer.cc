@@ -31,39 +31,20 @@
 #include <vector>
 
 #include "tierkv/gpu_pool.h"
+#include "tierkv/kernels/cuda_device.h"
 #include "tierkv/kernels/kv_cuda.h"
 
 namespace tierkv {
 namespace {
 
-Status cuda_error(cudaError_t e, const std::string& what) {
-  return Status::Internal(what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
-}
+using kernels::cuda::cuda_error;
+using kernels::cuda::DeviceScope;
 
 #define TIERKV_CUDA_RETURN(expr, what)                                                  \
   do {                                                                                  \
     const cudaError_t tierkv_cuda_error_ = (expr);                                      \
     if (tierkv_cuda_error_ != cudaSuccess) return cuda_error(tierkv_cuda_error_, what); \
   } while (0)
-
-// Makes `device` current for the scope and restores the caller's device after.
-class DeviceScope {
- public:
-  explicit DeviceScope(int device) {
-    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
-    if (previous_ != device) status_ = cudaSetDevice(device);
-  }
-  ~DeviceScope() {
-    if (previous_ >= 0) (void)cudaSetDevice(previous_);
-  }
-  DeviceScope(const DeviceScope&) = delete;
-  DeviceScope& operator=(const DeviceScope&) = delete;
-  [[nodiscard]] cudaError_t status() const { return status_; }
-
- private:
-  int previous_ = -1;
-  cudaError_t status_ = cudaSuccess;
-};
 
 cudaStream_t to_cuda(GpuStream s) { return reinterpret_cast<cudaStream_t>(s); }
 

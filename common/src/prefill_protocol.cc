@@ -135,8 +135,7 @@ Status decode(ByteReader& r, PrefillEndRequest& m) {
   return r.expect_end("prefill_end");
 }
 Status decode(ByteReader& r, PrefillSummary& m) {
-  TIERKV_RETURN_IF_ERROR(r.get("summary", m));
-  return r.expect_end("prefill_end reply");
+  return r.get_whole("summary", m, "prefill_end reply");
 }
 
 }  // namespace tierkv::proto

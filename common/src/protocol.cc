@@ -335,13 +335,9 @@ Status decode(ByteReader& r, ListNamespacesReply& m) {
 }
 
 Status decode(ByteReader& r, PrefetchReply& m) {
-  TIERKV_RETURN_IF_ERROR(r.get("prefetch reply", m));
-  return r.expect_end("prefetch reply");
+  return r.get_whole("prefetch reply", m, "prefetch reply");
 }
-Status decode(ByteReader& r, FlushReply& m) {
-  TIERKV_RETURN_IF_ERROR(r.get("flush reply", m));
-  return r.expect_end("flush reply");
-}
+Status decode(ByteReader& r, FlushReply& m) { return r.get_whole("flush reply", m, "flush reply"); }
 Status decode(ByteReader& r, VerifyRequest& m) {
   TIERKV_RETURN_IF_ERROR(r.get("cursor", m.cursor));
   TIERKV_RETURN_IF_ERROR(r.get("max_chunks", m.max_chunks));
@@ -363,8 +359,7 @@ Status decode(ByteReader& r, VerifyReply& m) {
 }
 
 Status decode(ByteReader& r, GpuAttachReply& m) {
-  TIERKV_RETURN_IF_ERROR(r.get("gpu_attach reply", m));
-  return r.expect_end("gpu_attach reply");
+  return r.get_whole("gpu_attach reply", m, "gpu_attach reply");
 }
 
 }  // namespace tierkv::proto

@@ -3,7 +3,7 @@
 #include <cstring>
 #include <string>
 
-#include "tierkv/layout.h"
+#include "kv_view_checks.h"
 
 namespace tierkv::kernels {
 namespace {
@@ -17,24 +17,15 @@ bool mul_add(uint64_t a, uint64_t b, uint64_t c, uint64_t* out) {
 Status validate_call(const FlatKvView& cache, uint64_t first_token, uint32_t chunk_tokens,
                      size_t chunk_size, const char* chunk_name) {
   TIERKV_RETURN_IF_ERROR(cache.validate());
-  if (chunk_tokens == 0 || chunk_tokens > Layout::kMaxChunkTokens) {
-    return Status::InvalidArgument("chunk_tokens " + std::to_string(chunk_tokens) +
-                                   " is out of range [1, " +
-                                   std::to_string(Layout::kMaxChunkTokens) + "]");
-  }
+  TIERKV_RETURN_IF_ERROR(detail::check_chunk_tokens(chunk_tokens));
   if (first_token > cache.capacity_tokens || chunk_tokens > cache.capacity_tokens - first_token) {
     return Status::InvalidArgument("tokens [" + std::to_string(first_token) + ", " +
                                    std::to_string(first_token + chunk_tokens) +
                                    ") exceed the cache's capacity_tokens " +
                                    std::to_string(cache.capacity_tokens));
   }
-  const uint64_t want = cache.chunk_bytes(chunk_tokens);
-  if (chunk_size != want) {
-    return Status::InvalidArgument(std::string(chunk_name) + " is " + std::to_string(chunk_size) +
-                                   " bytes; a chunk of " + std::to_string(chunk_tokens) +
-                                   " tokens x " + std::to_string(cache.num_layers()) +
-                                   " layers needs " + std::to_string(want));
-  }
+  TIERKV_RETURN_IF_ERROR(detail::check_chunk_size(
+      chunk_name, chunk_size, cache.chunk_bytes(chunk_tokens), chunk_tokens, cache.num_layers()));
   return Status::Ok();
 }
 
@@ -75,37 +66,11 @@ uint64_t FlatKvView::layer_bytes() const {
 }
 
 Status FlatKvView::validate() const {
-  if (k_layers.empty()) return Status::InvalidArgument("flat KV cache has no layers");
-  if (k_layers.size() != v_layers.size()) {
-    return Status::InvalidArgument("flat KV cache has " + std::to_string(k_layers.size()) +
-                                   " K layers but " + std::to_string(v_layers.size()) +
-                                   " V layers");
+  TIERKV_RETURN_IF_ERROR(detail::check_layer_pointers("flat", k_layers, v_layers));
+  if (capacity_tokens == 0) {
+    return detail::out_of_range("capacity_tokens", capacity_tokens, UINT64_MAX);
   }
-  if (k_layers.size() > Layout::kMaxLayers) {
-    return Status::InvalidArgument("num_layers " + std::to_string(k_layers.size()) + " exceeds " +
-                                   std::to_string(Layout::kMaxLayers));
-  }
-  for (size_t i = 0; i < k_layers.size(); ++i) {
-    if (k_layers[i] == nullptr || v_layers[i] == nullptr) {
-      return Status::InvalidArgument("layer " + std::to_string(i) + ": " +
-                                     (k_layers[i] == nullptr ? "K" : "V") + " pointer is null");
-    }
-  }
-  auto out_of_range = [](const char* field, uint64_t value, uint64_t max) {
-    return Status::InvalidArgument(std::string(field) + " " + std::to_string(value) +
-                                   " is out of range [1, " + std::to_string(max) + "]");
-  };
-  if (capacity_tokens == 0) return out_of_range("capacity_tokens", capacity_tokens, UINT64_MAX);
-  if (num_kv_heads == 0 || num_kv_heads > Layout::kMaxKvHeads) {
-    return out_of_range("num_kv_heads", num_kv_heads, Layout::kMaxKvHeads);
-  }
-  if (head_dim == 0 || head_dim > Layout::kMaxHeadDim) {
-    return out_of_range("head_dim", head_dim, Layout::kMaxHeadDim);
-  }
-  if (elem_bytes != 1 && elem_bytes != 2 && elem_bytes != 4) {
-    return Status::InvalidArgument("elem_bytes " + std::to_string(elem_bytes) +
-                                   " must be 1, 2 or 4");
-  }
+  TIERKV_RETURN_IF_ERROR(detail::check_row_shape(num_kv_heads, head_dim, elem_bytes));
   const uint64_t ts = token_stride_bytes();
   const uint64_t hs = head_stride_bytes();
   const uint64_t heads = num_kv_heads;

@@ -7,14 +7,11 @@
 #include <utility>
 
 #include "kv_cuda_launch.h"
-#include "tierkv/layout.h"
+#include "kv_view_checks.h"
+#include "tierkv/kernels/cuda_device.h"
 
 namespace tierkv::kernels::cuda {
 namespace {
-
-Status cuda_error(cudaError_t e, const std::string& what) {
-  return Status::Internal(what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
-}
 
 // Largest power of two <= 16 that divides v (16 for v = 0).
 uint32_t alignment_of(uint64_t v) {
@@ -22,26 +19,6 @@ uint32_t alignment_of(uint64_t v) {
   while (a > 1 && v % a != 0) a /= 2;
   return a;
 }
-
-// Sets the calling thread's device to `device` for the scope, restoring the previous one after,
-// so that a call never changes which device the caller's own CUDA calls go to.
-class DeviceScope {
- public:
-  explicit DeviceScope(int device) {
-    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
-    if (previous_ != device) status_ = cudaSetDevice(device);
-  }
-  ~DeviceScope() {
-    if (previous_ >= 0) (void)cudaSetDevice(previous_);
-  }
-  DeviceScope(const DeviceScope&) = delete;
-  DeviceScope& operator=(const DeviceScope&) = delete;
-  [[nodiscard]] cudaError_t status() const { return status_; }
-
- private:
-  int previous_ = -1;
-  cudaError_t status_ = cudaSuccess;
-};
 
 }  // namespace
 
@@ -227,11 +204,7 @@ Status launch_copy(const DeviceKvCache& cache, DeviceBlockTable table, const Cop
         "layers [" + std::to_string(range.layer_begin) + ", " + std::to_string(layer_end) +
         ") are not a non-empty range of [0, " + std::to_string(cache.num_layers_) + ")");
   }
-  if (range.chunk_tokens == 0 || range.chunk_tokens > Layout::kMaxChunkTokens) {
-    return Status::InvalidArgument("chunk_tokens " + std::to_string(range.chunk_tokens) +
-                                   " is out of range [1, " +
-                                   std::to_string(Layout::kMaxChunkTokens) + "]");
-  }
+  TIERKV_RETURN_IF_ERROR(kernels::detail::check_chunk_tokens(range.chunk_tokens));
   // Grid z is the chunk; rows within a launch are counted in 32 bits.
   if (range.num_chunks == 0 || range.num_chunks > 65535) {
     return Status::InvalidArgument("num_chunks " + std::to_string(range.num_chunks) +

@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-#include "tierkv/layout.h"
+#include "kv_view_checks.h"
 
 namespace tierkv::kernels {
 namespace {
@@ -17,11 +17,7 @@ Status validate_call(const PagedKvView& cache, std::span<const int32_t> block_ta
                      uint64_t first_token, uint32_t chunk_tokens, size_t chunk_size,
                      const char* chunk_name) {
   TIERKV_RETURN_IF_ERROR(cache.validate());
-  if (chunk_tokens == 0 || chunk_tokens > Layout::kMaxChunkTokens) {
-    return Status::InvalidArgument("chunk_tokens " + std::to_string(chunk_tokens) +
-                                   " is out of range [1, " +
-                                   std::to_string(Layout::kMaxChunkTokens) + "]");
-  }
+  TIERKV_RETURN_IF_ERROR(detail::check_chunk_tokens(chunk_tokens));
   // Tokens the table covers; saturated, since no real table gets near 2^64 tokens anyway.
   uint64_t covered = 0;
   if (__builtin_mul_overflow(uint64_t{block_table.size()}, uint64_t{cache.block_size}, &covered)) {
@@ -34,13 +30,8 @@ Status validate_call(const PagedKvView& cache, std::span<const int32_t> block_ta
         std::to_string(block_table.size()) + " blocks of " + std::to_string(cache.block_size) +
         " tokens (" + std::to_string(covered) + " tokens)");
   }
-  const uint64_t want = cache.chunk_bytes(chunk_tokens);
-  if (chunk_size != want) {
-    return Status::InvalidArgument(std::string(chunk_name) + " is " + std::to_string(chunk_size) +
-                                   " bytes; a chunk of " + std::to_string(chunk_tokens) +
-                                   " tokens x " + std::to_string(cache.num_layers()) +
-                                   " layers needs " + std::to_string(want));
-  }
+  TIERKV_RETURN_IF_ERROR(detail::check_chunk_size(
+      chunk_name, chunk_size, cache.chunk_bytes(chunk_tokens), chunk_tokens, cache.num_layers()));
   const uint64_t first_entry = first_token / cache.block_size;
   const uint64_t last_entry = (first_token + chunk_tokens - 1) / cache.block_size;
   for (uint64_t i = first_entry; i <= last_entry; ++i) {
@@ -83,38 +74,10 @@ void for_each_run(const PagedKvView& cache, std::span<const int32_t> block_table
 }  // namespace
 
 Status PagedKvView::validate() const {
-  if (k_layers.empty()) return Status::InvalidArgument("paged KV cache has no layers");
-  if (k_layers.size() != v_layers.size()) {
-    return Status::InvalidArgument("paged KV cache has " + std::to_string(k_layers.size()) +
-                                   " K layers but " + std::to_string(v_layers.size()) +
-                                   " V layers");
-  }
-  if (k_layers.size() > Layout::kMaxLayers) {
-    return Status::InvalidArgument("num_layers " + std::to_string(k_layers.size()) + " exceeds " +
-                                   std::to_string(Layout::kMaxLayers));
-  }
-  for (size_t i = 0; i < k_layers.size(); ++i) {
-    if (k_layers[i] == nullptr || v_layers[i] == nullptr) {
-      return Status::InvalidArgument("layer " + std::to_string(i) + ": " +
-                                     (k_layers[i] == nullptr ? "K" : "V") + " pointer is null");
-    }
-  }
-  auto out_of_range = [](const char* field, uint64_t value, uint64_t max) {
-    return Status::InvalidArgument(std::string(field) + " " + std::to_string(value) +
-                                   " is out of range [1, " + std::to_string(max) + "]");
-  };
-  if (block_size == 0) return out_of_range("block_size", block_size, UINT32_MAX);
-  if (num_blocks == 0) return out_of_range("num_blocks", num_blocks, UINT32_MAX);
-  if (num_kv_heads == 0 || num_kv_heads > Layout::kMaxKvHeads) {
-    return out_of_range("num_kv_heads", num_kv_heads, Layout::kMaxKvHeads);
-  }
-  if (head_dim == 0 || head_dim > Layout::kMaxHeadDim) {
-    return out_of_range("head_dim", head_dim, Layout::kMaxHeadDim);
-  }
-  if (elem_bytes != 1 && elem_bytes != 2 && elem_bytes != 4) {
-    return Status::InvalidArgument("elem_bytes " + std::to_string(elem_bytes) +
-                                   " must be 1, 2 or 4");
-  }
+  TIERKV_RETURN_IF_ERROR(detail::check_layer_pointers("paged", k_layers, v_layers));
+  if (block_size == 0) return detail::out_of_range("block_size", block_size, UINT32_MAX);
+  if (num_blocks == 0) return detail::out_of_range("num_blocks", num_blocks, UINT32_MAX);
+  TIERKV_RETURN_IF_ERROR(detail::check_row_shape(num_kv_heads, head_dim, elem_bytes));
   // row_bytes() < 2^27 by the limits above; the whole layer tensor must be addressable too.
   uint64_t block_bytes = 0;
   uint64_t layer_bytes = 0;

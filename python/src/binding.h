@@ -135,6 +135,34 @@ std::string numpy_dtype_name(DType dtype);
 // size fits the layout's dtype (1-byte elements are taken as raw bytes).
 void check_kv_array(const ArrayRef& array, const Namespace& ns, uint64_t chunks, const char* what);
 
+// Loads the leading cached chunks of `tokens` (at most max_chunks) through a LoadLease: calls
+// copy(i, chunk) -> Status for each chunk in order until one fails, then drain() -> Status (which
+// waits for copies still running, so that none reads a slot after the release), then releases
+// the lease. Counts the chunks copied in `loaded`; the first failure wins. Call without the GIL.
+template <typename Copy, typename Drain>
+Status load_chunks(Client& client, const Namespace& ns, std::span<const TokenId> tokens,
+                   size_t max_chunks, size_t& loaded, Copy copy, Drain drain) {
+  Result<LoadLease> lease = client.load(ns, tokens, max_chunks);
+  if (!lease.ok()) return lease.status();
+  Status st;
+  const uint64_t cb = ns.chunk_bytes();
+  for (size_t i = 0; i < lease->chunks() && st.ok(); ++i) {
+    const std::span<const std::byte> chunk = lease->chunk(i);
+    if (chunk.size() != cb) {
+      st = Status::Internal("chunk " + std::to_string(i) + " has " + std::to_string(chunk.size()) +
+                            " bytes, the layout " + std::to_string(cb));
+      break;
+    }
+    st = copy(i, chunk);
+    if (st.ok()) ++loaded;
+  }
+  const Status drained = drain();
+  if (st.ok()) st = drained;
+  const Status released = lease->release();
+  if (st.ok()) st = released;
+  return st;
+}
+
 // --- the GPU side (gpu_binding.cc): contiguous device arrays <-> shared-memory slots -------------
 
 // Whether this module was built with CUDA copies (and so the GPU transfer path).

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 #include "errors.h"
 
@@ -162,29 +163,29 @@ bool is_signed_format(const char* f) {
   return std::strchr("bhilq", f[0]) != nullptr;
 }
 
+// The integer of sizeof(Signed) bytes at p, read as Signed or as its unsigned twin.
+template <typename Signed>
+int64_t int_at(const std::byte* p, bool is_signed) {
+  using Unsigned = std::make_unsigned_t<Signed>;
+  Signed s;
+  Unsigned u;
+  std::memcpy(&s, p, sizeof(s));
+  std::memcpy(&u, p, sizeof(u));
+  return is_signed ? int64_t{s} : int64_t{u};
+}
+
 TokenId token_at(const std::byte* p, Py_ssize_t itemsize, bool is_signed, size_t i) {
   int64_t v = 0;
   switch (itemsize) {
     case 1:
-      v = is_signed ? int64_t{*reinterpret_cast<const int8_t*>(p)}
-                    : int64_t{*reinterpret_cast<const uint8_t*>(p)};
+      v = int_at<int8_t>(p, is_signed);
       break;
-    case 2: {
-      int16_t s;
-      uint16_t u;
-      std::memcpy(&s, p, 2);
-      std::memcpy(&u, p, 2);
-      v = is_signed ? int64_t{s} : int64_t{u};
+    case 2:
+      v = int_at<int16_t>(p, is_signed);
       break;
-    }
-    case 4: {
-      int32_t s;
-      uint32_t u;
-      std::memcpy(&s, p, 4);
-      std::memcpy(&u, p, 4);
-      v = is_signed ? int64_t{s} : int64_t{u};
+    case 4:
+      v = int_at<int32_t>(p, is_signed);
       break;
-    }
     default: {
       uint64_t u;
       std::memcpy(&u, p, 8);

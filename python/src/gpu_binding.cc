@@ -140,6 +140,21 @@ struct PyGpuTransfer {
     if (xfer == nullptr) throw StatusError(Status::FailedPrecondition("the GpuTransfer is closed"));
     return *xfer;
   }
+
+  // Runs op(transfer) -> Status, which enqueues an operation on `lease`'s slots, with the GIL
+  // released and `mu` held; raises on failure, else holds the lease while the operation runs.
+  template <typename Op>
+  void enqueue(const std::shared_ptr<void>& lease, Op op) {
+    GpuTransfer& x = get();
+    Status st;
+    {
+      py::gil_scoped_release nogil;
+      std::lock_guard lock(mu);
+      st = op(x);
+    }
+    check(st);
+    in_flight.push_back(lease);
+  }
 };
 
 struct CacheLayers {
@@ -170,6 +185,60 @@ CacheLayers cache_layers(const py::sequence& k_layers, const py::sequence& v_lay
   }
   return out;
 }
+
+// What GpuTransfer.paged() and .flat() share: the pinned pool (taken first: it says at once when
+// there is no GPU path), the new transfer object holding the engine's tensors and their layer
+// pointers, the view's layout fields, and the creation without the GIL on the device asked for
+// (else the tensors', else 0).
+struct NewTransfer {
+  NewTransfer(PyClient& c, const Namespace& ns, const py::sequence& k_layers,
+              const py::sequence& v_layers, py::object device)
+      : pool(pinned_pool(c)), self(std::make_unique<PyGpuTransfer>()), device_(std::move(device)) {
+    self->owner = c.shared_from_this();
+    self->ns = ns;
+    CacheLayers layers = cache_layers(k_layers, v_layers, ns);
+    self->k_layers = std::move(layers.k);
+    self->v_layers = std::move(layers.v);
+    self->tensors.append(k_layers);
+    self->tensors.append(v_layers);
+    min_layer_bytes = layers.min_bytes;
+    tensors_device_ = layers.device;
+  }
+
+  // A PagedKvView or FlatKvView with the layer pointers and the layout's row shape set.
+  template <typename View>
+  View view() const {
+    View v;
+    v.k_layers = self->k_layers;
+    v.v_layers = self->v_layers;
+    v.num_kv_heads = self->ns.layout.num_kv_heads;
+    v.head_dim = self->ns.layout.head_dim;
+    v.elem_bytes = dtype_bytes(self->ns.layout.dtype);
+    return v;
+  }
+
+  // Runs create(device) -> Result<std::unique_ptr<GpuTransfer>> with the GIL released; the
+  // transfer object with it, or raises.
+  template <typename Create>
+  std::unique_ptr<PyGpuTransfer> finish(Create create) {
+    const int device = device_.is_none() ? std::max(tensors_device_, 0) : device_.cast<int>();
+    Result<std::unique_ptr<GpuTransfer>> r = Status::Internal("not run");
+    {
+      py::gil_scoped_release nogil;
+      r = create(device);
+    }
+    self->xfer = take(std::move(r));
+    return std::move(self);
+  }
+
+  std::shared_ptr<PinnedHostPool> pool;
+  std::unique_ptr<PyGpuTransfer> self;
+  uint64_t min_layer_bytes = 0;  // of the smallest tensor
+
+ private:
+  py::object device_;
+  int tensors_device_ = -1;
+};
 
 GpuTransferOptions transfer_options(uint64_t staging_bytes, uint32_t staging_slots,
                                     uint64_t min_copy_bytes, uint64_t max_tokens) {
@@ -257,69 +326,57 @@ size_t gpu_load(PyClient& c, const Namespace& ns, std::span<const TokenId> token
     py::gil_scoped_release nogil;
     DeviceGuard guard(device);
     auto* stream = reinterpret_cast<cudaStream_t>(stream_id);
-    Result<LoadLease> lease = c.client->load(ns, tokens, max_chunks);
-    if (!lease.ok()) {
-      st = lease.status();
-    } else {
-      const uint64_t cb = ns.chunk_bytes();
-      for (size_t i = 0; i < lease->chunks() && st.ok(); ++i) {
-        const std::span<const std::byte> chunk = lease->chunk(i);
-        if (chunk.size() != cb) {
-          st = Status::Internal("chunk " + std::to_string(i) + " has " +
-                                std::to_string(chunk.size()) + " bytes, the layout " +
-                                std::to_string(cb));
-          break;
-        }
-        const cudaError_t e =
-            cudaMemcpyAsync(into.data() + i * cb, chunk.data(), cb, cudaMemcpyHostToDevice, stream);
-        if (e != cudaSuccess)
-          st = cuda_error(e, "chunk " + std::to_string(i) + ": cudaMemcpyAsync");
-        else
-          ++loaded;
-      }
-      const cudaError_t e = cudaStreamSynchronize(stream);
-      if (st.ok() && e != cudaSuccess) st = cuda_error(e, "cudaStreamSynchronize");
-      const Status released = lease->release();
-      if (st.ok()) st = released;
-    }
+    st = load_chunks(
+        *c.client, ns, tokens, max_chunks, loaded,
+        [&](size_t i, std::span<const std::byte> chunk) {
+          const cudaError_t e = cudaMemcpyAsync(into.data() + i * chunk.size(), chunk.data(),
+                                                chunk.size(), cudaMemcpyHostToDevice, stream);
+          return e == cudaSuccess
+                     ? Status::Ok()
+                     : cuda_error(e, "chunk " + std::to_string(i) + ": cudaMemcpyAsync");
+        },
+        [&] {
+          const cudaError_t e = cudaStreamSynchronize(stream);
+          return e == cudaSuccess ? Status::Ok() : cuda_error(e, "cudaStreamSynchronize");
+        });
   }
   check(st);
   return loaded;
 }
 
-void gpu_copy_to_host(PyClient& c, std::byte* dst, const ArrayRef& src, size_t bytes,
-                      uintptr_t stream_id) {
+namespace {
+
+// One cudaMemcpyAsync on the caller's stream, on the device of `device_array`, and a wait for the
+// stream; raises `what` on failure.
+void copy_and_wait(PyClient& c, const ArrayRef& device_array, void* dst, const void* src,
+                   size_t bytes, cudaMemcpyKind kind, uintptr_t stream_id, const char* what) {
   (void)pinned_pool(c);
-  const int device = device_of(src);
+  const int device = device_of(device_array);
   Status st;
   {
     py::gil_scoped_release nogil;
     DeviceGuard guard(device);
     auto* stream = reinterpret_cast<cudaStream_t>(stream_id);
-    cudaError_t e = cudaMemcpyAsync(dst, src.data(), bytes, cudaMemcpyDeviceToHost, stream);
+    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, stream);
     const cudaError_t s = cudaStreamSynchronize(stream);
     if (e == cudaSuccess) e = s;
-    if (e != cudaSuccess) st = cuda_error(e, "copy from the device");
+    if (e != cudaSuccess) st = cuda_error(e, what);
   }
   check(st);
 }
 
+}  // namespace
+
+void gpu_copy_to_host(PyClient& c, std::byte* dst, const ArrayRef& src, size_t bytes,
+                      uintptr_t stream_id) {
+  copy_and_wait(c, src, dst, src.data(), bytes, cudaMemcpyDeviceToHost, stream_id,
+                "copy from the device");
+}
+
 void gpu_copy_from_host(PyClient& c, const ArrayRef& dst, size_t dst_offset, const std::byte* src,
                         size_t bytes, uintptr_t stream_id) {
-  (void)pinned_pool(c);
-  const int device = device_of(dst);
-  Status st;
-  {
-    py::gil_scoped_release nogil;
-    DeviceGuard guard(device);
-    auto* stream = reinterpret_cast<cudaStream_t>(stream_id);
-    cudaError_t e =
-        cudaMemcpyAsync(dst.data() + dst_offset, src, bytes, cudaMemcpyHostToDevice, stream);
-    const cudaError_t s = cudaStreamSynchronize(stream);
-    if (e == cudaSuccess) e = s;
-    if (e != cudaSuccess) st = cuda_error(e, "copy to the device");
-  }
-  check(st);
+  copy_and_wait(c, dst, dst.data() + dst_offset, src, bytes, cudaMemcpyHostToDevice, stream_id,
+                "copy to the device");
 }
 
 #else  // !TIERKV_PYTHON_CUDA
@@ -359,35 +416,16 @@ void bind_gpu(py::module_& m) {
              const py::sequence& v_layers, uint32_t block_size, py::object device,
              uint64_t staging_bytes, uint32_t staging_slots, uint64_t min_copy_bytes,
              uint64_t max_tokens) {
-            auto pool = pinned_pool(c);  // first: says at once when there is no GPU path
-            auto self = std::make_unique<PyGpuTransfer>();
-            self->owner = c.shared_from_this();
-            self->ns = ns;
-            CacheLayers layers = cache_layers(k_layers, v_layers, ns);
-            self->k_layers = std::move(layers.k);
-            self->v_layers = std::move(layers.v);
-            self->tensors.append(k_layers);
-            self->tensors.append(v_layers);
-            kernels::PagedKvView view;
-            view.k_layers = self->k_layers;
-            view.v_layers = self->v_layers;
+            NewTransfer t(c, ns, k_layers, v_layers, device);
+            auto view = t.view<kernels::PagedKvView>();
             view.block_size = block_size;
-            view.num_kv_heads = ns.layout.num_kv_heads;
-            view.head_dim = ns.layout.head_dim;
-            view.elem_bytes = dtype_bytes(ns.layout.dtype);
             const uint64_t block_bytes = uint64_t{block_size} * view.row_bytes();
             if (block_bytes == 0) invalid_argument("block_size must be positive");
-            view.num_blocks = static_cast<uint32_t>(layers.min_bytes / block_bytes);
-            const int dev = device.is_none() ? std::max(layers.device, 0) : device.cast<int>();
-            Result<std::unique_ptr<GpuTransfer>> r = Status::Internal("not run");
-            {
-              py::gil_scoped_release nogil;
-              r = GpuTransfer::create_paged(
-                  pool, ns, view, dev,
-                  transfer_options(staging_bytes, staging_slots, min_copy_bytes, max_tokens));
-            }
-            self->xfer = take(std::move(r));
-            return self;
+            view.num_blocks = static_cast<uint32_t>(t.min_layer_bytes / block_bytes);
+            const GpuTransferOptions options =
+                transfer_options(staging_bytes, staging_slots, min_copy_bytes, max_tokens);
+            return t.finish(
+                [&](int dev) { return GpuTransfer::create_paged(t.pool, ns, view, dev, options); });
           },
           py::arg("client"), py::arg("ns"), py::arg("k_layers"), py::arg("v_layers"),
           py::arg("block_size"), py::arg("device") = py::none(),
@@ -402,36 +440,17 @@ void bind_gpu(py::module_& m) {
              const py::sequence& v_layers, py::object capacity_tokens, uint64_t token_stride,
              uint64_t head_stride, py::object device, uint64_t staging_bytes,
              uint32_t staging_slots, uint64_t min_copy_bytes, uint64_t max_tokens) {
-            auto pool = pinned_pool(c);  // first: says at once when there is no GPU path
-            auto self = std::make_unique<PyGpuTransfer>();
-            self->owner = c.shared_from_this();
-            self->ns = ns;
-            CacheLayers layers = cache_layers(k_layers, v_layers, ns);
-            self->k_layers = std::move(layers.k);
-            self->v_layers = std::move(layers.v);
-            self->tensors.append(k_layers);
-            self->tensors.append(v_layers);
-            kernels::FlatKvView view;
-            view.k_layers = self->k_layers;
-            view.v_layers = self->v_layers;
-            view.num_kv_heads = ns.layout.num_kv_heads;
-            view.head_dim = ns.layout.head_dim;
-            view.elem_bytes = dtype_bytes(ns.layout.dtype);
+            NewTransfer t(c, ns, k_layers, v_layers, device);
+            auto view = t.view<kernels::FlatKvView>();
             view.token_stride = token_stride;
             view.head_stride = head_stride;
             view.capacity_tokens = capacity_tokens.is_none()
-                                       ? layers.min_bytes / view.token_stride_bytes()
+                                       ? t.min_layer_bytes / view.token_stride_bytes()
                                        : capacity_tokens.cast<uint64_t>();
-            const int dev = device.is_none() ? std::max(layers.device, 0) : device.cast<int>();
-            Result<std::unique_ptr<GpuTransfer>> r = Status::Internal("not run");
-            {
-              py::gil_scoped_release nogil;
-              r = GpuTransfer::create_flat(
-                  pool, ns, view, dev,
-                  transfer_options(staging_bytes, staging_slots, min_copy_bytes, max_tokens));
-            }
-            self->xfer = take(std::move(r));
-            return self;
+            const GpuTransferOptions options =
+                transfer_options(staging_bytes, staging_slots, min_copy_bytes, max_tokens);
+            return t.finish(
+                [&](int dev) { return GpuTransfer::create_flat(t.pool, ns, view, dev, options); });
           },
           py::arg("client"), py::arg("ns"), py::arg("k_layers"), py::arg("v_layers"),
           py::arg("capacity_tokens") = py::none(), py::arg("token_stride") = 0,
@@ -450,16 +469,10 @@ void bind_gpu(py::module_& m) {
             const size_t n = count.is_none() ? lease.chunks - std::min(first_chunk, lease.chunks)
                                              : count.cast<size_t>();
             const std::vector<int32_t> table = block_table_from(block_table);
-            const uintptr_t s = stream_from(stream);
-            Status st;
-            {
-              py::gil_scoped_release nogil;
-              std::lock_guard lock(self.mu);
-              st =
-                  self.get().load(box.lease, first_chunk, n, table, reinterpret_cast<GpuStream>(s));
-            }
-            check(st);
-            self.in_flight.push_back(lease.box);
+            const auto s = reinterpret_cast<GpuStream>(stream_from(stream));
+            self.enqueue(lease.box, [&](GpuTransfer& x) {
+              return x.load(box.lease, first_chunk, n, table, s);
+            });
           },
           py::arg("lease"), py::arg("first_chunk") = 0, py::arg("count") = py::none(),
           py::arg("block_table") = py::none(), py::arg("stream") = py::none(),
@@ -472,15 +485,8 @@ void bind_gpu(py::module_& m) {
              py::handle stream) {
             PutBox& box = lease.open();
             const std::vector<int32_t> table = block_table_from(block_table);
-            const uintptr_t s = stream_from(stream);
-            Status st;
-            {
-              py::gil_scoped_release nogil;
-              std::lock_guard lock(self.mu);
-              st = self.get().store(box.lease, table, reinterpret_cast<GpuStream>(s));
-            }
-            check(st);
-            self.in_flight.push_back(lease.box);
+            const auto s = reinterpret_cast<GpuStream>(stream_from(stream));
+            self.enqueue(lease.box, [&](GpuTransfer& x) { return x.store(box.lease, table, s); });
           },
           py::arg("lease"), py::arg("block_table") = py::none(), py::arg("stream") = py::none(),
           "Enqueues storing the sequence's tokens into every slot of a PutLease that needs a "

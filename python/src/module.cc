@@ -273,25 +273,13 @@ size_t load_into(PyClient& self, const Namespace& ns, py::handle tokens_obj, py:
   size_t loaded = 0;
   {
     py::gil_scoped_release nogil;
-    Result<LoadLease> lease = self.client->load(ns, tokens.span(), limit);
-    if (!lease.ok()) {
-      st = lease.status();
-    } else {
-      const uint64_t cb = ns.chunk_bytes();
-      for (size_t i = 0; i < lease->chunks() && st.ok(); ++i) {
-        const std::span<const std::byte> chunk = lease->chunk(i);
-        if (chunk.size() != cb) {
-          st = Status::Internal("chunk " + std::to_string(i) + " has " +
-                                std::to_string(chunk.size()) + " bytes, the layout " +
-                                std::to_string(cb));
-          break;
-        }
-        std::memcpy(into.data() + i * cb, chunk.data(), cb);
-        ++loaded;
-      }
-      const Status released = lease->release();
-      if (st.ok()) st = released;
-    }
+    st = load_chunks(
+        *self.client, ns, tokens.span(), limit, loaded,
+        [&](size_t i, std::span<const std::byte> chunk) {
+          std::memcpy(into.data() + i * chunk.size(), chunk.data(), chunk.size());
+          return Status::Ok();
+        },
+        [] { return Status::Ok(); });
   }
   check(st);
   return loaded;

@@ -188,13 +188,13 @@ Status CacheEngine::lookup(const proto::KeysRequest& req, proto::LookupReply& re
     if (d == storage::ChunkIndex::kAbsent) break;
     reply.tiers.push_back(proto::Tier::kNvme);
     disk_lru_->touch(d);
-    ++disk_hits_;
+    ++disk_counters_.hits;
   }
-  if (nvme_) disk_misses_ += req.keys.size() - reply.tiers.size();
+  if (nvme_) disk_counters_.misses += req.keys.size() - reply.tiers.size();
   // Touch leaf-to-root so that the head of the prefix ends up most recent.
   for (size_t i = found_scratch_.size(); i-- > 0;) touch(found_scratch_[i]);
-  hits_ += found_scratch_.size();
-  misses_ += req.keys.size() - found_scratch_.size();
+  host_counters_.hits += found_scratch_.size();
+  host_counters_.misses += req.keys.size() - found_scratch_.size();
   return Status::Ok();
 }
 
@@ -310,10 +310,10 @@ Status CacheEngine::put_commit(SessionId session, std::span<const uint32_t> slot
     m.state = ChunkState::kReady;
     m.writer = 0;
     --pending_writes_;
-    ++ready_chunks_;
+    ++host_counters_.chunks;
     if (NamespaceEntry* e = ns_entry(m.ns)) {
       ++e->chunks;
-      bytes_in_ += e->ns.chunk_bytes();
+      host_counters_.bytes_in += e->ns.chunk_bytes();
     }
     if (is_dirty(m)) {
       ++dirty_chunks_;
@@ -401,25 +401,9 @@ void CacheEngine::fill_stats(proto::StatsReply& stats) const {
     proto::TierStats ts;
     ts.tier = t;
     if (t == proto::Tier::kHost) {
-      ts.enabled = 1;
-      ts.capacity_bytes = pool_.capacity_bytes();
-      ts.used_bytes = pool_.used_bytes();
-      ts.chunks = ready_chunks_;
-      ts.hits = hits_;
-      ts.misses = misses_;
-      ts.evictions = evictions_;
-      ts.bytes_in = bytes_in_;
-      ts.bytes_out = bytes_out_;
+      host_counters_.fill(t, pool_.capacity_bytes(), pool_.used_bytes(), ts);
     } else if (t == proto::Tier::kNvme && nvme_) {
-      ts.enabled = 1;
-      ts.capacity_bytes = nvme_->capacity_bytes();
-      ts.used_bytes = nvme_->used_bytes();
-      ts.chunks = disk_chunks_;
-      ts.hits = disk_hits_;
-      ts.misses = disk_misses_;
-      ts.evictions = disk_evictions_;
-      ts.bytes_in = disk_bytes_in_;
-      ts.bytes_out = disk_bytes_out_;
+      disk_counters_.fill(t, nvme_->capacity_bytes(), nvme_->used_bytes(), ts);
     }
     stats.tiers.push_back(ts);
   }
@@ -609,7 +593,7 @@ bool CacheEngine::evict_one(int slot_class) {
   if (coldest == LeafFirstLru::kNone) coldest = host_lru_.coldest_any();
   if (coldest == LeafFirstLru::kNone) return false;
   remove_ready(pick_victim(coldest), Removal::kEvicted);
-  ++evictions_;
+  ++host_counters_.evictions;
   return true;
 }
 
@@ -638,7 +622,7 @@ void CacheEngine::remove_ready(SlotId s, Removal why) {
   (void)index_.erase(m.ns, m.key);
   unlink_host_parent(s);
   host_lru_.set_evictable(s, 0, false);
-  --ready_chunks_;
+  --host_counters_.chunks;
   if (NamespaceEntry* e = ns_entry(m.ns)) --e->chunks;
   if (pool_.leases(s) > 0) {
     m.state = ChunkState::kZombie;  // its readers (or its write-down) keep it until they let go
@@ -699,7 +683,7 @@ Result<proto::SlotRef> CacheEngine::lease_chunk(SessionId session, NamespaceId n
   (*sess)->read_leases.push_back(s);
   touch(s);
   const uint64_t bytes = (*entry)->ns.chunk_bytes();
-  bytes_out_ += bytes;
+  host_counters_.bytes_out += bytes;
   gpu_count_read(s);
   return proto::SlotRef{s, 0, pool_.offset(s), bytes};
 }

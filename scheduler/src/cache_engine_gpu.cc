@@ -122,7 +122,7 @@ void CacheEngine::load_gpu(SessionId session, const proto::KeysRequest& req, Loa
            gpu_->count_lookup(g != kNoSlot);
            if (g == kNoSlot) continue;
            gpu_host_release_.push_back(ref.slot);
-           bytes_out_ -= ref.bytes;  // served from the GPU tier, not out of host RAM
+           host_counters_.bytes_out -= ref.bytes;  // served from the GPU tier, not out of host RAM
            ref = gpu_->lease(session, g, ref.bytes);
          }
          uint64_t released = 0;

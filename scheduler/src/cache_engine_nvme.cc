@@ -109,7 +109,7 @@ void CacheEngine::recover_nvme() {
         disk_lru_->set_last_access(r.slot, r.last_access_ms);
         (void)disk_index_->insert(r.ns, r.key, r.slot);
         ++ns->second.disk_chunks;
-        ++disk_chunks_;
+        ++disk_counters_.chunks;
         disk_logical_bytes_ += r.logical_bytes;
         disk_stored_bytes_ += r.stored_bytes;
         recovered.push_back(r.slot);
@@ -201,9 +201,9 @@ void CacheEngine::complete_load(LoadOp op) {
   }
   for (size_t j = i; j < op.slots.size(); ++j) unlease(op.slots[j]);
   for (size_t k = reply.slots.size(); k-- > 0;) touch(reply.slots[k].slot);
-  hits_ += reply.slots.size();
-  misses_ += op.asked - reply.slots.size();
-  bytes_out_ += reply.slots.size() * op.bytes;
+  host_counters_.hits += reply.slots.size();
+  host_counters_.misses += op.asked - reply.slots.size();
+  host_counters_.bytes_out += reply.slots.size() * op.bytes;
   gpu_count_reads(reply.slots);
   if (op.done) op.done(Status::Ok(), reply);
 }
@@ -257,7 +257,7 @@ SlotId CacheEngine::start_promotion(SlotId d, int host_class) {
     }
   }
   ++reads_in_flight_;
-  ++disk_hits_;
+  ++disk_counters_.hits;
   disk_lru_->touch(d);
   if (storage::is_encoded(dm.codec)) {
     start_staged_read(s);  // into staging, then decoded into the slot
@@ -326,9 +326,9 @@ void CacheEngine::end_promotion(SlotId s, bool ok) {
   m.loading_from = kNoSlot;
   if (ok) {
     m.state = ChunkState::kReady;
-    ++ready_chunks_;
+    ++host_counters_.chunks;
     if (NamespaceEntry* e = ns_entry(m.ns)) ++e->chunks;
-    disk_bytes_out_ += dm.stored_bytes;
+    disk_counters_.bytes_out += dm.stored_bytes;
     update_evictable(s);
   } else {
     // The host slot never became readable: out of the index, freed once the loads waiting on
@@ -450,7 +450,7 @@ SlotId CacheEngine::allocate_disk(int disk_class) {
     if (victim == LeafFirstLru::kNone) victim = disk_lru_->coldest_any();
     if (victim == LeafFirstLru::kNone) return kNoSlot;
     remove_disk(victim);
-    ++disk_evictions_;
+    ++disk_counters_.evictions;
   }
 }
 
@@ -479,7 +479,7 @@ void CacheEngine::remove_disk(SlotId d) {
   const uint32_t p = disk_lru_->unlink_parent(d);
   if (p != LeafFirstLru::kNone) update_disk_evictable(p);
   disk_lru_->on_free(d);
-  --disk_chunks_;
+  --disk_counters_.chunks;
   disk_logical_bytes_ -= dm.logical_bytes;
   disk_stored_bytes_ -= dm.stored_bytes;
   if (storage::is_encoded(dm.codec)) --disk_encoded_chunks_;
@@ -614,9 +614,9 @@ void CacheEngine::finish_writes(std::span<const IoCompletion> done) {
     }
     disk_lru_->touch(d);
     update_disk_evictable(d);
-    ++disk_chunks_;
+    ++disk_counters_.chunks;
     ++written_total_;
-    disk_bytes_in_ += dm.stored_bytes;
+    disk_counters_.bytes_in += dm.stored_bytes;
     disk_logical_bytes_ += dm.logical_bytes;
     disk_stored_bytes_ += dm.stored_bytes;
     if (storage::is_encoded(dm.codec)) ++disk_encoded_chunks_;

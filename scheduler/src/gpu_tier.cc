@@ -65,7 +65,7 @@ void GpuTier::drop_host(SlotId host) {
   s.host = kNoSlot;
   ++dropped_with_host_;
   if (s.state == State::kCopying) return;  // discarded when it lands
-  --ready_chunks_;
+  --counters_.chunks;
   if (pool_.leases(g) > 0) {
     s.state = State::kZombie;
     lru_.set_evictable(g, 0, false);
@@ -161,9 +161,9 @@ void GpuTier::poll(std::vector<SlotId>& ended) {
         continue;
       }
       s.state = State::kReady;
-      ++ready_chunks_;
+      ++counters_.chunks;
       ++promotions_;
-      bytes_in_ += s.bytes;
+      counters_.bytes_in += s.bytes;
       update_evictable(g);
     }
     if (n < done_scratch_.size()) return;
@@ -190,8 +190,8 @@ bool GpuTier::evict_one(int cls) {
   host_[s.host].gpu = kNoSlot;
   host_[s.host].reads = 0;
   s.host = kNoSlot;
-  --ready_chunks_;
-  ++evictions_;
+  --counters_.chunks;
+  ++counters_.evictions;
   free_gpu(victim);
   return true;
 }
@@ -218,7 +218,7 @@ proto::SlotRef GpuTier::lease(SessionId session, SlotId g, uint64_t bytes) {
   sessions_[session].leases.push_back(g);
   lru_.touch(g);
   update_evictable(g);
-  bytes_out_ += bytes;
+  counters_.bytes_out += bytes;
   return proto::SlotRef{g, proto::kGpuPool, pool_.offset(g), bytes};
 }
 
@@ -287,16 +287,7 @@ void GpuTier::unlease(SlotId g) {
 // --- stats ---------------------------------------------------------------------------------------
 
 void GpuTier::fill_stats(proto::TierStats& t, proto::GpuStats& s) const {
-  t.tier = proto::Tier::kGpu;
-  t.enabled = 1;
-  t.capacity_bytes = pool_.capacity_bytes();
-  t.used_bytes = pool_.used_bytes();
-  t.chunks = ready_chunks_;
-  t.hits = hits_;
-  t.misses = misses_;
-  t.evictions = evictions_;
-  t.bytes_in = bytes_in_;
-  t.bytes_out = bytes_out_;
+  counters_.fill(proto::Tier::kGpu, pool_.capacity_bytes(), pool_.used_bytes(), t);
   s.device = memory_->device();
   s.promotions = promotions_;
   s.promotions_in_flight = memory_->copies_in_flight();

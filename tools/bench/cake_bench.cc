@@ -54,8 +54,6 @@ namespace tierkv::bench {
 
 namespace {
 
-constexpr uint64_t kMiB = 1ull << 20;
-constexpr const char* kTenant = "tierkv-bench";
 constexpr uint32_t kChunkTokens = 256;
 constexpr uint32_t kQueueDepth = 8;  // the daemon's reads in flight per session
 

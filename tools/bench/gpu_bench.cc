@@ -33,6 +33,7 @@
 #include "tierkv/client.h"
 #include "tierkv/cuda_transfer.h"
 #include "tierkv/gpu_pool.h"
+#include "tierkv/kernels/cuda_device.h"
 #include "tierkv/kernels/half.h"
 #include "tierkv/kernels/kv_cuda.h"
 #include "tierkv/kernels/quantize.h"
@@ -41,10 +42,6 @@
 namespace tierkv::bench {
 
 namespace {
-
-constexpr uint64_t kMiB = 1ull << 20;
-constexpr uint64_t kGiB = 1ull << 30;
-constexpr const char* kTenant = "tierkv-bench";
 
 // Targets from the issue.
 constexpr double kLoadVsH2dTarget = 0.9;
@@ -69,59 +66,41 @@ struct Settings {
 constexpr Settings kFull{kGiB, 9, 32, 15, 7};
 constexpr Settings kQuick{256 * kMiB, 3, 8, 3, 2};
 
-Status cuda_status(cudaError_t e, const std::string& what) {
-  return Status::Internal(what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
-}
-#define BENCH_CUDA(expr, what)                                                         \
-  do {                                                                                 \
-    const cudaError_t bench_cuda_error_ = (expr);                                      \
-    if (bench_cuda_error_ != cudaSuccess) return cuda_status(bench_cuda_error_, what); \
+using kernels::cuda::cuda_error;
+#define BENCH_CUDA(expr, what)                                                        \
+  do {                                                                                \
+    const cudaError_t bench_cuda_error_ = (expr);                                     \
+    if (bench_cuda_error_ != cudaSuccess) return cuda_error(bench_cuda_error_, what); \
   } while (0)
 
-Status context(const Status& s, const std::string& what) {
-  return {s.code(), what + ": " + s.message()};
-}
-
-// Device memory, freed on scope exit.
-class DeviceMemory {
+// Device memory (cudaMalloc) or pinned host memory (cudaHostAlloc), freed on scope exit.
+template <bool kPinnedHost>
+class CudaMemory {
  public:
-  DeviceMemory() = default;
-  DeviceMemory(const DeviceMemory&) = delete;
-  DeviceMemory& operator=(const DeviceMemory&) = delete;
-  ~DeviceMemory() { (void)cudaFree(p_); }
+  CudaMemory() = default;
+  CudaMemory(const CudaMemory&) = delete;
+  CudaMemory& operator=(const CudaMemory&) = delete;
+  ~CudaMemory() { (void)(kPinnedHost ? cudaFreeHost(p_) : cudaFree(p_)); }
   Status allocate(uint64_t bytes) {
-    BENCH_CUDA(cudaMalloc(&p_, bytes), "cudaMalloc of " + std::to_string(bytes) + " bytes");
+    if constexpr (kPinnedHost) {
+      BENCH_CUDA(cudaHostAlloc(&p_, bytes, cudaHostAllocDefault),
+                 "cudaHostAlloc of " + std::to_string(bytes) + " bytes");
+    } else {
+      BENCH_CUDA(cudaMalloc(&p_, bytes), "cudaMalloc of " + std::to_string(bytes) + " bytes");
+    }
     bytes_ = bytes;
     return Status::Ok();
   }
   [[nodiscard]] std::byte* data() const { return static_cast<std::byte*>(p_); }
   [[nodiscard]] uint64_t size() const { return bytes_; }
-
- private:
-  void* p_ = nullptr;
-  uint64_t bytes_ = 0;
-};
-
-// Pinned host memory (cudaHostAlloc), freed on scope exit.
-class PinnedMemory {
- public:
-  PinnedMemory() = default;
-  PinnedMemory(const PinnedMemory&) = delete;
-  PinnedMemory& operator=(const PinnedMemory&) = delete;
-  ~PinnedMemory() { (void)cudaFreeHost(p_); }
-  Status allocate(uint64_t bytes) {
-    BENCH_CUDA(cudaHostAlloc(&p_, bytes, cudaHostAllocDefault),
-               "cudaHostAlloc of " + std::to_string(bytes) + " bytes");
-    bytes_ = bytes;
-    return Status::Ok();
-  }
-  [[nodiscard]] std::byte* data() const { return static_cast<std::byte*>(p_); }
   [[nodiscard]] std::span<std::byte> span() const { return {data(), bytes_}; }
 
  private:
   void* p_ = nullptr;
   uint64_t bytes_ = 0;
 };
+using DeviceMemory = CudaMemory<false>;
+using PinnedMemory = CudaMemory<true>;
 
 // Times `enqueue` (work on `stream`) with events: one warm-up, then `runs` timed runs; returns
 // the median seconds.
@@ -149,6 +128,15 @@ Result<double> time_on_stream(cudaStream_t stream, uint32_t runs, Enqueue enqueu
   (void)cudaEventDestroy(stop);
   TIERKV_RETURN_IF_ERROR(failed);
   return median(seconds);
+}
+
+// time_on_stream() of one cudaMemcpyAsync of `bytes` from `src` to `dst`.
+Result<double> time_copy(cudaStream_t stream, uint32_t runs, void* dst, const void* src,
+                         uint64_t bytes, cudaMemcpyKind kind, const char* what) {
+  return time_on_stream(stream, runs, [&]() -> Status {
+    BENCH_CUDA(cudaMemcpyAsync(dst, src, bytes, kind, stream), what);
+    return Status::Ok();
+  });
 }
 
 // An 8B-class paged cache on the device: per layer K and V tensors of num_blocks blocks.
@@ -204,14 +192,6 @@ std::vector<int32_t> shuffled_table(uint32_t used, uint32_t num_blocks, uint64_t
   return t;
 }
 
-std::vector<TokenId> random_tokens(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<TokenId> dist(0, 151935);
-  std::vector<TokenId> t(n);
-  for (auto& x : t) x = dist(rng);
-  return t;
-}
-
 class GpuBench : public BenchCommand {
  public:
   GpuBench() { daemon_.host_capacity_gib = 8; }
@@ -254,11 +234,8 @@ Result<CopyFigures> measure_copies(const Settings& s, const PinnedMemory& host,
   TIERKV_RETURN_IF_ERROR(b.allocate(s.copy_bytes));
   const double bytes = static_cast<double>(s.copy_bytes);
   CopyFigures f;
-  auto h2d = time_on_stream(stream, s.copy_runs, [&]() -> Status {
-    BENCH_CUDA(cudaMemcpyAsync(a.data(), host.data(), s.copy_bytes, cudaMemcpyHostToDevice, stream),
-               "H2D copy");
-    return Status::Ok();
-  });
+  auto h2d = time_copy(stream, s.copy_runs, a.data(), host.data(), s.copy_bytes,
+                       cudaMemcpyHostToDevice, "H2D copy");
   if (!h2d.ok()) return h2d.status();
   f.h2d_GBps = bytes / *h2d / 1e9;
   for (uint64_t piece : {kMiB, 4 * kMiB}) {
@@ -273,18 +250,12 @@ Result<CopyFigures> measure_copies(const Settings& s, const PinnedMemory& host,
     if (!t.ok()) return t.status();
     (piece == kMiB ? f.h2d_1MiB_GBps : f.h2d_4MiB_GBps) = bytes / *t / 1e9;
   }
-  auto d2h = time_on_stream(stream, s.copy_runs, [&]() -> Status {
-    BENCH_CUDA(cudaMemcpyAsync(host.data(), a.data(), s.copy_bytes, cudaMemcpyDeviceToHost, stream),
-               "D2H copy");
-    return Status::Ok();
-  });
+  auto d2h = time_copy(stream, s.copy_runs, host.data(), a.data(), s.copy_bytes,
+                       cudaMemcpyDeviceToHost, "D2H copy");
   if (!d2h.ok()) return d2h.status();
   f.d2h_GBps = bytes / *d2h / 1e9;
-  auto d2d = time_on_stream(stream, s.copy_runs * 2, [&]() -> Status {
-    BENCH_CUDA(cudaMemcpyAsync(b.data(), a.data(), s.copy_bytes, cudaMemcpyDeviceToDevice, stream),
-               "D2D copy");
-    return Status::Ok();
-  });
+  auto d2d = time_copy(stream, s.copy_runs * 2, b.data(), a.data(), s.copy_bytes,
+                       cudaMemcpyDeviceToDevice, "D2D copy");
   if (!d2d.ok()) return d2d.status();
   f.d2d_GBps = 2 * bytes / *d2d / 1e9;
   return f;
@@ -308,6 +279,24 @@ Result<KernelFigures> measure_kernels(const Settings& s, const PinnedMemory& pat
   DeviceMemory buffer;
   TIERKV_RETURN_IF_ERROR(buffer.allocate(uint64_t{chunks} * chunk_bytes));
   BENCH_CUDA(cudaMemset(buffer.data(), 0x5A, buffer.size()), "cudaMemset");
+  const kernels::cuda::CopyRange range{
+      .first_token = 0, .chunk_tokens = kChunkTokens, .num_chunks = chunks};
+  // Times the scatter and the gather launch over `cache`: bandwidth moved, read + written.
+  const auto time_launches = [&](const kernels::cuda::DeviceKvCache& cache,
+                                 kernels::cuda::DeviceBlockTable table, double& scatter_GBps,
+                                 double& gather_GBps) -> Status {
+    auto sc = time_on_stream(stream, s.kernel_runs, [&] {
+      return kernels::cuda::scatter(cache, table, range, {buffer.data()}, stream);
+    });
+    if (!sc.ok()) return sc.status();
+    auto ga = time_on_stream(stream, s.kernel_runs, [&] {
+      return kernels::cuda::gather(cache, table, range, {buffer.data()}, stream);
+    });
+    if (!ga.ok()) return ga.status();
+    scatter_GBps = static_cast<double>(moved) / *sc / 1e9;
+    gather_GBps = static_cast<double>(moved) / *ga / 1e9;
+    return Status::Ok();
+  };
   KernelFigures f;
   {
     // Twice the blocks the chunks need, so the table scatters them over the whole cache.
@@ -324,18 +313,7 @@ Result<KernelFigures> measure_kernels(const Settings& s, const PinnedMemory& pat
     f.vector_bytes = dev->vector_bytes();
     const kernels::cuda::DeviceBlockTable dt{reinterpret_cast<const int32_t*>(table_dev.data()),
                                              table.size()};
-    const kernels::cuda::CopyRange range{
-        .first_token = 0, .chunk_tokens = kChunkTokens, .num_chunks = chunks};
-    auto sc = time_on_stream(stream, s.kernel_runs, [&] {
-      return kernels::cuda::scatter(*dev, dt, range, {buffer.data()}, stream);
-    });
-    if (!sc.ok()) return sc.status();
-    auto ga = time_on_stream(stream, s.kernel_runs, [&] {
-      return kernels::cuda::gather(*dev, dt, range, {buffer.data()}, stream);
-    });
-    if (!ga.ok()) return ga.status();
-    f.scatter_GBps = static_cast<double>(moved) / *sc / 1e9;
-    f.gather_GBps = static_cast<double>(moved) / *ga / 1e9;
+    TIERKV_RETURN_IF_ERROR(time_launches(*dev, dt, f.scatter_GBps, f.gather_GBps));
   }
   {
     // A flat head-major cache ([heads][tokens][dim] per layer, as transformers keeps it).
@@ -357,18 +335,7 @@ Result<KernelFigures> measure_kernels(const Settings& s, const PinnedMemory& pat
                                    .head_stride = uint64_t{tokens} * kHeadDim * kElemBytes};
     auto dev = kernels::cuda::DeviceKvCache::create_flat(view, device);
     if (!dev.ok()) return context(dev.status(), "register flat cache");
-    const kernels::cuda::CopyRange range{
-        .first_token = 0, .chunk_tokens = kChunkTokens, .num_chunks = chunks};
-    auto sc = time_on_stream(stream, s.kernel_runs, [&] {
-      return kernels::cuda::scatter(*dev, {}, range, {buffer.data()}, stream);
-    });
-    if (!sc.ok()) return sc.status();
-    auto ga = time_on_stream(stream, s.kernel_runs, [&] {
-      return kernels::cuda::gather(*dev, {}, range, {buffer.data()}, stream);
-    });
-    if (!ga.ok()) return ga.status();
-    f.flat_scatter_GBps = static_cast<double>(moved) / *sc / 1e9;
-    f.flat_gather_GBps = static_cast<double>(moved) / *ga / 1e9;
+    TIERKV_RETURN_IF_ERROR(time_launches(*dev, {}, f.flat_scatter_GBps, f.flat_gather_GBps));
   }
   return f;
 }
@@ -514,7 +481,8 @@ Result<PrefixFigures> measure_prefix(const Settings& s, Client& client,
 
   // Store once (timed: gather + D2H into the leased slots, then commit).
   progress("store of a " + std::to_string(prefix_tokens) + "-token prefix");
-  const std::vector<TokenId> tokens = random_tokens(prefix_tokens, 17);
+  std::mt19937_64 rng(17);
+  const std::vector<TokenId> tokens = random_tokens(rng, prefix_tokens);
   {
     const auto t0 = Clock::now();
     auto put = client.begin_put(*ns, tokens);
@@ -539,11 +507,8 @@ Result<PrefixFigures> measure_prefix(const Settings& s, Client& client,
     const uint64_t bytes = std::min<uint64_t>(s.copy_bytes, region.size());
     DeviceMemory d;
     TIERKV_RETURN_IF_ERROR(d.allocate(bytes));
-    auto t = time_on_stream(stream, s.copy_runs, [&]() -> Status {
-      BENCH_CUDA(cudaMemcpyAsync(d.data(), region.data(), bytes, cudaMemcpyHostToDevice, stream),
-                 "H2D from the pool");
-      return Status::Ok();
-    });
+    auto t = time_copy(stream, s.copy_runs, d.data(), region.data(), bytes, cudaMemcpyHostToDevice,
+                       "H2D from the pool");
     if (!t.ok()) return t.status();
     f.shm_h2d_GBps = static_cast<double>(bytes) / *t / 1e9;
   }
@@ -680,7 +645,8 @@ Result<GpuTierFigures> measure_gpu_tier(const Settings& s, Client& client,
   TIERKV_RETURN_IF_ERROR(src.fill(pattern, pattern_bytes));
   const std::vector<int32_t> src_table = shuffled_table(used_blocks, src.num_blocks, 21);
   const std::vector<int32_t> dst_table = shuffled_table(used_blocks, dst.num_blocks, 23);
-  const std::vector<TokenId> tokens = random_tokens(prefix_tokens, 29);
+  std::mt19937_64 rng(29);
+  const std::vector<TokenId> tokens = random_tokens(rng, prefix_tokens);
   {
     progress("GPU tier: storing the prefix");
     auto x = GpuTransfer::create_paged(*pinned, *ns, src.view(), device);

@@ -33,10 +33,6 @@ namespace tierkv::bench {
 
 namespace {
 
-constexpr uint64_t kMiB = 1ull << 20;
-constexpr uint64_t kGiB = 1ull << 30;
-constexpr const char* kTenant = "tierkv-bench";
-
 // Targets from the issue: a put is a memcpy plus bookkeeping, a load is a lease (no copy), a
 // lookup is hashing plus one round trip.
 constexpr double kPutVsMemcpyTarget = 0.8;
@@ -84,18 +80,6 @@ struct PutFigures {
   size_t iterations = 0;
   uint64_t skipped = 0;  // chunks the daemon had no slot for
 };
-
-std::vector<TokenId> random_tokens(std::mt19937_64& rng, size_t n) {
-  // Vocabulary-sized ids, as a tokenizer would produce them.
-  std::uniform_int_distribution<TokenId> dist(0, 151935);
-  std::vector<TokenId> t(n);
-  for (auto& x : t) x = dist(rng);
-  return t;
-}
-
-Status context(const Status& s, const std::string& what) {
-  return {s.code(), what + ": " + s.message()};
-}
 
 // How many timed puts of `chunks` chunks make at least `total_bytes`.
 size_t put_iterations(const Namespace& ns, size_t chunks, uint64_t total_bytes,

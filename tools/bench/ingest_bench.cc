@@ -49,10 +49,6 @@ namespace {
 constexpr double kP99OnVsOffTarget = 1.2;
 constexpr const char* kOffTenant = "ingest-off";
 
-Status context(const Status& s, const std::string& what) {
-  return {s.code(), what + ": " + s.message()};
-}
-
 // Real KV tiled to a realistic chunk: chunk c, layer l, head h, token t holds the real K (and V)
 // row of dataset layer l % L, head h % H, token (c * T + t) % N of the workload's prompts laid end
 // to end. Where a real row is used again in one chunk (the layers and heads beyond the dataset's),

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "bench/bench_command.h"
+#include "common/tool_main.h"
 
 namespace {
 
@@ -31,9 +32,7 @@ int run_main(int argc, char** argv) {
     if (!*subcommands[i]) continue;
     auto report = commands[i]->run(common);
     if (!report.ok()) {
-      std::fprintf(stderr, "tierkv-bench %s: %s\n", commands[i]->name().c_str(),
-                   report.status().message().c_str());
-      return 1;
+      return tierkv::tools::exit_status("tierkv-bench " + commands[i]->name(), report.status());
     }
     const std::string out = common.json ? report->render_json() : report->render_table();
     std::fwrite(out.data(), 1, out.size(), stdout);
@@ -46,12 +45,5 @@ int run_main(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Nothing in the tools throws on purpose (errors are Status values); this catches what the
-  // standard library may (bad_alloc) so it is reported rather than aborting.
-  try {
-    return run_main(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tierkv-bench: %s\n", e.what());
-    return 1;
-  }
+  return tierkv::tools::run_guarded("tierkv-bench", run_main, argc, argv);
 }

@@ -111,6 +111,13 @@ ScratchDir::~ScratchDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
+std::vector<TokenId> random_tokens(std::mt19937_64& rng, size_t n) {
+  std::uniform_int_distribution<TokenId> dist(0, 151935);
+  std::vector<TokenId> t(n);
+  for (auto& x : t) x = dist(rng);
+  return t;
+}
+
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream in(s);

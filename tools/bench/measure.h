@@ -1,5 +1,6 @@
 // Measuring helpers shared by tierkv-bench's subcommands: clocks, order statistics, prefaulted
-// buffers and the memcpy bandwidth that host-side figures are compared with.
+// buffers and the memcpy bandwidth that host-side figures are compared with, prompts of random
+// tokens, and the sizes and names they all use.
 // Thread safety: plain functions and values; a PrefaultedBuffer is owned by one thread at a time.
 #pragma once
 
@@ -8,12 +9,27 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <random>
 #include <span>
 #include <vector>
 
+#include "tierkv/chunk_key.h"
 #include "tierkv/status.h"
 
 namespace tierkv::bench {
+
+constexpr uint64_t kMiB = 1ull << 20;
+constexpr uint64_t kGiB = 1ull << 30;
+// The tenant of the namespaces the subcommands register.
+constexpr const char* kTenant = "tierkv-bench";
+
+// `s` with "<what>: " before its message, same code.
+inline Status context(const Status& s, const std::string& what) {
+  return {s.code(), what + ": " + s.message()};
+}
+
+// `n` vocabulary-sized token ids (as a tokenizer would produce them) drawn from `rng`.
+std::vector<TokenId> random_tokens(std::mt19937_64& rng, size_t n);
 
 using Clock = std::chrono::steady_clock;
 

@@ -42,15 +42,9 @@ namespace tierkv::bench {
 
 namespace {
 
-constexpr uint64_t kMiB = 1ull << 20;
-constexpr uint64_t kGiB = 1ull << 30;
 constexpr uint32_t kQueueDepth = 32;
 constexpr double kLoadVsRawTarget = 0.9;
 constexpr double kWritedownVsRawTarget = 0.85;
-
-Status context(const Status& s, const std::string& what) {
-  return {s.code(), what + ": " + s.message()};
-}
 
 void progress(const CommonOptions& common, const std::string& what) {
   if (!common.json) std::fprintf(stderr, "tierkv-bench nvme: %s\n", what.c_str());

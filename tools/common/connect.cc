@@ -11,6 +11,10 @@ std::string resolve_socket_path(std::string_view flag) {
   return kDefaultSocketPath;
 }
 
+std::string socket_flag_help() {
+  return std::string("daemon socket (default: $TIERKV_SOCKET, else ") + kDefaultSocketPath + ")";
+}
+
 Result<std::shared_ptr<Client>> connect_daemon(const std::string& socket_path,
                                                std::string_view client_name, bool populate) {
   ClientOptions options;

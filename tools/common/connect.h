@@ -14,6 +14,8 @@ namespace tierkv::tools {
 // `flag` if given, else $TIERKV_SOCKET if set and non-empty, else kDefaultSocketPath; the same
 // rule ClientOptions applies, resolved here so messages can name the path.
 std::string resolve_socket_path(std::string_view flag);
+// The help text of a --socket flag resolved by resolve_socket_path().
+std::string socket_flag_help();
 
 // Connects as `client_name`. On failure the Status message names the socket path and says whether
 // the daemon looks absent (nothing listening) or refused us.

@@ -13,6 +13,7 @@
 
 #include "common/connect.h"
 #include "common/format.h"
+#include "common/tool_main.h"
 #include "tierkv/client.h"
 
 namespace tierkv::demo {
@@ -206,29 +207,15 @@ int run_main(int argc, char** argv) {
   CLI::App app{"tierkv-demo: store, find, load and verify a prompt's KV cache in tierkvd"};
   std::string socket;
   std::string tokens_out;
-  app.add_option("--socket", socket,
-                 std::string("daemon socket (default: $TIERKV_SOCKET, else ") +
-                     tierkv::kDefaultSocketPath + ")");
+  app.add_option("--socket", socket, tierkv::tools::socket_flag_help());
   app.add_option("--tokens-out", tokens_out,
                  "also write the prompt's token ids to this file (for tierkvctl inspect)");
   CLI11_PARSE(app, argc, argv);
-  const tierkv::Status s = tierkv::demo::run(socket, tokens_out);
-  if (!s.ok()) {
-    std::fprintf(stderr, "tierkv-demo: %s\n", s.message().c_str());
-    return 1;
-  }
-  return 0;
+  return tierkv::tools::exit_status("tierkv-demo", tierkv::demo::run(socket, tokens_out));
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Nothing in the tools throws on purpose (errors are Status values); this catches what the
-  // standard library may (bad_alloc) so it is reported rather than aborting.
-  try {
-    return run_main(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tierkv-demo: %s\n", e.what());
-    return 1;
-  }
+  return tierkv::tools::run_guarded("tierkv-demo", run_main, argc, argv);
 }

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/connect.h"
@@ -55,6 +56,16 @@ std::vector<proto::TierStats> all_tiers(const proto::StatsReply& st) {
   return out;
 }
 
+// `key`: num / den as a number, or null when den is 0.
+void write_ratio(JsonWriter& w, std::string_view key, uint64_t num, uint64_t den) {
+  w.key(key);
+  if (den == 0) {
+    w.null();
+  } else {
+    w.value(static_cast<double>(num) / static_cast<double>(den));
+  }
+}
+
 // "2.41x" (logical / stored), or "-" when nothing is stored.
 std::string ratio(uint64_t logical, uint64_t stored) {
   if (stored == 0) return "-";
@@ -88,12 +99,7 @@ void write_codec_fields(JsonWriter& w, const proto::StatsReply& st) {
         .field("tier", proto::tier_name(t.tier))
         .field("logical_bytes", t.logical_bytes)
         .field("stored_bytes", t.stored_bytes);
-    w.key("ratio");
-    if (t.stored_bytes == 0) {
-      w.null();
-    } else {
-      w.value(static_cast<double>(t.logical_bytes) / static_cast<double>(t.stored_bytes));
-    }
+    write_ratio(w, "ratio", t.logical_bytes, t.stored_bytes);
     w.field("encoded_chunks", t.encoded_chunks).end_object();
   }
   w.end_array();
@@ -365,7 +371,6 @@ Status run_stats(const GlobalOptions& g) {
     write_daemon_fields(w, g.socket_path, *st);
     w.key("tiers").begin_array();
     for (const auto& t : tiers) {
-      const uint64_t asked = t.hits + t.misses;
       w.begin_object()
           .field("tier", proto::tier_name(t.tier))
           .field("enabled", t.enabled != 0)
@@ -374,12 +379,7 @@ Status run_stats(const GlobalOptions& g) {
           .field("chunks", t.chunks)
           .field("hits", t.hits)
           .field("misses", t.misses);
-      w.key("hit_ratio");
-      if (asked == 0) {
-        w.null();
-      } else {
-        w.value(static_cast<double>(t.hits) / static_cast<double>(asked));
-      }
+      write_ratio(w, "hit_ratio", t.hits, t.hits + t.misses);
       w.field("evictions", t.evictions)
           .field("bytes_in", t.bytes_in)
           .field("bytes_out", t.bytes_out)

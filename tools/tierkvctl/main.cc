@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common/connect.h"
+#include "common/tool_main.h"
 #include "tierkvctl/commands.h"
 
 namespace {
@@ -18,9 +19,7 @@ int run_main(int argc, char** argv) {
 
   std::string socket_flag;
   GlobalOptions g;
-  app.add_option("--socket", socket_flag,
-                 std::string("daemon socket (default: $TIERKV_SOCKET, else ") +
-                     tierkv::kDefaultSocketPath + ")");
+  app.add_option("--socket", socket_flag, tierkv::tools::socket_flag_help());
   app.add_flag("--json", g.json, "print exactly one JSON object on stdout");
 
   auto* status = app.add_subcommand("status", "daemon version, pid, uptime, sessions, leases");
@@ -69,22 +68,11 @@ int run_main(int argc, char** argv) {
   } else if (*verify) {
     s = run_verify(g);
   }
-  if (!s.ok()) {
-    std::fprintf(stderr, "tierkvctl: %s\n", s.message().c_str());
-    return 1;
-  }
-  return 0;
+  return tierkv::tools::exit_status("tierkvctl", s);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Nothing in the tools throws on purpose (errors are Status values); this catches what the
-  // standard library may (bad_alloc) so it is reported rather than aborting.
-  try {
-    return run_main(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tierkvctl: %s\n", e.what());
-    return 1;
-  }
+  return tierkv::tools::run_guarded("tierkvctl", run_main, argc, argv);
 }

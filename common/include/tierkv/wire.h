@@ -89,6 +89,14 @@ class ByteReader {
     pos_ += n;
     return Status::Ok();
   }
+  // A payload that is exactly one T (a message sent as one fixed-layout struct): get(field, v),
+  // then expect_end(message).
+  template <typename T>
+    requires std::is_trivially_copyable_v<T>
+  Status get_whole(const char* field, T& v, const char* message) {
+    TIERKV_RETURN_IF_ERROR(get(field, v));
+    return expect_end(message);
+  }
   // Trailing bytes after the last field are a protocol error too: they mean the peer and we
   // disagree on the message's shape.
   Status expect_end(const char* message) const {

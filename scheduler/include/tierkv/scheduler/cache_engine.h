@@ -64,6 +64,7 @@
 #include "tierkv/protocol.h"
 #include "tierkv/scheduler/gpu_tier.h"
 #include "tierkv/scheduler/leaf_first_lru.h"
+#include "tierkv/scheduler/tier_counters.h"
 #include "tierkv/status.h"
 #include "tierkv/storage/checksum_workers.h"
 #include "tierkv/storage/chunk_index.h"
@@ -426,12 +427,11 @@ class CacheEngine {
   storage::RecoveryReport recovery_;
 
   // Counters (see proto::TierStats, proto::NvmeStats).
-  uint64_t ready_chunks_ = 0;
+  TierCounters host_counters_;  // chunks: ready host slots
+  TierCounters disk_counters_;  // chunks: ready disk slots; bytes in and out as stored (encoded)
   uint64_t pending_writes_ = 0;
   uint64_t read_leases_ = 0;
-  uint64_t hits_ = 0, misses_ = 0, evictions_ = 0, bytes_in_ = 0, bytes_out_ = 0;
-  uint64_t disk_chunks_ = 0, disk_hits_ = 0, disk_misses_ = 0, disk_evictions_ = 0;
-  uint64_t disk_bytes_in_ = 0, disk_bytes_out_ = 0, disk_logical_bytes_ = 0, disk_stored_bytes_ = 0;
+  uint64_t disk_logical_bytes_ = 0, disk_stored_bytes_ = 0;
   uint64_t dirty_chunks_ = 0, writes_in_flight_ = 0, reads_in_flight_ = 0;
   uint64_t read_errors_ = 0, write_errors_ = 0, checksum_failures_ = 0, dropped_unwritten_ = 0;
   uint64_t written_total_ = 0, unwritable_ = 0;

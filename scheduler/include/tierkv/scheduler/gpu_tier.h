@@ -32,6 +32,7 @@
 
 #include "tierkv/protocol.h"
 #include "tierkv/scheduler/leaf_first_lru.h"
+#include "tierkv/scheduler/tier_counters.h"
 #include "tierkv/status.h"
 #include "tierkv/storage/gpu_memory.h"
 #include "tierkv/storage/slab_slot_pool.h"
@@ -115,9 +116,9 @@ class GpuTier {
 
   // --- stats -----------------------------------------------------------------------------------
   // A lookup or load found (or did not find) a cached chunk's copy on the GPU.
-  void count_lookup(bool on_gpu) { ++(on_gpu ? hits_ : misses_); }
+  void count_lookup(bool on_gpu) { ++(on_gpu ? counters_.hits : counters_.misses); }
   void fill_stats(proto::TierStats& tier, proto::GpuStats& gpu) const;
-  [[nodiscard]] uint64_t ready_chunks() const { return ready_chunks_; }
+  [[nodiscard]] uint64_t ready_chunks() const { return counters_.chunks; }
   [[nodiscard]] uint64_t queued() const { return queued_; }
 
  private:
@@ -154,8 +155,8 @@ class GpuTier {
   std::unordered_set<SessionId> attached_;
   std::vector<storage::GpuCopyDone> done_scratch_;
 
-  uint64_t ready_chunks_ = 0, queued_ = 0, leases_ = 0;
-  uint64_t hits_ = 0, misses_ = 0, evictions_ = 0, bytes_in_ = 0, bytes_out_ = 0;
+  TierCounters counters_;  // chunks: ready GPU slots
+  uint64_t queued_ = 0, leases_ = 0;
   uint64_t promotions_ = 0, failures_ = 0, dropped_with_host_ = 0;
 };
 
