@@ -34,7 +34,7 @@
 //   (token, head): E4M3, E3M4, E2M5 or E1M6 (format f has 4 - f exponent and 3 + f mantissa
 //   bits), with a per-row scale. A row of real KV spans a few binades, so e4m3's 16 exponents
 //   waste a bit a row could spend on its mantissa; a row with a far outlier keeps the exponents.
-//   Same size as kFp8E4M3 plus one byte a row; on real KV a third of its attention-output error.
+//   Same size as kFp8E4M3 plus one byte a row; on real KV a quarter of its attention-output error.
 //   metadata: uint16 meta[T][H]          format f = meta >> 14, scale code c = meta & 0x3fff
 //   payload:  uint8 q[T][H][D]           sign bit, then E exponent bits e and M mantissa bits m
 //   Codes are normalized: q's value is 2^(e + 1 - 2^E) * (1 + m / 2^M) for e >= 1 and
