@@ -83,9 +83,6 @@ TIERKV_FP8_HD float step(uint32_t f) {
   return as_float((129u - (1u << exp_bits(f)) - mant_bits(f)) << 23);
 }
 
-// Round to nearest integer, ties to even, for |v| <= 2^22 (exact IEEE steps).
-TIERKV_FP8_HD float round_even(float v) { return sub(add(v, 12582912.0f), 12582912.0f); }
-
 // The 14-bit scale code of a row whose finite amax is `amax` (>= 0) in format f: amax / max_value
 // rounded up to 8 exponent and 6 mantissa bits (so the row's largest element does not saturate),
 // the largest finite code at most. The scale is as_float(code << 17).
@@ -146,7 +143,7 @@ TIERKV_FP8_HD float decode(uint32_t q, uint32_t f) {
 TIERKV_FP8_HD float squared_error(float y, uint32_t f) {
   const bool finite = (as_bits(y) & 0x7fffffffu) < 0x7f800000u;
   const float a = as_float(as_bits(y) & 0x7fffffffu);  // the rounding is symmetric in the sign
-  const float e = sub(decode(encode(a, f), f), a);     // exact: within a factor of 2 of each other
+  const float e = sub(decode(encode(a, f), f), a);     // exact unless a saturates far past max
   return finite ? mul(e, e) : 0.0f;
 }
 
