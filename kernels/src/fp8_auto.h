@@ -160,6 +160,40 @@ TIERKV_FP8_HD float lane_tree_sum(float* lanes) {
 // scale^2. The format with the least error is chosen, ties to the one with more mantissa bits.
 TIERKV_FP8_HD float weighted_error(float sse, float scale) { return mul(sse, mul(scale, scale)); }
 
+// A row's candidate formats and the choice among them. Callers offer the formats from the most
+// mantissa bits down (f = kFormats - 1 first); a later one must be strictly better to win, so a
+// tie keeps the finer format.
+struct Candidate {
+  uint32_t format = 0;
+  uint32_t code = 0;  // the scale's 14-bit code
+  float scale = 0.0f;
+  float inv = 0.0f;  // what the row's elements are multiplied by before encode()
+};
+
+TIERKV_FP8_HD Candidate candidate(float amax, uint32_t f) {
+  Candidate c;
+  c.format = f;
+  c.code = scale_code(amax, f);
+  c.scale = scale_value(c.code);
+  c.inv = inverse(c.scale);
+  return c;
+}
+
+struct Choice {
+  Candidate best;
+  float err = 0.0f;
+  bool any = false;
+  // `sse`: the candidate's lane-tree sum of squared errors.
+  TIERKV_FP8_HD void offer(const Candidate& c, float sse) {
+    const float e = weighted_error(sse, c.scale);
+    if (!any || e < err) {
+      best = c;
+      err = e;
+      any = true;
+    }
+  }
+};
+
 // The metadata of a row: format in the top 2 bits, scale code in the low 14.
 TIERKV_FP8_HD uint32_t metadata(uint32_t f, uint32_t code) { return (f << 14) | code; }
 TIERKV_FP8_HD uint32_t format_of(uint32_t meta) { return (meta >> 14) & 3u; }

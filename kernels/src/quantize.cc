@@ -323,35 +323,23 @@ void quantize_fp8_auto(const SlabShape& s, DType dtype, const std::byte* in, std
       const float a = std::fabs(row[d]);
       if (a <= FLT_MAX && a > amax) amax = a;
     }
-    // The format with the least squared error; from the most mantissa bits down, so a tie keeps
-    // the finer format.
-    uint32_t best_f = fa::kFormats - 1;
-    uint32_t best_code = 0;
-    float best_inv = 0.0f;
-    float best_err = 0.0f;
+    fa::Choice choice;
     for (uint32_t f = fa::kFormats; f-- > 0;) {
-      const uint32_t code = fa::scale_code(amax, f);
-      const float scale = fa::scale_value(code);
-      const float inv = fa::inverse(scale);
-      fp8_auto_errors(row, s.head_dim, inv, f, sq);
+      const fa::Candidate c = fa::candidate(amax, f);
+      fp8_auto_errors(row, s.head_dim, c.inv, f, sq);
       // The warp's sum: lane l takes elements l, l + 32, ... in order.
       float lanes[fa::kLanes] = {};
       for (uint32_t d0 = 0; d0 < s.head_dim; d0 += fa::kLanes) {
         const uint32_t n = std::min(fa::kLanes, s.head_dim - d0);
         for (uint32_t l = 0; l < n; ++l) lanes[l] += sq[d0 + l];
       }
-      const float err = fa::weighted_error(fa::lane_tree_sum(lanes), scale);
-      if (f == fa::kFormats - 1 || err < best_err) {
-        best_f = f;
-        best_code = code;
-        best_inv = inv;
-        best_err = err;
-      }
+      choice.offer(c, fa::lane_tree_sum(lanes));
     }
-    const uint32_t m = fa::metadata(best_f, best_code);
+    const fa::Candidate& best = choice.best;
+    const uint32_t m = fa::metadata(best.format, best.code);
     meta[2 * r] = static_cast<std::byte>(m & 0xffu);
     meta[2 * r + 1] = static_cast<std::byte>(m >> 8);
-    fp8_auto_codes(row, s.head_dim, best_inv, best_f, payload + r * s.head_dim);
+    fp8_auto_codes(row, s.head_dim, best.inv, best.format, payload + r * s.head_dim);
   }
 }
 

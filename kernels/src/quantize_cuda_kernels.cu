@@ -178,35 +178,24 @@ __global__ void __launch_bounds__(kThreads) row_stats_kernel(const QuantParams p
     // Each format's squared error: lane sums in element order, then the butterfly the CPU
     // reference replays (fp8auto::lane_tree_sum); every lane ends with the same sums.
     namespace fa = fp8auto;
-    uint32_t best_f = fa::kFormats - 1;
-    uint32_t best_code = 0;
-    float best_inv = 0.0f;
-    float best_err = 0.0f;
+    fa::Choice choice;
     for (uint32_t f = fa::kFormats; f-- > 0;) {
-      const uint32_t code = fa::scale_code(amax, f);
-      const float scale = fa::scale_value(code);
-      const float inv = fa::inverse(scale);
+      const fa::Candidate c = fa::candidate(amax, f);
       float sse = 0.0f;
       for (uint32_t d = lane; d < p.head_dim; d += 32) {
         const float x = load_float<kDtype>(in, row * p.head_dim + d);
-        sse = __fadd_rn(sse, fa::squared_error(__fmul_rn(x, inv), f));
+        sse = __fadd_rn(sse, fa::squared_error(__fmul_rn(x, c.inv), f));
       }
       for (int off = 16; off > 0; off /= 2) {
         sse = __fadd_rn(sse, __shfl_xor_sync(0xffffffffu, sse, off));
       }
-      const float err = fa::weighted_error(sse, scale);
-      if (f == fa::kFormats - 1 || err < best_err) {
-        best_f = f;
-        best_code = code;
-        best_inv = inv;
-        best_err = err;
-      }
+      choice.offer(c, sse);
     }
     if (lane != 0) return;
-    const uint32_t m = fa::metadata(best_f, best_code);
+    const uint32_t m = fa::metadata(choice.best.format, choice.best.code);
     out[2ull * row] = static_cast<std::byte>(m & 0xffu);
     out[2ull * row + 1] = static_cast<std::byte>(m >> 8);
-    p.scratch[uint64_t{blockIdx.y} * p.groups + row] = best_inv;
+    p.scratch[uint64_t{blockIdx.y} * p.groups + row] = choice.best.inv;
     return;
   }
   if (lane != 0) return;
