@@ -258,11 +258,7 @@ void quantize_fp8(const SlabShape& s, DType dtype, const std::byte* in, std::byt
   std::byte* payload = out + rows;
   for (uint64_t r = 0; r < rows; ++r) {
     load_row(dtype, in, r * s.head_dim, s.head_dim, row);
-    float amax = 0.0f;
-    for (uint32_t d = 0; d < s.head_dim; ++d) {
-      const float a = std::fabs(row[d]);
-      if (a <= FLT_MAX && a > amax) amax = a;
-    }
+    const float amax = finite_amax(row, s.head_dim);
     const int k = fp8_scale_exponent(amax);
     exps[r] = static_cast<std::byte>(k + 127);
     const float inv = pow2(-k);
@@ -318,11 +314,7 @@ void quantize_fp8_auto(const SlabShape& s, DType dtype, const std::byte* in, std
   float* sq = row + s.head_dim;
   for (uint64_t r = 0; r < rows; ++r) {
     load_row(dtype, in, r * s.head_dim, s.head_dim, row);
-    float amax = 0.0f;
-    for (uint32_t d = 0; d < s.head_dim; ++d) {
-      const float a = std::fabs(row[d]);
-      if (a <= FLT_MAX && a > amax) amax = a;
-    }
+    const float amax = finite_amax(row, s.head_dim);
     fa::Choice choice;
     for (uint32_t f = fa::kFormats; f-- > 0;) {
       const fa::Candidate c = fa::candidate(amax, f);
