@@ -439,6 +439,65 @@ void bind_gpu(py::module_& m) {
   m.attr("CUDA_BUILT") = cuda_built();
 #if TIERKV_PYTHON_GPU_TRANSFER
   m.attr("GPU_TRANSFER") = gpu_transfer_built();
+  // Registered before GpuTransfer, whose use_gpu_tier() signature names it.
+  py::class_<PyDaemonGpuPool>(
+      m, "DaemonGpuPool",
+      "The daemon's GPU tier ([gpu] capacity in tierkvd's configuration) opened in this process "
+      "(libtierkv's tierkv/gpu_pool.h): a pool of memory on the daemon's GPU, mapped here with "
+      "CUDA IPC, holding copies of the chunks loaded most. Open with DaemonGpuPool.attach(client); "
+      "load_lease() leases a prompt's cached chunks, those with a copy in the pool as GPU-pool "
+      "chunks (LoadLease.on_gpu(i)), which a GpuTransfer on the same device loads device to device "
+      "after use_gpu_tier(pool). Use as a context manager, or close(); a GpuTransfer using it "
+      "keeps the mapping open until it goes.")
+      .def_static("attach", &attach_gpu_pool, py::arg("client"),
+                  "Opens the daemon's GPU pool on the GPU the daemon uses, found among this "
+                  "process's CUDA devices by its UUID (CUDA_VISIBLE_DEVICES applies; the device "
+                  "becomes current for a moment). Raises tierkv.FailedPrecondition with the "
+                  "daemon's reason when its GPU tier is off, or when this process does not see "
+                  "that GPU or the module was built without CUDA; tierkv.Unavailable when CUDA "
+                  "cannot open the pool here.")
+      .def_property_readonly(
+          "device", [](const PyDaemonGpuPool& p) { return p.get()->device(); },
+          "This process's CUDA device index of the daemon's GPU: make the GpuTransfer there.")
+      .def_property_readonly(
+          "size", [](const PyDaemonGpuPool& p) { return p.get()->size(); },
+          "The pool's size in bytes (the daemon's [gpu] capacity, in whole slabs).")
+      .def_property_readonly("closed", [](const PyDaemonGpuPool& p) { return p.pool == nullptr; })
+      .def(
+          "load_lease",
+          [](const PyDaemonGpuPool& p, const Namespace& ns, py::handle tokens_obj,
+             const py::object& max_chunks_obj) {
+            std::shared_ptr<DaemonGpuPool> pool = p.get();
+            Tokens tokens(tokens_obj);
+            const size_t limit = max_chunks_arg(max_chunks_obj);
+            Result<LoadLease> r = Status::Internal("not run");
+            {
+              py::gil_scoped_release nogil;
+              r = pool->load(ns, tokens.span(), limit);
+            }
+            return wrap_load_lease(*p.owner, ns, take(std::move(r)));
+          },
+          py::arg("ns"), py::arg("tokens"), py::arg("max_chunks") = py::none(),
+          "Leases the prompt's leading cached chunks (at most max_chunks) as Client.load_lease "
+          "does, except that chunks with a copy in the daemon's GPU tier come as GPU-pool "
+          "chunks (on_gpu(i); no host bytes): a LoadLease for GpuTransfer.load(). The daemon "
+          "keeps a leased GPU copy until the lease is released.")
+      .def(
+          "close", [](PyDaemonGpuPool& p) { p.pool.reset(); },
+          "Drops this object's hold on the mapping (a GpuTransfer using the pool keeps its own). "
+          "Leases already taken stay valid until released.")
+      .def("__enter__", [](py::object self) { return self; })
+      .def("__exit__",
+           [](PyDaemonGpuPool& p, py::handle, py::handle, py::handle) {
+             p.pool.reset();
+             return false;
+           })
+      .def("__repr__", [](const PyDaemonGpuPool& p) {
+        if (p.pool == nullptr) return std::string("<tierkv.DaemonGpuPool closed>");
+        return "<tierkv.DaemonGpuPool " + std::to_string(p.pool->size()) + " bytes on device " +
+               std::to_string(p.pool->device()) + ">";
+      });
+
   py::class_<PyGpuTransfer>(
       m, "GpuTransfer",
       "Moves a namespace's chunks between tierkv's pinned host pool and one engine KV cache on "
@@ -611,64 +670,6 @@ void bind_gpu(py::module_& m) {
             check(st);
           },
           "Waits for pending operations and frees the transfer's device memory.");
-
-  py::class_<PyDaemonGpuPool>(
-      m, "DaemonGpuPool",
-      "The daemon's GPU tier ([gpu] capacity in tierkvd's configuration) opened in this process "
-      "(libtierkv's tierkv/gpu_pool.h): a pool of memory on the daemon's GPU, mapped here with "
-      "CUDA IPC, holding copies of the chunks loaded most. Open with DaemonGpuPool.attach(client); "
-      "load_lease() leases a prompt's cached chunks, those with a copy in the pool as GPU-pool "
-      "chunks (LoadLease.on_gpu(i)), which a GpuTransfer on the same device loads device to device "
-      "after use_gpu_tier(pool). Use as a context manager, or close(); a GpuTransfer using it "
-      "keeps the mapping open until it goes.")
-      .def_static("attach", &attach_gpu_pool, py::arg("client"),
-                  "Opens the daemon's GPU pool on the GPU the daemon uses, found among this "
-                  "process's CUDA devices by its UUID (CUDA_VISIBLE_DEVICES applies; the device "
-                  "becomes current for a moment). Raises tierkv.FailedPrecondition with the "
-                  "daemon's reason when its GPU tier is off, or when this process does not see "
-                  "that GPU or the module was built without CUDA; tierkv.Unavailable when CUDA "
-                  "cannot open the pool here.")
-      .def_property_readonly(
-          "device", [](const PyDaemonGpuPool& p) { return p.get()->device(); },
-          "This process's CUDA device index of the daemon's GPU: make the GpuTransfer there.")
-      .def_property_readonly(
-          "size", [](const PyDaemonGpuPool& p) { return p.get()->size(); },
-          "The pool's size in bytes (the daemon's [gpu] capacity, in whole slabs).")
-      .def_property_readonly("closed", [](const PyDaemonGpuPool& p) { return p.pool == nullptr; })
-      .def(
-          "load_lease",
-          [](const PyDaemonGpuPool& p, const Namespace& ns, py::handle tokens_obj,
-             const py::object& max_chunks_obj) {
-            std::shared_ptr<DaemonGpuPool> pool = p.get();
-            Tokens tokens(tokens_obj);
-            const size_t limit = max_chunks_arg(max_chunks_obj);
-            Result<LoadLease> r = Status::Internal("not run");
-            {
-              py::gil_scoped_release nogil;
-              r = pool->load(ns, tokens.span(), limit);
-            }
-            return wrap_load_lease(*p.owner, ns, take(std::move(r)));
-          },
-          py::arg("ns"), py::arg("tokens"), py::arg("max_chunks") = py::none(),
-          "Leases the prompt's leading cached chunks (at most max_chunks) as Client.load_lease "
-          "does, except that chunks with a copy in the daemon's GPU tier come as GPU-pool "
-          "chunks (on_gpu(i); no host bytes): a LoadLease for GpuTransfer.load(). The daemon "
-          "keeps a leased GPU copy until the lease is released.")
-      .def(
-          "close", [](PyDaemonGpuPool& p) { p.pool.reset(); },
-          "Drops this object's hold on the mapping (a GpuTransfer using the pool keeps its own). "
-          "Leases already taken stay valid until released.")
-      .def("__enter__", [](py::object self) { return self; })
-      .def("__exit__",
-           [](PyDaemonGpuPool& p, py::handle, py::handle, py::handle) {
-             p.pool.reset();
-             return false;
-           })
-      .def("__repr__", [](const PyDaemonGpuPool& p) {
-        if (p.pool == nullptr) return std::string("<tierkv.DaemonGpuPool closed>");
-        return "<tierkv.DaemonGpuPool " + std::to_string(p.pool->size()) + " bytes on device " +
-               std::to_string(p.pool->device()) + ">";
-      });
 #else
   m.attr("GPU_TRANSFER") = false;
   struct NoGpuTransfer {};
