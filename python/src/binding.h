@@ -79,7 +79,16 @@ struct PyLoadLease {
     }
     return *box;
   }
+  // Chunk i's bytes in the host pool; raises if i is out of range or the chunk lies in the
+  // daemon's GPU pool (a lease from DaemonGpuPool.load_lease), which only a GpuTransfer reads.
+  std::span<const std::byte> host_chunk(size_t i) const;
 };
+
+// A max_chunks argument: None is no limit; raises on a negative count.
+size_t max_chunks_arg(const py::object& v);
+
+// Wraps a LoadLease the caller's `client` got (Client::load, DaemonGpuPool::load) for Python.
+PyLoadLease wrap_load_lease(PyClient& client, const Namespace& ns, LoadLease lease);
 
 struct PyPutLease {
   std::shared_ptr<PutBox> box;  // null once committed or aborted

@@ -9,7 +9,10 @@
 //   - tierkv.GpuTransfer: the client library's engine path between the host pool and a paged
 //     (vLLM) or flat per-layer KV cache on the GPU, layer by layer, asynchronous on the caller's
 //     stream. It holds the leases its pending operations read or write until synchronize() or
-//     done(), so releasing or committing them early cannot hand a slot back while DMA uses it.
+//     done(), so releasing or committing them early cannot hand a slot back while DMA uses it;
+//   - tierkv.DaemonGpuPool: the daemon's GPU tier (tierkv/gpu_pool.h), opened with CUDA IPC on the
+//     daemon's GPU; its load_lease() leases chunks with a copy there as GPU-pool chunks, which a
+//     GpuTransfer that use_gpu_tier() scatters device to device (the rest as ever from host RAM).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -23,6 +26,7 @@
 
 #if TIERKV_PYTHON_GPU_TRANSFER
 #include "tierkv/cuda_transfer.h"
+#include "tierkv/gpu_pool.h"
 #endif
 #if TIERKV_PYTHON_CUDA
 #include <cuda_runtime_api.h>
@@ -250,6 +254,39 @@ GpuTransferOptions transfer_options(uint64_t staging_bytes, uint32_t staging_slo
   return o;
 }
 
+// The Python tierkv.DaemonGpuPool: the daemon's GPU pool, mapped into this process. close() drops
+// this object's hold on the mapping; a GpuTransfer that use_gpu_tier() it keeps its own, so the
+// mapping is closed (cudaIpcCloseMemHandle) when the last of them goes.
+struct PyDaemonGpuPool {
+  std::shared_ptr<PyClient> owner;
+  std::shared_ptr<DaemonGpuPool> pool;  // null once closed
+
+  const std::shared_ptr<DaemonGpuPool>& get() const {
+    if (pool == nullptr) {
+      throw StatusError(Status::FailedPrecondition("the DaemonGpuPool is closed"));
+    }
+    return pool;
+  }
+};
+
+std::unique_ptr<PyDaemonGpuPool> attach_gpu_pool(PyClient& c) {
+  if (!cuda_built()) {
+    throw StatusError(Status::FailedPrecondition(
+        "DaemonGpuPool.attach: opening the daemon's GPU pool needs CUDA, but this libtierkv was "
+        "built without it (no CUDA toolkit at build time); rebuild it on a machine with the "
+        "toolkit, or load through the host tier (Client.load_lease)"));
+  }
+  Result<std::shared_ptr<DaemonGpuPool>> r = Status::Internal("not run");
+  {
+    py::gil_scoped_release nogil;
+    r = DaemonGpuPool::attach(c.client);
+  }
+  auto out = std::make_unique<PyDaemonGpuPool>();
+  out->owner = c.shared_from_this();
+  out->pool = take(std::move(r));
+  return out;
+}
+
 #endif  // TIERKV_PYTHON_GPU_TRANSFER
 
 }  // namespace
@@ -402,6 +439,65 @@ void bind_gpu(py::module_& m) {
   m.attr("CUDA_BUILT") = cuda_built();
 #if TIERKV_PYTHON_GPU_TRANSFER
   m.attr("GPU_TRANSFER") = gpu_transfer_built();
+  // Registered before GpuTransfer, whose use_gpu_tier() signature names it.
+  py::class_<PyDaemonGpuPool>(
+      m, "DaemonGpuPool",
+      "The daemon's GPU tier ([gpu] capacity in tierkvd's configuration) opened in this process "
+      "(libtierkv's tierkv/gpu_pool.h): a pool of memory on the daemon's GPU, mapped here with "
+      "CUDA IPC, holding copies of the chunks loaded most. Open with DaemonGpuPool.attach(client); "
+      "load_lease() leases a prompt's cached chunks, those with a copy in the pool as GPU-pool "
+      "chunks (LoadLease.on_gpu(i)), which a GpuTransfer on the same device loads device to device "
+      "after use_gpu_tier(pool). Use as a context manager, or close(); a GpuTransfer using it "
+      "keeps the mapping open until it goes.")
+      .def_static("attach", &attach_gpu_pool, py::arg("client"),
+                  "Opens the daemon's GPU pool on the GPU the daemon uses, found among this "
+                  "process's CUDA devices by its UUID (CUDA_VISIBLE_DEVICES applies; the device "
+                  "becomes current for a moment). Raises tierkv.FailedPrecondition with the "
+                  "daemon's reason when its GPU tier is off, or when this process does not see "
+                  "that GPU or the module was built without CUDA; tierkv.Unavailable when CUDA "
+                  "cannot open the pool here.")
+      .def_property_readonly(
+          "device", [](const PyDaemonGpuPool& p) { return p.get()->device(); },
+          "This process's CUDA device index of the daemon's GPU: make the GpuTransfer there.")
+      .def_property_readonly(
+          "size", [](const PyDaemonGpuPool& p) { return p.get()->size(); },
+          "The pool's size in bytes (the daemon's [gpu] capacity, in whole slabs).")
+      .def_property_readonly("closed", [](const PyDaemonGpuPool& p) { return p.pool == nullptr; })
+      .def(
+          "load_lease",
+          [](const PyDaemonGpuPool& p, const Namespace& ns, py::handle tokens_obj,
+             const py::object& max_chunks_obj) {
+            std::shared_ptr<DaemonGpuPool> pool = p.get();
+            Tokens tokens(tokens_obj);
+            const size_t limit = max_chunks_arg(max_chunks_obj);
+            Result<LoadLease> r = Status::Internal("not run");
+            {
+              py::gil_scoped_release nogil;
+              r = pool->load(ns, tokens.span(), limit);
+            }
+            return wrap_load_lease(*p.owner, ns, take(std::move(r)));
+          },
+          py::arg("ns"), py::arg("tokens"), py::arg("max_chunks") = py::none(),
+          "Leases the prompt's leading cached chunks (at most max_chunks) as Client.load_lease "
+          "does, except that chunks with a copy in the daemon's GPU tier come as GPU-pool "
+          "chunks (on_gpu(i); no host bytes): a LoadLease for GpuTransfer.load(). The daemon "
+          "keeps a leased GPU copy until the lease is released.")
+      .def(
+          "close", [](PyDaemonGpuPool& p) { p.pool.reset(); },
+          "Drops this object's hold on the mapping (a GpuTransfer using the pool keeps its own). "
+          "Leases already taken stay valid until released.")
+      .def("__enter__", [](py::object self) { return self; })
+      .def("__exit__",
+           [](PyDaemonGpuPool& p, py::handle, py::handle, py::handle) {
+             p.pool.reset();
+             return false;
+           })
+      .def("__repr__", [](const PyDaemonGpuPool& p) {
+        if (p.pool == nullptr) return std::string("<tierkv.DaemonGpuPool closed>");
+        return "<tierkv.DaemonGpuPool " + std::to_string(p.pool->size()) + " bytes on device " +
+               std::to_string(p.pool->device()) + ">";
+      });
+
   py::class_<PyGpuTransfer>(
       m, "GpuTransfer",
       "Moves a namespace's chunks between tierkv's pinned host pool and one engine KV cache on "
@@ -462,6 +558,24 @@ void bind_gpu(py::module_& m) {
           "transformers' [1, heads, tokens, dim] pass token_stride=head_dim*elem, "
           "head_stride=capacity*token_stride).")
       .def(
+          "use_gpu_tier",
+          [](PyGpuTransfer& self, const PyDaemonGpuPool& pool) {
+            std::shared_ptr<DaemonGpuPool> p = pool.get();
+            GpuTransfer& x = self.get();
+            Status st;
+            {
+              py::gil_scoped_release nogil;
+              std::lock_guard lock(self.mu);
+              st = x.use_gpu_tier(std::move(p));
+            }
+            check(st);
+          },
+          py::arg("pool"),
+          "Lets load() take leases from pool.load_lease(): their chunks in the daemon's GPU tier "
+          "are scattered straight from its pool (device to device), the rest come from host RAM "
+          "as ever. The pool must lie on this transfer's device (else tierkv.InvalidArgument); "
+          "the transfer keeps it open, also after pool.close().")
+      .def(
           "load",
           [](PyGpuTransfer& self, const PyLoadLease& lease, size_t first_chunk, py::object count,
              py::handle block_table, py::handle stream) {
@@ -478,7 +592,9 @@ void bind_gpu(py::module_& m) {
           py::arg("block_table") = py::none(), py::arg("stream") = py::none(),
           "Enqueues loading chunks [first_chunk, first_chunk + count) of a LoadLease into the "
           "sequence's tokens from first_chunk * chunk_tokens on (block_table lists its blocks "
-          "from token 0; a flat cache takes None).")
+          "from token 0; a flat cache takes None). A lease with chunks in the daemon's GPU pool "
+          "(DaemonGpuPool.load_lease) needs use_gpu_tier() first, else "
+          "tierkv.FailedPrecondition.")
       .def(
           "store",
           [](PyGpuTransfer& self, const PyPutLease& lease, py::handle block_table,
@@ -561,6 +677,10 @@ void bind_gpu(py::module_& m) {
                             "Not available: this libtierkv has no GPU transfer path.")
       .def_static("paged", [](py::args, py::kwargs) { no_gpu_path("GpuTransfer.paged"); })
       .def_static("flat", [](py::args, py::kwargs) { no_gpu_path("GpuTransfer.flat"); });
+  struct NoDaemonGpuPool {};
+  py::class_<NoDaemonGpuPool>(m, "DaemonGpuPool",
+                              "Not available: this libtierkv has no GPU transfer path.")
+      .def_static("attach", [](py::args, py::kwargs) { no_gpu_path("DaemonGpuPool.attach"); });
 #endif
 }
 

@@ -61,13 +61,6 @@ uint32_t u32_arg(int64_t v, const char* name) {
   return static_cast<uint32_t>(v);
 }
 
-size_t max_chunks_arg(const py::object& v) {
-  if (v.is_none()) return std::numeric_limits<size_t>::max();
-  const auto n = v.cast<int64_t>();
-  if (n < 0) invalid_argument("max_chunks = " + std::to_string(n) + " is negative");
-  return static_cast<size_t>(n);
-}
-
 uint64_t full_chunks(const Namespace& ns, size_t tokens) { return tokens / ns.layout.chunk_tokens; }
 
 py::list tier_names(const std::vector<Tier>& tiers) {
@@ -122,6 +115,18 @@ py::dict stats_dict(const proto::StatsReply& s) {
   nvme["logical_bytes"] = n.logical_bytes;
   nvme["stored_bytes"] = n.stored_bytes;
   d["nvme"] = nvme;
+  const proto::GpuStats& g = s.gpu;
+  py::dict gpu;
+  gpu["status"] = s.gpu_status;
+  gpu["device"] = g.device;
+  gpu["promotions"] = g.promotions;
+  gpu["promotions_in_flight"] = g.promotions_in_flight;
+  gpu["promotions_queued"] = g.promotions_queued;
+  gpu["promotion_failures"] = g.promotion_failures;
+  gpu["leases"] = g.leases;
+  gpu["attached_clients"] = g.attached_clients;
+  gpu["dropped_with_host"] = g.dropped_with_host;
+  d["gpu"] = gpu;
 #if TIERKV_PYTHON_PREFILL
   const proto::PrefillStats& p = s.prefill;
   py::dict prefill;
@@ -189,6 +194,34 @@ void abort_put(PyPutLease& self) {
 }  // namespace
 
 // --- helpers shared with the other parts ---------------------------------------------------------
+
+size_t max_chunks_arg(const py::object& v) {
+  if (v.is_none()) return std::numeric_limits<size_t>::max();
+  const auto n = v.cast<int64_t>();
+  if (n < 0) invalid_argument("max_chunks = " + std::to_string(n) + " is negative");
+  return static_cast<size_t>(n);
+}
+
+std::span<const std::byte> PyLoadLease::host_chunk(size_t i) const {
+  LoadBox& b = open();
+  check_index(i, chunks, "chunk");
+  if (b.lease.on_gpu(i)) {
+    throw StatusError(Status::FailedPrecondition(
+        "chunk " + std::to_string(i) +
+        " lies in the daemon's GPU pool (device memory), not in host RAM: load it into the cache "
+        "with a GpuTransfer that use_gpu_tier()"));
+  }
+  return b.lease.chunk(i);
+}
+
+PyLoadLease wrap_load_lease(PyClient& client, const Namespace& ns, LoadLease lease) {
+  PyLoadLease out;
+  out.chunks = lease.chunks();
+  out.layout = ns.layout;
+  out.box = make_box(
+      std::unique_ptr<LoadBox>(new LoadBox{client.shared_from_this(), ns, std::move(lease), {}}));
+  return out;
+}
 
 py::memoryview chunk_view(std::shared_ptr<void> keep, std::byte* data, size_t size, bool writable,
                           uint32_t* live) {
@@ -294,13 +327,7 @@ PyLoadLease load_lease(PyClient& self, const Namespace& ns, py::handle tokens_ob
     py::gil_scoped_release nogil;
     r = self.client->load(ns, tokens.span(), limit);
   }
-  LoadLease lease = take(std::move(r));
-  PyLoadLease out;
-  out.chunks = lease.chunks();
-  out.layout = ns.layout;
-  out.box = make_box(
-      std::unique_ptr<LoadBox>(new LoadBox{self.shared_from_this(), ns, std::move(lease), {}}));
-  return out;
+  return wrap_load_lease(self, ns, take(std::move(r)));
 }
 
 PyPutLease put_lease(PyClient& self, const Namespace& ns, py::handle tokens_obj) {
@@ -462,18 +489,16 @@ PYBIND11_MODULE(tierkv, m) {
       .def(
           "chunk",
           [](const PyLoadLease& l, size_t i) {
-            LoadBox& box = l.open();
-            check_index(i, l.chunks, "chunk");
-            const std::span<const std::byte> c = box.lease.chunk(i);
+            const std::span<const std::byte> c = l.host_chunk(i);
             return chunk_view(l.box, const_cast<std::byte*>(c.data()), c.size(), false);
           },
-          py::arg("i"), "Chunk i's bytes: a read-only memoryview of shared memory (no copy).")
+          py::arg("i"),
+          "Chunk i's bytes: a read-only memoryview of shared memory (no copy). A chunk in the "
+          "daemon's GPU pool (on_gpu(i)) has none: tierkv.FailedPrecondition.")
       .def(
           "array",
           [](const PyLoadLease& l, size_t i) {
-            LoadBox& box = l.open();
-            check_index(i, l.chunks, "chunk");
-            const std::span<const std::byte> c = box.lease.chunk(i);
+            const std::span<const std::byte> c = l.host_chunk(i);
             return chunk_array(chunk_view(l.box, const_cast<std::byte*>(c.data()), c.size(), false),
                                l.layout);
           },
@@ -488,6 +513,7 @@ PYBIND11_MODULE(tierkv, m) {
             if (first_chunk > l.chunks) check_index(first_chunk, l.chunks, "first_chunk");
             const size_t n = l.chunks - first_chunk;
             check_kv_array(into, box.ns, n, "into");
+            for (size_t i = first_chunk; i < l.chunks; ++i) (void)l.host_chunk(i);
             const uint64_t cb = box.ns.chunk_bytes();
             if (into.kind() == MemoryKind::kCuda) {
               const uintptr_t stream =
@@ -506,7 +532,21 @@ PYBIND11_MODULE(tierkv, m) {
           },
           py::arg("into"), py::arg("first_chunk") = 0, py::arg("stream") = py::none(),
           "Copies chunks [first_chunk, chunks) into `into` (contiguous, host or CUDA); returns "
-          "the count.")
+          "the count. Host chunks only: a lease with chunks in the daemon's GPU pool goes "
+          "through GpuTransfer.load().")
+      .def(
+          "on_gpu",
+          [](const PyLoadLease& l, size_t i) {
+            LoadBox& box = l.open();
+            check_index(i, l.chunks, "chunk");
+            return box.lease.on_gpu(i);
+          },
+          py::arg("i"),
+          "Whether chunk i lies in the daemon's GPU pool (leases from DaemonGpuPool.load_lease) "
+          "rather than in host RAM.")
+      .def_property_readonly(
+          "gpu_chunks", [](const PyLoadLease& l) { return l.open().lease.gpu_chunks(); },
+          "How many chunks lie in the daemon's GPU pool.")
       .def("release", &release_load, "Gives the slots back (see the class doc).")
       .def("__enter__", [](py::object self) { return self; })
       .def("__exit__",
@@ -515,8 +555,12 @@ PYBIND11_MODULE(tierkv, m) {
              return false;
            })
       .def("__repr__", [](const PyLoadLease& l) {
+        if (l.box == nullptr) {
+          return "<tierkv.LoadLease " + std::to_string(l.chunks) + " chunks, released>";
+        }
+        const size_t gpu = l.box->lease.gpu_chunks();
         return "<tierkv.LoadLease " + std::to_string(l.chunks) + " chunks" +
-               (l.box == nullptr ? ", released>" : ">");
+               (gpu > 0 ? ", " + std::to_string(gpu) + " on the GPU>" : ">");
       });
 
   py::class_<PyPutLease>(
