@@ -5,6 +5,7 @@
 // and sums from fusing into an FMA). C++17: nvcc compiles it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -92,7 +93,11 @@ TIERKV_FP8_HD uint32_t scale_code(float amax, uint32_t f) {
   return code > kMaxScaleCode ? kMaxScaleCode : code;
 }
 
-TIERKV_FP8_HD float scale_value(uint32_t code) { return as_float(code << 17); }
+// A scale code's value. Any 14 bits decode: codes past the largest finite one are clamped to it.
+TIERKV_FP8_HD float scale_value(uint32_t code) {
+  code &= 0x3fffu;
+  return as_float((code > kMaxScaleCode ? kMaxScaleCode : code) << 17);
+}
 
 // 1 / scale, 0 for a zero scale.
 TIERKV_FP8_HD float inverse(float scale) { return scale > 0.0f ? div(1.0f, scale) : 0.0f; }
@@ -135,6 +140,13 @@ TIERKV_FP8_HD uint32_t magnitude_steps(uint32_t em, uint32_t f) {
 TIERKV_FP8_HD float decode(uint32_t q, uint32_t f) {
   const auto steps = static_cast<int32_t>(magnitude_steps(q & 0x7fu, f));
   const float v = mul(static_cast<float>(steps), step(f));
+  return as_float(as_bits(v) | ((q & 0x80u) << 24));
+}
+
+// code -> dequantized value: the normalized value times the row's scale (one rounding), the sign
+// by its bit so that a negative zero code gives -0.
+TIERKV_FP8_HD float dequantize(uint32_t q, uint32_t f, float scale) {
+  const float v = mul(decode(q & 0x7fu, f), scale);
   return as_float(as_bits(v) | ((q & 0x80u) << 24));
 }
 
@@ -194,8 +206,16 @@ struct Choice {
   }
 };
 
-// The metadata of a row: format in the top 2 bits, scale code in the low 14.
-TIERKV_FP8_HD uint32_t metadata(uint32_t f, uint32_t code) { return (f << 14) | code; }
+// The metadata of a row: a little-endian uint16 (stored unaligned), format in the top 2 bits,
+// scale code in the low 14. `meta` is the encoded slab's metadata region.
+TIERKV_FP8_HD void store_metadata(std::byte* meta, uint64_t row, uint32_t f, uint32_t code) {
+  const uint32_t m = (f << 14) | code;
+  meta[2 * row] = static_cast<std::byte>(m & 0xffu);
+  meta[2 * row + 1] = static_cast<std::byte>(m >> 8);
+}
+TIERKV_FP8_HD uint32_t load_metadata(const std::byte* meta, uint64_t row) {
+  return static_cast<uint32_t>(meta[2 * row]) | (static_cast<uint32_t>(meta[2 * row + 1]) << 8);
+}
 TIERKV_FP8_HD uint32_t format_of(uint32_t meta) { return (meta >> 14) & 3u; }
 TIERKV_FP8_HD uint32_t code_of(uint32_t meta) { return meta & 0x3fffu; }
 

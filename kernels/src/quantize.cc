@@ -328,37 +328,27 @@ void quantize_fp8_auto(const SlabShape& s, DType dtype, const std::byte* in, std
       choice.offer(c, fa::lane_tree_sum(lanes));
     }
     const fa::Candidate& best = choice.best;
-    const uint32_t m = fa::metadata(best.format, best.code);
-    meta[2 * r] = static_cast<std::byte>(m & 0xffu);
-    meta[2 * r + 1] = static_cast<std::byte>(m >> 8);
+    fa::store_metadata(meta, r, best.format, best.code);
     fp8_auto_codes(row, s.head_dim, best.inv, best.format, payload + r * s.head_dim);
   }
 }
 
-// One row of codes in format f (the row's, so the loop vectorizes): fp8auto::decode, then the
-// scale.
+// One row of codes in format f (the row's, so the loop vectorizes).
 TIERKV_TILE_CLONES void fp8_auto_tile(const uint8_t* __restrict q, uint32_t f, float scale,
                                       uint32_t n, float* __restrict out) {
-  const float step = fp8auto::step(f);
-  for (uint32_t j = 0; j < n; ++j) {
-    const auto steps = static_cast<int32_t>(fp8auto::magnitude_steps(q[j] & 0x7fu, f));
-    const float v = static_cast<float>(steps) * step * scale;
-    out[j] = std::bit_cast<float>(std::bit_cast<uint32_t>(v) | (uint32_t{q[j] & 0x80u} << 24));
-  }
+  for (uint32_t j = 0; j < n; ++j) out[j] = fp8auto::dequantize(q[j], f, scale);
 }
 
 template <DType kOut>
 void dequantize_fp8_auto(const SlabShape& s, const std::byte* in, std::byte* out) {
   namespace fa = fp8auto;
   const uint64_t rows = uint64_t{s.tokens} * s.heads;
-  const auto* meta = reinterpret_cast<const uint8_t*>(in);
   const auto* payload = reinterpret_cast<const uint8_t*>(in + 2 * rows);
   float tile[kTile];
   for (uint64_t r = 0; r < rows; ++r) {
-    const uint32_t m = meta[2 * r] | (uint32_t{meta[2 * r + 1]} << 8);
+    const uint32_t m = fa::load_metadata(in, r);
     const uint32_t f = fa::format_of(m);
-    // Any code decodes: codes above the largest finite scale are clamped rather than trusted.
-    const float scale = fa::scale_value(std::min(fa::code_of(m), fa::kMaxScaleCode));
+    const float scale = fa::scale_value(fa::code_of(m));  // any code decodes (clamped)
     const uint8_t* q = payload + r * s.head_dim;
     const uint64_t base = r * s.head_dim;
     for (uint32_t d0 = 0; d0 < s.head_dim; d0 += kTile) {
@@ -662,9 +652,7 @@ float fp8_auto_decode(uint8_t q, uint32_t format) { return fp8auto::decode(q, fo
 uint32_t fp8_auto_scale_code(float amax, uint32_t format) {
   return fp8auto::scale_code(amax, format & 3u);
 }
-float fp8_auto_scale(uint32_t code) {
-  return fp8auto::scale_value(std::min(code & 0x3fffu, fp8auto::kMaxScaleCode));
-}
+float fp8_auto_scale(uint32_t code) { return fp8auto::scale_value(code); }
 
 int fp8_scale_exponent(float amax) {
   if (!(amax > 0.0f)) return 0;

@@ -192,9 +192,7 @@ __global__ void __launch_bounds__(kThreads) row_stats_kernel(const QuantParams p
       choice.offer(c, sse);
     }
     if (lane != 0) return;
-    const uint32_t m = fa::metadata(choice.best.format, choice.best.code);
-    out[2ull * row] = static_cast<std::byte>(m & 0xffu);
-    out[2ull * row + 1] = static_cast<std::byte>(m >> 8);
+    fa::store_metadata(out, row, choice.best.format, choice.best.code);
     p.scratch[uint64_t{blockIdx.y} * p.groups + row] = choice.best.inv;
     return;
   }
@@ -269,7 +267,7 @@ __global__ void __launch_bounds__(kThreads) payload_kernel(const QuantParams p) 
         inv = pow2(127 - static_cast<int>(static_cast<uint8_t>(enc[g])));
       } else if constexpr (kScheme == kSchemeFp8Auto) {
         inv = inv_of[g];
-        format = fp8auto::format_of(uint32_t{static_cast<uint8_t>(enc[2ull * g + 1])} << 8);
+        format = fp8auto::format_of(fp8auto::load_metadata(enc, g));
       } else {
         inv = inv_of[g];
         if constexpr (kScheme == kSchemeInt4Key || kScheme == kSchemeInt4Value ||
@@ -350,10 +348,8 @@ __device__ __forceinline__ void load8_f32(const std::byte* p, float* out) {
 // A kFp8Auto row's scale, and its format as a float (dequant_kernel's per-element "min").
 __device__ __forceinline__ void fp8_auto_meta(const std::byte* enc, uint32_t g, float* scale,
                                               float* format) {
-  const uint32_t m = uint32_t{static_cast<uint8_t>(enc[2ull * g])} |
-                     (uint32_t{static_cast<uint8_t>(enc[2ull * g + 1])} << 8);
-  const uint32_t code = fp8auto::code_of(m);
-  *scale = fp8auto::scale_value(code < fp8auto::kMaxScaleCode ? code : fp8auto::kMaxScaleCode);
+  const uint32_t m = fp8auto::load_metadata(enc, g);
+  *scale = fp8auto::scale_value(fp8auto::code_of(m));
   *format = static_cast<float>(fp8auto::format_of(m));
 }
 
@@ -454,8 +450,7 @@ __global__ void __launch_bounds__(kThreads) dequant_kernel(const QuantParams p) 
     } else if constexpr (kScheme == kSchemeFp8Auto) {
       // mn carries the row's format (as a float: 0..3).
       const uint32_t code = (raw[k / 4] >> (8 * (k % 4))) & 0xffu;
-      const float value = fp8auto::decode(code & 0x7fu, static_cast<uint32_t>(mn[k]));
-      v = __uint_as_float(__float_as_uint(__fmul_rn(value, scale[k])) | ((code & 0x80u) << 24));
+      v = fp8auto::dequantize(code, static_cast<uint32_t>(mn[k]), scale[k]);
     } else if constexpr (kScheme == kSchemeInt8) {
       const auto q = static_cast<int8_t>((raw[k / 4] >> (8 * (k % 4))) & 0xffu);
       v = __fmul_rn(static_cast<float>(q), scale[k]);
